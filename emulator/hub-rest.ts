@@ -1,0 +1,202 @@
+/**
+ * IoT hub registry REST (api-version 2021-04-12) for every hub, selected by the request's Host header.
+ * Every call is authenticated with a policy SAS and the policy's rights, like Azure.
+ */
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import { AzureError, hubErrors, sendHubError } from './azure-errors';
+import {
+  bulkDevices,
+  deleteDevice,
+  deviceStatistics,
+  deviceToWire,
+  findHubByHost,
+  getDevice,
+  patchTwin,
+  putDevice,
+  twinToWire,
+  type DeviceInput,
+} from './hub';
+import { parseDeviceQuery } from './hub-query';
+import { limitsMiddleware } from './limits';
+import { SasError, authorizeWithPolicy } from './sas';
+import type { AccessRight, EmulatorState, HubState } from './state';
+
+const READ: AccessRight[] = ['RegistryRead', 'RegistryWrite'];
+const WRITE: AccessRight[] = ['RegistryWrite'];
+const TWIN_READ: AccessRight[] = ['RegistryRead', 'RegistryWrite', 'ServiceConnect'];
+const TWIN_WRITE: AccessRight[] = ['RegistryWrite', 'ServiceConnect'];
+
+const DEFAULT_PAGE = 100;
+const MAX_PAGE = 1000;
+
+function hubOf(res: Response): HubState {
+  return res.locals.hub as HubState;
+}
+
+function ifMatch(req: Request): string | undefined {
+  const value = req.get('If-Match');
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function sendJson(res: Response, status: number, body: unknown): void {
+  res.status(status).setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.send(JSON.stringify(body));
+}
+
+/** Authorizes the call for the hub with any of the given rights; 401 otherwise. */
+function authorize(rights: AccessRight[]) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const hub = hubOf(res);
+    try {
+      authorizeWithPolicy(req.get('Authorization'), hub.policies, { resource: hub.hostName, anyOf: rights });
+    } catch (err) {
+      if (err instanceof SasError) throw hubErrors.unauthorized(`Unauthorized: ${err.message}`);
+      throw err;
+    }
+    next();
+  };
+}
+
+function encodeContinuation(lastId: string): string {
+  return Buffer.from(JSON.stringify({ after: lastId })).toString('base64');
+}
+
+function decodeContinuation(token: string): string {
+  try {
+    const parsed = JSON.parse(Buffer.from(token, 'base64').toString('utf8')) as { after?: unknown };
+    if (typeof parsed.after === 'string') return parsed.after;
+  } catch {
+    // fall through to the 400 below
+  }
+  throw hubErrors.argument('Invalid continuation token');
+}
+
+function pageSize(req: Request): number {
+  const header = req.get('x-ms-max-item-count');
+  if (header === undefined || header === '') return DEFAULT_PAGE;
+  const n = Number(header);
+  if (!Number.isInteger(n) || n < 1) throw hubErrors.argument('x-ms-max-item-count must be a positive integer');
+  return Math.min(n, MAX_PAGE);
+}
+
+function deviceInputFromBody(req: Request): DeviceInput {
+  const body: unknown = req.body;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw hubErrors.argument('The request body must be a device');
+  }
+  const input = body as DeviceInput;
+  const id = req.params.id as string;
+  if (input.deviceId !== undefined && input.deviceId !== id) {
+    throw hubErrors.argument('The deviceId in the body does not match the URL');
+  }
+  return { ...input, deviceId: id };
+}
+
+/** Express router answering for every hub host; anything not a hub host falls through. */
+export function hubRouter(state: EmulatorState): Router {
+  const router = express.Router();
+
+  router.use((req, res, next) => {
+    const hub = findHubByHost(state, req.hostname);
+    if (!hub) {
+      next('router');
+      return;
+    }
+    res.locals.hub = hub;
+    next();
+  });
+  router.use(limitsMiddleware(state, 'hub', (req) => findHubByHost(state, req.hostname)));
+  router.use(express.json({ type: () => true, limit: '4mb' }));
+  router.use((req, _res, next) => {
+    if (typeof req.query['api-version'] !== 'string') {
+      throw new AzureError(400, 'InvalidProtocolVersion', 'The api-version query parameter is required');
+    }
+    next();
+  });
+
+  router.post('/devices/query', authorize(TWIN_READ), (req, res) => {
+    const hub = hubOf(res);
+    const query = parseDeviceQuery((req.body as { query?: unknown } | undefined)?.query);
+    const matching = [...hub.devices.values()]
+      .sort((a, b) => (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0))
+      .map(twinToWire)
+      .filter(query.where);
+    if (query.countAlias) {
+      res.setHeader('x-ms-item-type', 'Raw');
+      sendJson(res, 200, [{ [query.countAlias]: matching.length }]);
+      return;
+    }
+    const token = req.get('x-ms-continuation');
+    const after = token ? decodeContinuation(token) : undefined;
+    const start = after === undefined ? 0 : matching.findIndex((doc) => (doc.deviceId as string) > after);
+    const rest = start < 0 ? [] : matching.slice(start);
+    const page = rest.slice(0, pageSize(req));
+    res.setHeader('x-ms-item-type', 'Twin');
+    // No continuation header on the last page, or SDK callers loop forever.
+    if (rest.length > page.length) {
+      res.setHeader('x-ms-continuation', encodeContinuation(page[page.length - 1].deviceId as string));
+    }
+    sendJson(res, 200, page);
+  });
+
+  router.get('/devices', authorize(READ), (req, res) => {
+    const top = req.query.top === undefined ? MAX_PAGE : Number(req.query.top);
+    if (!Number.isInteger(top) || top < 1 || top > MAX_PAGE) throw hubErrors.argument('top must be 1 to 1000');
+    sendJson(res, 200, [...hubOf(res).devices.values()].slice(0, top).map(deviceToWire));
+  });
+
+  router.post('/devices', authorize(WRITE), (req, res) => {
+    const result = bulkDevices(hubOf(res), req.body);
+    sendJson(res, result.isSuccessful ? 200 : 400, result);
+  });
+
+  router.put('/devices/:id', authorize(WRITE), (req, res) => {
+    const device = putDevice(hubOf(res), deviceInputFromBody(req), ifMatch(req));
+    sendJson(res, 200, deviceToWire(device));
+  });
+
+  router.get('/devices/:id', authorize(READ), (req, res) => {
+    sendJson(res, 200, deviceToWire(getDevice(hubOf(res), req.params.id as string)));
+  });
+
+  router.delete('/devices/:id', authorize(WRITE), (req, res) => {
+    deleteDevice(hubOf(res), req.params.id as string, ifMatch(req));
+    res.status(204).end();
+  });
+
+  router.get('/twins/:id', authorize(TWIN_READ), (req, res) => {
+    sendJson(res, 200, twinToWire(getDevice(hubOf(res), req.params.id as string)));
+  });
+
+  router.patch('/twins/:id', authorize(TWIN_WRITE), (req, res) => {
+    const device = patchTwin(hubOf(res), req.params.id as string, req.body ?? {}, ifMatch(req));
+    sendJson(res, 200, twinToWire(device));
+  });
+
+  router.get('/statistics/devices', authorize(READ), (_req, res) => {
+    sendJson(res, 200, deviceStatistics(hubOf(res)));
+  });
+
+  router.use((req) => {
+    throw new AzureError(404, 'NotFound', `${req.method} ${req.path} is not supported by the emulated hub`);
+  });
+
+  router.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    if (err instanceof AzureError) {
+      sendHubError(res, err);
+      return;
+    }
+    const status = (err as { status?: number; type?: string }).status;
+    if (status === 400 || (err as { type?: string }).type === 'entity.parse.failed') {
+      sendHubError(res, hubErrors.argument('The request body is not valid JSON'));
+      return;
+    }
+    if (status === 413) {
+      sendHubError(res, new AzureError(413, 'MessageTooLarge', 'The request body is too large'));
+      return;
+    }
+    sendHubError(res, new AzureError(500, 'ServerError', 'Internal error'));
+  });
+
+  return router;
+}

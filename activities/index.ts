@@ -1,0 +1,15 @@
+import type { AzureClients } from './azure-clients';
+import { connectivityActivities } from './connectivity';
+
+export interface ActivityDeps {
+  azure: AzureClients;
+}
+
+/** Every activity the worker registers, with its Azure clients injected once. */
+export function createActivities(deps: ActivityDeps) {
+  return {
+    ...connectivityActivities(deps.azure),
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,13 @@
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+/** Custom search attributes, registered on the dev server by common/temporal-server.ts and set by workflows. */
+export const SA = {
+  deviceId: defineSearchAttributeKey('IotDeviceId', SearchAttributeType.KEYWORD),
+  registrationId: defineSearchAttributeKey('IotRegistrationId', SearchAttributeType.KEYWORD),
+  sourceHub: defineSearchAttributeKey('IotSourceHub', SearchAttributeType.KEYWORD),
+  targetHub: defineSearchAttributeKey('IotTargetHub', SearchAttributeType.KEYWORD),
+  operation: defineSearchAttributeKey('IotOperation', SearchAttributeType.KEYWORD),
+  phase: defineSearchAttributeKey('IotPhase', SearchAttributeType.KEYWORD),
+} as const;
+
+export const searchAttributeKeys = Object.values(SA);

@@ -1,0 +1,2 @@
+/** How the jest global setup hands the dev server's address to the test files. */
+export const HARNESS_ENV = { address: 'IOT_LIFECYCLE_TEST_TEMPORAL_ADDRESS' } as const;

@@ -1,0 +1,37 @@
+import { NativeConnection } from '@temporalio/worker';
+import { loadConfig, ConfigError } from '../common/config';
+import { createLogger } from '../common/logger';
+import { createAzureClients } from '../activities/azure-clients';
+import { createWorker } from './worker';
+import { configureAzureEndpoints } from './azure-endpoints';
+
+/** Standalone worker against a running Temporal server (TEMPORAL_ADDRESS) and configured Azure. */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(config.LOG_LEVEL, 'iot-lifecycle-worker');
+  configureAzureEndpoints(config);
+  const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
+  const connection = await NativeConnection.connect({ address });
+  const worker = await createWorker({
+    connection,
+    namespace: config.TEMPORAL_NAMESPACE,
+    taskQueue: config.TASK_QUEUE,
+    deps: {
+      azure: createAzureClients({
+        dpsConnectionString: config.AZURE_DPS_CONNECTION_STRING,
+        hubConnectionStrings: config.AZURE_HUB_CONNECTION_STRINGS,
+      }),
+    },
+    shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
+  });
+  log.info({ address, taskQueue: config.TASK_QUEUE }, 'worker started');
+  // Worker.run() installs SIGINT/SIGTERM handlers that start a graceful shutdown.
+  await worker.run();
+  await connection.close();
+  log.info('worker stopped');
+}
+
+main().catch((err) => {
+  console.error(err instanceof ConfigError ? err.message : err);
+  process.exit(1);
+});

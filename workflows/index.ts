@@ -1,0 +1,2 @@
+// The worker's workflowsPath: re-exports every workflow.
+export * from './connectivity';

@@ -127,7 +127,7 @@ describe('device tokens (url-encoded host/devices/id sr, no skn)', () => {
     SharedAccessSignature.createWithSigningFunction(
       { host: HOST, deviceId: 'dev-1' },
       anHourFromNow(),
-      (toSign, cb) => cb(null, createHmac('sha256', Buffer.from(deviceKey, 'base64')).update(toSign).digest()),
+      (toSign, cb) => cb(undefined, createHmac('sha256', Buffer.from(deviceKey, 'base64')).update(toSign).digest()),
       (err, sas) => {
         expect(err).toBeFalsy();
         const token = sas!.toString();

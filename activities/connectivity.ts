@@ -24,7 +24,12 @@ export function connectivityActivities(clients: AzureClients) {
       try {
         const query = client.createIndividualEnrollmentQuery({ query: '*' }, 1);
         const { responseBody } = await query.next();
-        return { kind: 'dps', hostName, reachable: true, detail: `enrollment query answered (${responseBody.items?.length ?? 0} item(s))` };
+        return {
+          kind: 'dps',
+          hostName,
+          reachable: true,
+          detail: `enrollment query answered (${responseBody.items?.length ?? 0} item(s))`,
+        };
       } catch (err) {
         return { kind: 'dps', hostName, reachable: false, detail: describeError(err) };
       }

@@ -42,7 +42,10 @@ export const configSchema = z.object({
   DATA_DIR: z.string().min(1).default('.data'),
   SHUTDOWN_GRACE_SECONDS: z.coerce.number().positive().default(30),
   /** Azure IoT Hub Device Provisioning Service connection string (service side, provisioningserviceowner). */
-  AZURE_DPS_CONNECTION_STRING: z.string().regex(/HostName=[^;]+/, 'needs HostName=…').optional(),
+  AZURE_DPS_CONNECTION_STRING: z
+    .string()
+    .regex(/HostName=[^;]+/, 'needs HostName=…')
+    .optional(),
   /** Environment name → IoT hub connection string (iothubowner or a registry read/write policy). */
   AZURE_HUB_CONNECTION_STRINGS: hubConnectionStrings.optional(),
   /**
@@ -54,6 +57,9 @@ export const configSchema = z.object({
   AZURE_CA_FILE: z.string().min(1).optional(),
   /** `npm start` runs the embedded Azure emulator unless Azure connection strings are configured. */
   EMULATOR: booleanFlag.optional(),
+  EMULATOR_HTTPS_PORT: port.default(8443),
+  EMULATOR_MQTT_PORT: port.default(8883),
+  EMULATOR_CONTROL_PORT: port.default(8480),
   EVENT_GRID_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
 });
 

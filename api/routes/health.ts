@@ -29,9 +29,7 @@ export function healthRoutes({ client }: AppDeps): Router {
   });
   router.get('/readyz', async (_req, res) => {
     try {
-      await client.connection.withDeadline(Date.now() + 2_000, () =>
-        client.workflowService.getSystemInfo({}),
-      );
+      await client.connection.withDeadline(Date.now() + 2_000, () => client.workflowService.getSystemInfo({}));
       res.json({ status: 'ready' });
     } catch (err) {
       const reason = `Temporal at ${describeAddress(client)} is unreachable: ${(err as Error).message}`;

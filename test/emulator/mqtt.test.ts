@@ -1,0 +1,421 @@
+/**
+ * Device connections over MQTT, driven by the real azure-iot-device (+ -mqtt) client against the in-process
+ * emulator, with devices managed through the real azure-iothub Registry.
+ */
+import {
+  Client,
+  SharedAccessSignatureAuthenticationProvider,
+  X509AuthenticationProvider,
+  Message,
+  type Twin,
+} from 'azure-iot-device';
+import { Mqtt } from 'azure-iot-device-mqtt';
+import { MqttBase } from 'azure-iot-mqtt-base';
+import { NoRetry } from 'azure-iot-common';
+import { Registry } from 'azure-iothub';
+import { mintCertificate } from '../../emulator/certs';
+import { addFaultRule, resetLimits } from '../../emulator/limits';
+import { deviceBroker } from '../../emulator/mqtt';
+import { installAzureEndpointRouting } from '../../emulator/routing';
+import { createSasToken } from '../../emulator/sas';
+import { startEmulator, type RunningEmulator } from '../../emulator/server';
+import type { DeviceEvent } from '../../emulator/state';
+
+let emulator: RunningEmulator;
+let uninstallRouting: () => void;
+let registry: Registry;
+let hubHost: string;
+const openClients: Client[] = [];
+
+beforeAll(async () => {
+  emulator = await startEmulator({ controlPort: false });
+  uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
+  registry = Registry.fromConnectionString(emulator.connectionStrings.hubs.test);
+  hubHost = emulator.state.hubs.get('test')!.hostName;
+});
+
+afterEach(async () => {
+  await Promise.all(openClients.splice(0).map((c) => c.close().catch(() => undefined)));
+});
+
+afterAll(async () => {
+  uninstallRouting();
+  await emulator.stop();
+});
+
+const gateway = (): string => `127.0.0.1:${emulator.mqttPort}`;
+let counter = 0;
+const uniqueId = (prefix: string): string => `${prefix}-${Date.now().toString(36)}-${++counter}`;
+
+async function createSasDevice(deviceId = uniqueId('sas'), status: 'enabled' | 'disabled' = 'enabled') {
+  const { responseBody } = await registry.create({ deviceId, status });
+  return { deviceId, key: responseBody.authentication!.symmetricKey!.primaryKey! };
+}
+
+function track(client: Client): Client {
+  client.setRetryPolicy(new NoRetry());
+  openClients.push(client);
+  return client;
+}
+
+async function sasClient(deviceId: string, key: string): Promise<Client> {
+  const client = track(
+    Client.fromConnectionString(
+      `HostName=${hubHost};DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=${gateway()}`,
+      Mqtt,
+    ),
+  );
+  await client.setOptions({ ca: emulator.caPem });
+  return client;
+}
+
+async function tokenClient(deviceId: string, sharedAccessSignature: string): Promise<Client> {
+  const provider = new SharedAccessSignatureAuthenticationProvider({
+    host: hubHost,
+    deviceId,
+    sharedAccessSignature,
+    gatewayHostName: gateway(),
+  });
+  const client = track(Client.fromAuthenticationProvider(provider, Mqtt));
+  await client.setOptions({ ca: emulator.caPem });
+  return client;
+}
+
+async function x509Client(deviceId: string, cert: { certPem: string; keyPem: string }): Promise<Client> {
+  const provider = new X509AuthenticationProvider({
+    host: hubHost,
+    deviceId,
+    gatewayHostName: gateway(),
+    x509: { cert: cert.certPem, key: cert.keyPem },
+  });
+  const client = track(Client.fromAuthenticationProvider(provider, Mqtt));
+  await client.setOptions({ ca: emulator.caPem });
+  return client;
+}
+
+function nextDisconnect(client: Client): Promise<void> {
+  return new Promise((resolve) => client.once('disconnect', () => resolve()));
+}
+
+function nextBusEvent(name: 'deviceConnected' | 'deviceDisconnected', deviceId: string): Promise<DeviceEvent> {
+  return new Promise((resolve) => {
+    const listener = (e: DeviceEvent): void => {
+      if (e.deviceId !== deviceId) return;
+      emulator.state.events.off(name, listener);
+      resolve(e);
+    };
+    emulator.state.events.on(name, listener);
+  });
+}
+
+describe('MQTT device connections', () => {
+  it('connects a SAS device and tracks its connection state and activity in the registry', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const before = (await registry.get(deviceId)).responseBody;
+    expect(before.connectionState).toBe('Disconnected');
+
+    const client = await sasClient(deviceId, key);
+    const connected = nextBusEvent('deviceConnected', deviceId);
+    await client.open();
+    await connected;
+    const during = (await registry.get(deviceId)).responseBody;
+    expect(during.connectionState).toBe('Connected');
+    expect(during.lastActivityTime).not.toBe('0001-01-01T00:00:00Z');
+    expect(Date.parse(during.connectionStateUpdatedTime!)).toBeGreaterThan(Date.now() - 60_000);
+
+    await client.sendEvent(new Message('{"t":21}'));
+    expect(deviceBroker(emulator.state)!.telemetryCount('test', deviceId)).toBe(1);
+
+    const disconnected = nextBusEvent('deviceDisconnected', deviceId);
+    await client.close();
+    await disconnected;
+    expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
+  });
+
+  it('refuses a device key that is not the device’s', async () => {
+    const { deviceId } = await createSasDevice();
+    const client = await sasClient(deviceId, Buffer.alloc(32, 7).toString('base64'));
+    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
+  });
+
+  it('accepts the secondary key', async () => {
+    const deviceId = uniqueId('sec');
+    const { responseBody } = await registry.create({ deviceId });
+    const client = await sasClient(deviceId, responseBody.authentication!.symmetricKey!.secondaryKey!);
+    await expect(client.open()).resolves.toBeDefined();
+  });
+
+  it('refuses an expired token', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const token = createSasToken({
+      resource: `${hubHost}/devices/${deviceId}`,
+      key,
+      expiry: Math.floor(Date.now() / 1000) - 10,
+    });
+    const client = await tokenClient(deviceId, token);
+    await expect(client.open()).rejects.toThrow(/Not authorized/);
+  });
+
+  it('refuses a token issued for another device', async () => {
+    const victim = await createSasDevice();
+    const other = await createSasDevice();
+    const token = createSasToken({ resource: `${hubHost}/devices/${other.deviceId}`, key: other.key });
+    const client = await tokenClient(victim.deviceId, token);
+    await expect(client.open()).rejects.toThrow(/Not authorized/);
+  });
+
+  it('refuses a device-key token scoped to the whole hub', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await tokenClient(deviceId, createSasToken({ resource: hubHost, key }));
+    await expect(client.open()).rejects.toThrow(/Not authorized/);
+  });
+
+  it('accepts a hub policy token with DeviceConnect and refuses one without it', async () => {
+    const { deviceId } = await createSasDevice();
+    const hub = emulator.state.hubs.get('test')!;
+    const devicePolicy = hub.policies.find((p) => p.keyName === 'device')!;
+    const readPolicy = hub.policies.find((p) => p.keyName === 'registryRead')!;
+    const resource = `${hubHost}/devices/${deviceId}`;
+
+    const refused = await tokenClient(
+      deviceId,
+      createSasToken({ resource, key: readPolicy.primaryKey, keyName: 'registryRead' }),
+    );
+    await expect(refused.open()).rejects.toThrow(/Not authorized/);
+
+    const accepted = await tokenClient(
+      deviceId,
+      createSasToken({ resource, key: devicePolicy.primaryKey, keyName: 'device' }),
+    );
+    await expect(accepted.open()).resolves.toBeDefined();
+  });
+
+  it('refuses unknown and disabled devices', async () => {
+    const unknown = await sasClient(uniqueId('ghost'), Buffer.alloc(32, 1).toString('base64'));
+    await expect(unknown.open()).rejects.toThrow(/Not authorized/);
+
+    const { deviceId, key } = await createSasDevice(uniqueId('off'), 'disabled');
+    const disabled = await sasClient(deviceId, key);
+    await expect(disabled.open()).rejects.toThrow(/Not authorized/);
+  });
+
+  it('closes the connection when the SAS token expires', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const token = createSasToken({
+      resource: `${hubHost}/devices/${deviceId}`,
+      key,
+      expiry: Math.floor(Date.now() / 1000) + 2,
+    });
+    const client = await tokenClient(deviceId, token);
+    await client.open();
+    const dropped = nextDisconnect(client);
+    await dropped;
+    expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
+  });
+
+  it('connects an X.509 device by thumbprint and refuses another certificate', async () => {
+    const deviceId = uniqueId('x509');
+    const cert = mintCertificate({ commonName: deviceId });
+    const stranger = mintCertificate({ commonName: deviceId });
+    await registry.create({
+      deviceId,
+      authentication: {
+        x509Thumbprint: { primaryThumbprint: cert.thumbprintSha1, secondaryThumbprint: null as unknown as string },
+      },
+    });
+
+    const wrong = await x509Client(deviceId, stranger);
+    await expect(wrong.open()).rejects.toThrow(/Not authorized/);
+
+    const client = await x509Client(deviceId, cert);
+    await client.open();
+    expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Connected');
+  });
+
+  it('connects an X.509 CA device whose chain ends at a verified hub CA', async () => {
+    const root = mintCertificate({ commonName: 'Fleet Root', isCa: true });
+    const intermediate = mintCertificate({ commonName: 'Fleet Intermediate', isCa: true, issuer: root });
+    const deviceId = uniqueId('ca');
+    const leaf = mintCertificate({ commonName: deviceId, issuer: intermediate });
+    await registry.create({ deviceId, authentication: { type: 'certificateAuthority' } } as Parameters<
+      Registry['create']
+    >[0]);
+
+    const unverified = await x509Client(deviceId, { certPem: leaf.chainPem, keyPem: leaf.keyPem });
+    await expect(unverified.open()).rejects.toThrow(/Not authorized/);
+
+    deviceBroker(emulator.state)!.addVerifiedCaCertificate('test', root.certPem);
+    const client = await x509Client(deviceId, { certPem: leaf.chainPem, keyPem: leaf.keyPem });
+    await expect(client.open()).resolves.toBeDefined();
+  });
+
+  it('disconnects a device that is deleted, and announces the disconnect', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const dropped = nextDisconnect(client);
+    const announced = nextBusEvent('deviceDisconnected', deviceId);
+    await registry.delete(deviceId);
+    await dropped;
+    await announced;
+    await expect(client.open()).rejects.toThrow(/Not authorized/);
+  });
+
+  it('disconnects a device that is disabled or whose key is replaced', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const device = (await registry.get(deviceId)).responseBody;
+
+    // A change that keeps the credential valid keeps the connection.
+    await registry.update({ ...device, statusReason: 'audit' });
+    expect(
+      deviceBroker(emulator.state)!
+        .connections('test')
+        .map((c) => c.deviceId),
+    ).toContain(deviceId);
+
+    const rotatedOut = nextDisconnect(client);
+    await registry.update({
+      deviceId,
+      authentication: {
+        symmetricKey: {
+          primaryKey: Buffer.alloc(32, 3).toString('base64'),
+          secondaryKey: Buffer.alloc(32, 4).toString('base64'),
+        },
+      },
+    });
+    await rotatedOut;
+
+    const { deviceId: second, key: secondKey } = await createSasDevice();
+    const other = await sasClient(second, secondKey);
+    await other.open();
+    const disabled = nextDisconnect(other);
+    await registry.update({ deviceId: second, status: 'disabled' });
+    await disabled;
+  });
+
+  it('answers twin GET and stores reported patches with an increasing version', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const twin: Twin = await client.getTwin();
+    const reportedBefore = (await registry.getTwin(deviceId)).responseBody.properties.reported.$version as number;
+
+    await new Promise<void>((resolve, reject) =>
+      twin.properties.reported.update({ firmware: '1.2.3', telemetry: { interval: 30 } }, (err?: Error) =>
+        err ? reject(err) : resolve(),
+      ),
+    );
+    const stored = (await registry.getTwin(deviceId)).responseBody;
+    expect(stored.properties.reported.firmware).toBe('1.2.3');
+    expect(stored.properties.reported.telemetry).toEqual({ interval: 30 });
+    expect(stored.properties.reported.$version).toBe(reportedBefore + 1);
+
+    // The device's own view after a fresh GET.
+    const again = await client.getTwin();
+    expect(again.properties.reported.firmware).toBe('1.2.3');
+  });
+
+  it('pushes desired property patches to a subscribed device', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const twin = await client.getTwin();
+    const received = new Promise<Record<string, unknown>>((resolve) => {
+      twin.on('properties.desired', (delta: Record<string, unknown>) => {
+        if (delta.sampling !== undefined) resolve(delta);
+      });
+    });
+    const { responseBody } = await registry.getTwin(deviceId);
+    await registry.updateTwin(deviceId, { properties: { desired: { sampling: 5 } } }, responseBody.etag);
+    const delta = await received;
+    expect(delta.sampling).toBe(5);
+    expect(delta.$version).toBeGreaterThan(1);
+  });
+
+  it('delivers direct methods and cloud-to-device messages to the connected device', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const broker = deviceBroker(emulator.state)!;
+
+    await expect(broker.invokeMethod('test', deviceId, { methodName: 'reboot' })).rejects.toMatchObject({
+      status: 404,
+      code: 'DeviceNotOnline',
+    });
+    client.onDeviceMethod('reboot', (request, response) => {
+      void response.send(200, { delayed: (request.payload as { delay: number }).delay });
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    await expect(
+      broker.invokeMethod('test', deviceId, { methodName: 'reboot', payload: { delay: 3 } }),
+    ).resolves.toEqual({
+      status: 200,
+      payload: { delayed: 3 },
+    });
+
+    const message = new Promise<Message>((resolve) => client.on('message', (m: Message) => resolve(m)));
+    broker.sendCloudToDevice('test', deviceId, {
+      payload: 'hello',
+      messageId: 'm-1',
+      properties: { kind: 'greeting' },
+    });
+    const got = await message;
+    expect(got.data.toString()).toBe('hello');
+    expect(got.messageId).toBe('m-1');
+    expect(got.properties.getValue('kind')).toBe('greeting');
+    expect((await registry.get(deviceId)).responseBody.cloudToDeviceMessageCount).toBe(1);
+  });
+
+  it('answers over-quota connections with server unavailable and injected twin faults with their status', async () => {
+    const { limits } = emulator.state;
+    const { deviceId, key } = await createSasDevice();
+    limits.quotas = { enabled: true, scale: 1, overrides: { connection: 1 } };
+    try {
+      const first = await sasClient(deviceId, key);
+      await first.open();
+      await first.close();
+      const second = await sasClient(deviceId, key);
+      await expect(second.open()).rejects.toThrow(/Server unavailable/);
+    } finally {
+      resetLimits(limits);
+    }
+
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    addFaultRule(limits, { surface: 'mqtt', operation: 'deviceGetTwin', status: 500, times: 1, message: 'boom' });
+    await expect(client.getTwin()).rejects.toThrow(/boom/);
+    await expect(client.getTwin()).resolves.toBeDefined();
+  });
+
+  it('keeps a device to its own topics', async () => {
+    const victim = await createSasDevice();
+    const intruder = await createSasDevice();
+    const base = new MqttBase();
+    base.setOptions({ ca: emulator.caPem });
+    const config = {
+      uri: `mqtts://${gateway()}`,
+      clientId: intruder.deviceId,
+      username: `${hubHost}/${intruder.deviceId}/?api-version=2021-04-12`,
+      sharedAccessSignature: createSasToken({ resource: `${hubHost}/devices/${intruder.deviceId}`, key: intruder.key }),
+    };
+    await new Promise<void>((resolve, reject) => base.connect(config, (err) => (err ? reject(err) : resolve())));
+    try {
+      const granted = await new Promise<Array<{ qos: number }>>((resolve, reject) =>
+        base.subscribe(`devices/${victim.deviceId}/messages/devicebound/#`, { qos: 1 }, (err, result) =>
+          err ? reject(err) : resolve(result as Array<{ qos: number }>),
+        ),
+      );
+      expect(granted[0].qos).toBe(128);
+
+      const closed = new Promise<void>((resolve) => base.once('error', () => resolve()));
+      base.publish(`devices/${victim.deviceId}/messages/events/`, 'spoof', { qos: 0 }, () => undefined);
+      await closed;
+      expect(deviceBroker(emulator.state)!.telemetryCount('test', victim.deviceId)).toBe(0);
+    } finally {
+      await new Promise<void>((resolve) => base.disconnect(() => resolve()));
+    }
+  });
+});

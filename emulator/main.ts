@@ -1,0 +1,110 @@
+/**
+ * `npm run emulator`: the emulator standalone with its default setup (hubs `test` and `production`, both linked
+ * to the DPS) on fixed ports, printing what clients need.
+ *
+ * Flags (or environment): --https-port (EMULATOR_HTTPS_PORT, 8443), --mqtt-port (EMULATOR_MQTT_PORT, 8883),
+ * --control-port (EMULATOR_CONTROL_PORT, 8480), --host (EMULATOR_HOST, 127.0.0.1), --data-dir
+ * (EMULATOR_DATA_DIR, .data/emulator). The CA is kept in the data dir so a trusted ca.pem survives restarts.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { startEmulator } from './server';
+
+const port = z.coerce.number().int().min(0).max(65535);
+
+const configSchema = z.object({
+  httpsPort: port.default(8443),
+  mqttPort: port.default(8883),
+  controlPort: port.default(8480),
+  host: z.string().min(1).default('127.0.0.1'),
+  dataDir: z.string().min(1).default('.data/emulator'),
+});
+
+type EmulatorConfig = z.infer<typeof configSchema>;
+
+function readConfig(argv: string[], env: NodeJS.ProcessEnv): EmulatorConfig {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'https-port': { type: 'string' },
+      'mqtt-port': { type: 'string' },
+      'control-port': { type: 'string' },
+      host: { type: 'string' },
+      'data-dir': { type: 'string' },
+    },
+    strict: true,
+  });
+  return configSchema.parse({
+    httpsPort: values['https-port'] ?? env.EMULATOR_HTTPS_PORT,
+    mqttPort: values['mqtt-port'] ?? env.EMULATOR_MQTT_PORT,
+    controlPort: values['control-port'] ?? env.EMULATOR_CONTROL_PORT,
+    host: values.host ?? env.EMULATOR_HOST,
+    dataDir: values['data-dir'] ?? env.EMULATOR_DATA_DIR,
+  });
+}
+
+function loadOrNothing(file: string): string | undefined {
+  return existsSync(file) ? readFileSync(file, 'utf8') : undefined;
+}
+
+async function main(): Promise<void> {
+  const config = readConfig(process.argv.slice(2), process.env);
+  mkdirSync(config.dataDir, { recursive: true });
+  const caFile = path.join(config.dataDir, 'ca.pem');
+  const caKeyFile = path.join(config.dataDir, 'ca-key.pem');
+  const certPem = loadOrNothing(caFile);
+  const keyPem = loadOrNothing(caKeyFile);
+
+  const emulator = await startEmulator({
+    httpsPort: config.httpsPort,
+    mqttPort: config.mqttPort,
+    controlPort: config.controlPort,
+    host: config.host,
+    ca: certPem && keyPem ? { certPem, keyPem } : undefined,
+  });
+  writeFileSync(caFile, emulator.pki.ca.certPem);
+  writeFileSync(caKeyFile, emulator.pki.ca.keyPem);
+  chmodSync(caKeyFile, 0o600);
+
+  const lines = [
+    'Azure IoT emulator running',
+    `  HTTPS (hubs + DPS)  ${emulator.address}`,
+    `  MQTT over TLS       ${config.host}:${emulator.mqttPort}`,
+    `  control API         ${emulator.controlUrl}`,
+    `  CA certificate      ${path.resolve(caFile)}`,
+    `  DPS id scope        ${emulator.idScope}`,
+    '',
+    'Service connection strings:',
+    `  DPS         ${emulator.connectionStrings.dps}`,
+    ...Object.entries(emulator.connectionStrings.hubs).map(([name, cs]) => `  hub ${name.padEnd(10)} ${cs}`),
+    '',
+    'Point the SDKs at it (project config):',
+    `  AZURE_ENDPOINT_ADDRESS=${emulator.address} AZURE_CA_FILE=${path.resolve(caFile)}`,
+    `Devices over MQTT: add GatewayHostName=${config.host}:${emulator.mqttPort} to the device connection string`,
+    'and trust the CA with client.setOptions({ ca }).',
+  ];
+  console.log(lines.join('\n'));
+
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\n${signal}: stopping the emulator`);
+    emulator.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { AzureError } from './azure-errors';
 import { mintCertificate, type EmulatorPki } from './certs';
 import { createHub, deleteDevice, deviceToWire, linkHubToDps, twinToWire, unlinkHubFromDps } from './hub';
+import { eventGridRouter } from './eventgrid';
 import { addFaultRule, resetLimits } from './limits';
 import { policyConnectionString, type EmulatorState, type HubState } from './state';
 
@@ -275,6 +276,8 @@ export function controlApp(ctx: ControlContext): express.Express {
       }),
     );
   });
+
+  app.use('/eventgrid', eventGridRouter(state));
 
   app.use((req: Request) => {
     throw new ControlError(404, `No control route ${req.method} ${req.path}`);

@@ -10,6 +10,7 @@ import { AzureError, sendHubError } from './azure-errors';
 import { createEmulatorPki, type EmulatorPki } from './certs';
 import { controlApp } from './control';
 import { dpsDeviceRouter } from './dps-device';
+import { closeEventGrid } from './eventgrid';
 import { dpsServiceRouter } from './dps-service';
 import { createHub, linkHubToDps, type CreateHubOptions } from './hub';
 import { hubRouter } from './hub-rest';
@@ -176,6 +177,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
           runningMqtt.close(),
           runningControl ? close(runningControl) : Promise.resolve(),
         ]);
+        closeEventGrid(state);
         state.events.removeAllListeners();
       },
     };

@@ -239,3 +239,34 @@ describe('concurrency', () => {
     expect((await fx.registry.getRegistryStatistics()).responseBody.totalDeviceCount).toBe(10);
   });
 });
+
+describe('control API', () => {
+  it('creates a hub that answers the Registry with its own keys and is linked to the DPS', async () => {
+    const hub = await fx.control<{ hostName: string; policies: Array<{ keyName: string; connectionString: string }> }>(
+      'POST',
+      '/hubs',
+      { name: 'extra', tier: 'S2', units: 2 },
+    );
+    expect(hub.hostName).toBe('extra-hub.azure-devices.net');
+    const owner = hub.policies.find((p) => p.keyName === 'iothubowner')!;
+    const extra = Registry.fromConnectionString(owner.connectionString);
+    await extra.create({ deviceId: 'only-here' });
+    await expect(fx.registry.get('only-here')).rejects.toMatchObject({ name: 'DeviceNotFoundError' });
+    const dps = await fx.control<{ linkedHubs: Array<{ hostName: string }> }>('GET', '/dps');
+    expect(dps.linkedHubs.map((l) => l.hostName)).toContain('extra-hub.azure-devices.net');
+    const devices = await fx.control<Array<{ deviceId: string }>>('GET', '/hubs/extra/devices');
+    expect(devices.map((d) => d.deviceId)).toEqual(['only-here']);
+    // The test hub's keys do not open the new hub.
+    const wrongHub = Registry.fromConnectionString(
+      fx.connectionString.replace(fx.hostName, 'extra-hub.azure-devices.net'),
+    );
+    await expect(wrongHub.get('only-here')).rejects.toMatchObject({ name: 'UnauthorizedError' });
+  });
+
+  it('refuses invalid control requests with 400 and unknown objects with 404', async () => {
+    await expect(fx.control('POST', '/hubs', { name: '' })).rejects.toThrow(/: 400 /);
+    await expect(fx.control('PUT', '/faults', { errorRate: 2 })).rejects.toThrow(/: 400 /);
+    await expect(fx.control('GET', '/hubs/nope')).rejects.toThrow(/: 404 /);
+    await expect(fx.control('POST', '/hubs', { name: 'test' })).rejects.toThrow(/: 409 /);
+  });
+});

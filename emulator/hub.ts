@@ -68,7 +68,7 @@ function newDeviceEtag(): string {
   return Buffer.from(String(100_000_000 + etagCounter)).toString('base64');
 }
 
-/** Twin etags: base64 of the 8-byte version ("AAAAAAAAAAE="). */
+/** Twin etags look like Azure's ("AAAAAAAAAAE="): base64 of an 8-byte number, unique per change. */
 function twinEtag(version: number): string {
   const buf = Buffer.alloc(8);
   buf.writeBigUInt64BE(BigInt(version) + BigInt(etagCounter++));

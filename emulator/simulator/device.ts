@@ -1,0 +1,361 @@
+/**
+ * A simulated device built on the real Azure device SDKs, behaving like a field device that uses DPS for late
+ * binding: it provisions through DPS, connects to the assigned hub over MQTT, and when the hub drops it, it
+ * reconnects; when the hub rejects it (e.g. the device was removed), it re-runs DPS registration and connects where
+ * DPS now sends it, with exponential back-off between failed attempts.
+ *
+ * Secrets (symmetric keys, private keys) come only from the options of the device; nothing is read from the
+ * environment.
+ */
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, Message, X509AuthenticationProvider } from 'azure-iot-device';
+import { Mqtt as DeviceMqtt } from 'azure-iot-device-mqtt';
+import { NoRetry } from 'azure-iot-common';
+import { MqttBase } from 'azure-iot-mqtt-base';
+import { ProvisioningDeviceClient, type RegistrationResult } from 'azure-iot-provisioning-device';
+import { Http as ProvisioningHttp } from 'azure-iot-provisioning-device-http';
+import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
+import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
+import { X509Security } from 'azure-iot-security-x509';
+import { deriveDeviceKey } from '../sas';
+
+export type Attestation =
+  /** Individual enrollment with a symmetric key. */
+  | { type: 'symmetricKey'; key: string }
+  /** Enrollment group with a symmetric key: the device key is derived from the group key and registration id. */
+  | { type: 'symmetricKeyGroup'; groupKey: string }
+  /**
+   * X.509: `certPem` is the device (leaf) certificate, followed by its issuing intermediates for X.509 CA
+   * attestation (the TLS client presents the whole chain); `keyPem` its private key.
+   */
+  | { type: 'x509'; certPem: string; keyPem: string };
+
+export interface BackoffOptions {
+  initialMs: number;
+  maxMs: number;
+  factor: number;
+}
+
+export interface SimulatedDeviceOptions {
+  registrationId: string;
+  idScope: string;
+  attestation: Attestation;
+  /** DPS device endpoint host for HTTP (default `global.azure-devices-provisioning.net`). */
+  provisioningHost?: string;
+  /** DPS device transport (default `http`). */
+  dpsTransport?: 'http' | 'mqtt';
+  /** `host:port` of DPS's MQTT endpoint (default `provisioningHost`, port 8883). */
+  dpsMqttAddress?: string;
+  /** `host:port` the device opens its hub MQTT connection to (the SDK's GatewayHostName); default the hub. */
+  hubMqttAddress?: string;
+  /** Extra CA certificate(s) (PEM) to trust for MQTT over TLS. */
+  ca?: string;
+  backoff?: Partial<BackoffOptions>;
+  /** DPS registration payload. */
+  payload?: unknown;
+  /** Reported properties to send after every successful connection (none by default). */
+  reportedProperties?: Record<string, unknown>;
+  /** Sends a telemetry message this often while connected (0 = never, the default). */
+  telemetryIntervalMs?: number;
+}
+
+export type SimulatorPhase = 'idle' | 'provisioning' | 'connecting' | 'connected' | 'waiting' | 'stopped';
+
+export type SimulatorEvent =
+  | { type: 'provisioned'; time: string; assignedHub: string; deviceId: string; substatus?: string }
+  | { type: 'provisioningFailed'; time: string; error: string }
+  | { type: 'connected'; time: string; hub: string; deviceId: string }
+  | { type: 'connectFailed'; time: string; hub: string; error: string }
+  | { type: 'disconnected'; time: string; hub: string; error?: string }
+  | { type: 'twinReported'; time: string; hub: string; version?: number }
+  | { type: 'telemetrySent'; time: string; hub: string; count: number }
+  | { type: 'stopped'; time: string };
+
+export interface SimulatorState {
+  registrationId: string;
+  phase: SimulatorPhase;
+  assignedHub?: string;
+  deviceId?: string;
+  connected: boolean;
+  telemetrySent: number;
+  history: SimulatorEvent[];
+}
+
+interface Assignment {
+  hub: string;
+  deviceId: string;
+}
+
+const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 1_000, maxMs: 60_000, factor: 2 };
+const HISTORY_LIMIT = 200;
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+type RegistrationClient = ReturnType<typeof ProvisioningDeviceClient.create>;
+/** The provisioning packages pin their own azure-iot-common / mqtt-base versions; the shapes are the same. */
+type ProvisioningSecurity = Parameters<typeof ProvisioningDeviceClient.create>[3];
+type ProvisioningMqttBase = ConstructorParameters<typeof ProvisioningMqtt>[0];
+
+/** Callback-style SDK call → promise (the SDK's own promise forms are not used: some never settle). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the SDK callbacks carry assorted result types
+function call<T = any>(fn: (cb: (err?: Error | null, result?: T) => void) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => fn((err, result) => (err ? reject(err) : resolve(result as T))));
+}
+
+export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
+  private readonly backoff: BackoffOptions;
+  private phase: SimulatorPhase = 'idle';
+  private assignment?: Assignment;
+  private client?: Client;
+  private registration?: RegistrationClient;
+  private telemetryCount = 0;
+  private readonly history: SimulatorEvent[] = [];
+  private readonly stopController = new AbortController();
+  private loop?: Promise<void>;
+
+  constructor(readonly options: SimulatedDeviceOptions) {
+    super();
+    this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+  }
+
+  get state(): SimulatorState {
+    return {
+      registrationId: this.options.registrationId,
+      phase: this.phase,
+      assignedHub: this.assignment?.hub,
+      deviceId: this.assignment?.deviceId,
+      connected: this.phase === 'connected',
+      telemetrySent: this.telemetryCount,
+      history: [...this.history],
+    };
+  }
+
+  /** Starts the device's life (provision, connect, stay connected, recover); returns immediately. */
+  start(): this {
+    if (!this.loop) this.loop = this.run();
+    return this;
+  }
+
+  /** Disconnects and ends the device's life; resolves when everything is closed. */
+  async stop(): Promise<void> {
+    if (this.stopController.signal.aborted) return this.loop;
+    this.stopController.abort();
+    const registration = this.registration;
+    if (registration) await call((cb) => registration.cancel(cb)).catch(() => undefined);
+    await this.closeClient();
+    await this.loop;
+  }
+
+  /** Resolves with the first event (past or future) matching `predicate`; rejects after `timeoutMs`. */
+  waitFor(predicate: (event: SimulatorEvent) => boolean, timeoutMs = 30_000): Promise<SimulatorEvent> {
+    const seen = this.history.find(predicate);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const onEvent = (event: SimulatorEvent): void => {
+        if (!predicate(event)) return;
+        clearTimeout(timer);
+        this.off('event', onEvent);
+        resolve(event);
+      };
+      const timer = setTimeout(() => {
+        this.off('event', onEvent);
+        reject(new Error(`${this.options.registrationId}: no matching simulator event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.on('event', onEvent);
+    });
+  }
+
+  private get stopped(): boolean {
+    return this.stopController.signal.aborted;
+  }
+
+  private record(event: SimulatorEvent): void {
+    this.history.push(event);
+    if (this.history.length > HISTORY_LIMIT) this.history.splice(0, this.history.length - HISTORY_LIMIT);
+    this.emit('event', event);
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    const wait = async (): Promise<void> => {
+      this.phase = 'waiting';
+      const ms = Math.min(this.backoff.initialMs * this.backoff.factor ** failures, this.backoff.maxMs);
+      failures += 1;
+      await sleep(ms, undefined, { signal: this.stopController.signal }).catch(() => undefined);
+    };
+    while (!this.stopped) {
+      if (!this.assignment) {
+        this.phase = 'provisioning';
+        try {
+          this.assignment = await this.provision();
+        } catch (err) {
+          if (this.stopped) break;
+          this.record({ type: 'provisioningFailed', time: new Date().toISOString(), error: message(err) });
+          await wait();
+          continue;
+        }
+      }
+      const { hub } = this.assignment;
+      this.phase = 'connecting';
+      let dropped: Promise<Error | undefined>;
+      try {
+        ({ dropped } = await this.connect(this.assignment));
+      } catch (err) {
+        if (this.stopped) break;
+        // Rejected by (or unreachable) hub: ask DPS where this device belongs now.
+        this.record({ type: 'connectFailed', time: new Date().toISOString(), hub, error: message(err) });
+        this.assignment = undefined;
+        await wait();
+        continue;
+      }
+      failures = 0;
+      const error = await dropped;
+      if (this.stopped) break;
+      this.record({
+        type: 'disconnected',
+        time: new Date().toISOString(),
+        hub,
+        ...(error ? { error: message(error) } : {}),
+      });
+      // A dropped device first tries to reconnect to its hub (the loop does that); only a rejection sends it to DPS.
+    }
+    this.phase = 'stopped';
+    this.record({ type: 'stopped', time: new Date().toISOString() });
+  }
+
+  private async provision(): Promise<Assignment> {
+    const { options } = this;
+    const provisioningHost = options.provisioningHost ?? 'global.azure-devices-provisioning.net';
+    let transport: ProvisioningHttp | ProvisioningMqtt;
+    let host = provisioningHost;
+    if (options.dpsTransport === 'mqtt') {
+      // The DPS MQTT transport connects to `mqtts://<provisioningHost>` and takes TLS options only through
+      // the MqttBase it is given.
+      const base = new MqttBase();
+      if (options.ca) base.setOptions({ ca: options.ca });
+      transport = new ProvisioningMqtt(base as unknown as ProvisioningMqttBase);
+      host = options.dpsMqttAddress ?? provisioningHost;
+    } else {
+      transport = new ProvisioningHttp();
+    }
+    const { attestation, registrationId } = options;
+    const security = (attestation.type === 'x509'
+      ? new X509Security(registrationId, { cert: attestation.certPem, key: attestation.keyPem })
+      : new SymmetricKeySecurityClient(registrationId, this.deviceKey())) as unknown as ProvisioningSecurity;
+    const registration = ProvisioningDeviceClient.create(host, options.idScope, transport, security);
+    if (options.payload !== undefined) registration.setProvisioningPayload(options.payload as object);
+    this.registration = registration;
+    let result: RegistrationResult;
+    try {
+      result = await call<RegistrationResult>((cb) => registration.register(cb));
+    } finally {
+      this.registration = undefined;
+    }
+    const assignment = { hub: result.assignedHub, deviceId: result.deviceId };
+    this.record({
+      type: 'provisioned',
+      time: new Date().toISOString(),
+      assignedHub: assignment.hub,
+      deviceId: assignment.deviceId,
+      ...(typeof result.substatus === 'string' ? { substatus: result.substatus } : {}),
+    });
+    return assignment;
+  }
+
+  private deviceKey(): string {
+    const { attestation, registrationId } = this.options;
+    if (attestation.type === 'symmetricKey') return attestation.key;
+    if (attestation.type === 'symmetricKeyGroup') return deriveDeviceKey(attestation.groupKey, registrationId);
+    throw new Error('X.509 devices have no symmetric key');
+  }
+
+  /** Opens the hub connection; resolves with a promise that settles when the connection drops. */
+  private async connect(assignment: Assignment): Promise<{ dropped: Promise<Error | undefined> }> {
+    const { options } = this;
+    const gateway = options.hubMqttAddress;
+    let client: Client;
+    if (options.attestation.type === 'x509') {
+      // A connection string cannot carry GatewayHostName for X.509 devices; the provider can.
+      const provider = new X509AuthenticationProvider({
+        host: assignment.hub,
+        deviceId: assignment.deviceId,
+        ...(gateway ? { gatewayHostName: gateway } : {}),
+        x509: { cert: options.attestation.certPem, key: options.attestation.keyPem },
+      });
+      client = Client.fromAuthenticationProvider(provider, DeviceMqtt);
+    } else {
+      const connectionString =
+        `HostName=${assignment.hub};DeviceId=${assignment.deviceId};SharedAccessKey=${this.deviceKey()}` +
+        (gateway ? `;GatewayHostName=${gateway}` : '');
+      client = Client.fromConnectionString(connectionString, DeviceMqtt);
+    }
+    // The simulator owns reconnection (it must decide between reconnecting and re-provisioning).
+    client.setRetryPolicy(new NoRetry());
+    client.on('error', () => undefined);
+    const dropped = new Promise<Error | undefined>((resolve) => {
+      // The SDK emits results.Disconnected with the transport error as `transportObj`.
+      client.on('disconnect', (result?: { transportObj?: unknown }) =>
+        resolve(result?.transportObj instanceof Error ? result.transportObj : undefined),
+      );
+      // stop() closes the client itself, which emits nothing.
+      this.stopController.signal.addEventListener('abort', () => resolve(undefined), { once: true });
+    });
+    this.client = client;
+    try {
+      if (options.ca) await call((cb) => client.setOptions({ ca: options.ca }, cb));
+      await call((cb) => client.open(cb));
+    } catch (err) {
+      this.client = undefined;
+      await call((cb) => client.close(cb)).catch(() => undefined);
+      throw err;
+    }
+    if (this.stopped) {
+      await this.closeClient();
+      return { dropped };
+    }
+    this.phase = 'connected';
+    this.record({
+      type: 'connected',
+      time: new Date().toISOString(),
+      hub: assignment.hub,
+      deviceId: assignment.deviceId,
+    });
+    void this.afterConnect(client, assignment.hub, dropped);
+    return { dropped };
+  }
+
+  /** Reports properties and sends telemetry while the connection lasts; failures here end with the drop. */
+  private async afterConnect(client: Client, hub: string, dropped: Promise<Error | undefined>): Promise<void> {
+    let live = true;
+    void dropped.then(() => (live = false));
+    const { reportedProperties, telemetryIntervalMs } = this.options;
+    try {
+      if (reportedProperties) {
+        const twin = await call<import('azure-iot-device').Twin>((cb) => client.getTwin(cb));
+        await call((cb) => twin.properties.reported.update(reportedProperties, cb));
+        const version = (twin.properties.reported as { $version?: number }).$version;
+        this.record({ type: 'twinReported', time: new Date().toISOString(), hub, version });
+      }
+      while (live && telemetryIntervalMs && !this.stopped && this.client === client) {
+        const body = JSON.stringify({ registrationId: this.options.registrationId, seq: this.telemetryCount + 1 });
+        await call((cb) => client.sendEvent(new Message(body), cb));
+        this.telemetryCount += 1;
+        if (this.telemetryCount === 1 || this.telemetryCount % 100 === 0) {
+          this.record({ type: 'telemetrySent', time: new Date().toISOString(), hub, count: this.telemetryCount });
+        }
+        await sleep(telemetryIntervalMs, undefined, { signal: this.stopController.signal }).catch(() => undefined);
+      }
+    } catch {
+      // The connection went away mid-operation: the `disconnect` handler drives what happens next.
+    }
+  }
+
+  private async closeClient(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client) await call((cb) => client.close(cb)).catch(() => undefined);
+  }
+}

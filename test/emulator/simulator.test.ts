@@ -1,0 +1,281 @@
+/**
+ * The device simulator (real azure-iot-provisioning-device + azure-iot-device SDKs) against the in-process
+ * emulator: each attestation kind provisions through DPS and connects; when its enrollment is re-pointed to the
+ * other hub and it is removed from its hub, it re-registers there on its own.
+ */
+import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
+import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
+import { Registry } from 'azure-iothub';
+import { mintCertificate } from '../../emulator/certs';
+import { configureDps } from '../../emulator/dps';
+import { deviceBroker } from '../../emulator/mqtt';
+import { installAzureEndpointRouting } from '../../emulator/routing';
+import { startEmulator, type RunningEmulator } from '../../emulator/server';
+import { SimulatedDevice, type Attestation, type SimulatorEvent } from '../../emulator/simulator/device';
+import { numberedRegistrationIds, startFleet, type Fleet } from '../../emulator/simulator/fleet';
+
+let emulator: RunningEmulator;
+let uninstallRouting: () => void;
+let service: ProvisioningServiceClient;
+let registries: Record<'test' | 'production', Registry>;
+let hosts: Record<'test' | 'production', string>;
+const running: Array<SimulatedDevice | Fleet> = [];
+let counter = 0;
+const uniqueId = (prefix: string): string => `${prefix}-${Date.now().toString(36)}-${++counter}`;
+
+beforeAll(async () => {
+  emulator = await startEmulator({ controlPort: false });
+  uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
+  service = ProvisioningServiceClient.fromConnectionString(emulator.connectionStrings.dps);
+  configureDps(emulator.state.dps, { retryAfterSeconds: 0 });
+  registries = {
+    test: Registry.fromConnectionString(emulator.connectionStrings.hubs.test),
+    production: Registry.fromConnectionString(emulator.connectionStrings.hubs.production),
+  };
+  hosts = {
+    test: emulator.state.hubs.get('test')!.hostName,
+    production: emulator.state.hubs.get('production')!.hostName,
+  };
+});
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((r) => r.stop()));
+});
+
+afterAll(async () => {
+  uninstallRouting();
+  await emulator.stop();
+});
+
+function simulate(registrationId: string, attestation: Attestation, dpsTransport: 'http' | 'mqtt'): SimulatedDevice {
+  const address = `127.0.0.1:${emulator.mqttPort}`;
+  const device = new SimulatedDevice({
+    registrationId,
+    idScope: emulator.idScope,
+    attestation,
+    dpsTransport,
+    dpsMqttAddress: address,
+    hubMqttAddress: address,
+    ca: emulator.caPem,
+    backoff: { initialMs: 50, maxMs: 400 },
+    reportedProperties: { simulator: true },
+  });
+  running.push(device);
+  return device.start();
+}
+
+const connectedTo =
+  (host: string) =>
+  (e: SimulatorEvent): boolean =>
+    e.type === 'connected' && e.hub === host;
+
+/** `x509Attestation`: DPS returns X.509 attestations without the certificates, so updates send them again. */
+type Enrollment = { kind: 'individual' | 'group'; id: string; x509Attestation?: Record<string, unknown> };
+
+/** Re-points an enrollment to `host` (static allocation), keeping its attestation. */
+async function repoint(enrollment: Enrollment, host: string): Promise<void> {
+  if (enrollment.kind === 'individual') {
+    const current = (await service.getIndividualEnrollment(enrollment.id)).responseBody;
+    const attestation =
+      enrollment.x509Attestation ??
+      (await service.getIndividualEnrollmentAttestationMechanism(enrollment.id)).responseBody;
+    await service.createOrUpdateIndividualEnrollment({
+      ...current,
+      attestation,
+      iotHubs: [host],
+      allocationPolicy: 'static',
+    } as IndividualEnrollment);
+  } else {
+    const current = (await service.getEnrollmentGroup(enrollment.id)).responseBody;
+    const attestation =
+      enrollment.x509Attestation ?? (await service.getEnrollmentGroupAttestationMechanism(enrollment.id)).responseBody;
+    await service.createOrUpdateEnrollmentGroup({
+      ...current,
+      attestation,
+      iotHubs: [host],
+      allocationPolicy: 'static',
+    } as EnrollmentGroup);
+  }
+}
+
+const toTest = (): Record<string, unknown> => ({ iotHubs: [hosts.test], allocationPolicy: 'static' });
+
+/**
+ * The promotion path the seed describes: the device runs on the test hub; the operator re-points its enrollment to
+ * production and removes it from the test hub; the device is rejected on reconnect, re-runs DPS, and lands on
+ * production with the substatus the reprovision policy implies.
+ */
+async function expectMovesToProduction(
+  device: SimulatedDevice,
+  enrollment: Enrollment,
+  removal: 'delete' | 'disable',
+  substatus: string,
+): Promise<void> {
+  await device.waitFor(connectedTo(hosts.test));
+  const deviceId = device.state.deviceId!;
+  const onTest = (await registries.test.get(deviceId)).responseBody;
+  expect(onTest.connectionState).toBe('Connected');
+
+  await repoint(enrollment, hosts.production);
+  if (removal === 'delete') await registries.test.delete(deviceId);
+  else await registries.test.update({ ...onTest, status: 'disabled' });
+
+  await device.waitFor(connectedTo(hosts.production));
+  expect(device.state).toMatchObject({ assignedHub: hosts.production, connected: true, phase: 'connected' });
+  const types = device.state.history.map((e) => `${e.type}${'hub' in e ? `@${e.hub}` : ''}`);
+  expect(types).toEqual(
+    expect.arrayContaining([
+      `connected@${hosts.test}`,
+      `disconnected@${hosts.test}`,
+      `connectFailed@${hosts.test}`,
+      `connected@${hosts.production}`,
+    ]),
+  );
+  const reprovisioned = device.state.history.filter(
+    (e): e is Extract<SimulatorEvent, { type: 'provisioned' }> => e.type === 'provisioned',
+  );
+  expect(reprovisioned.map((e) => e.assignedHub)).toEqual([hosts.test, hosts.production]);
+  expect(reprovisioned[1].substatus).toBe(substatus);
+  await device.waitFor((e) => e.type === 'twinReported' && e.hub === hosts.production);
+  const onProduction = await registries.production.get(deviceId);
+  expect(onProduction.responseBody.connectionState).toBe('Connected');
+  expect((await registries.production.getTwin(deviceId)).responseBody.properties.reported.simulator).toBe(true);
+}
+
+describe('simulated devices', () => {
+  it('symmetric key (DPS over HTTP) moves to production when removed from the test hub', async () => {
+    const registrationId = uniqueId('sim-sk');
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulate(
+      registrationId,
+      { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
+      'http',
+    );
+    await expectMovesToProduction(device, { kind: 'individual', id: registrationId }, 'delete', 'deviceDataMigrated');
+  });
+
+  it('group-derived symmetric key (DPS over MQTT) moves when disabled on the test hub, resetting its data', async () => {
+    const groupId = uniqueId('sim-group');
+    const group = await service.createOrUpdateEnrollmentGroup({
+      enrollmentGroupId: groupId,
+      attestation: { type: 'symmetricKey' },
+      reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: false },
+      ...toTest(),
+    } as unknown as EnrollmentGroup);
+    const device = simulate(
+      uniqueId('sim-gk'),
+      { type: 'symmetricKeyGroup', groupKey: group.responseBody.attestation.symmetricKey!.primaryKey },
+      'mqtt',
+    );
+    await expectMovesToProduction(device, { kind: 'group', id: groupId }, 'disable', 'deviceDataReset');
+  });
+
+  it('X.509 client certificate (DPS over HTTP) moves to production when removed from the test hub', async () => {
+    const registrationId = uniqueId('sim-x509');
+    const cert = mintCertificate({ commonName: registrationId });
+    const attestation = { type: 'x509', x509: { clientCertificates: { primary: { certificate: cert.certPem } } } };
+    await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation,
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulate(registrationId, { type: 'x509', certPem: cert.certPem, keyPem: cert.keyPem }, 'http');
+    await expectMovesToProduction(
+      device,
+      { kind: 'individual', id: registrationId, x509Attestation: attestation },
+      'delete',
+      'deviceDataMigrated',
+    );
+  });
+
+  it('X.509 CA chain (DPS over MQTT) moves to production when removed from the test hub', async () => {
+    const root = mintCertificate({ commonName: uniqueId('sim-root'), isCa: true });
+    const intermediate = mintCertificate({ commonName: uniqueId('sim-int'), isCa: true, issuer: root });
+    const groupId = uniqueId('sim-ca');
+    const attestation = { type: 'x509', x509: { signingCertificates: { primary: { certificate: root.certPem } } } };
+    await service.createOrUpdateEnrollmentGroup({
+      enrollmentGroupId: groupId,
+      attestation,
+      ...toTest(),
+    } as unknown as EnrollmentGroup);
+    const registrationId = uniqueId('sim-leaf');
+    const leaf = mintCertificate({ commonName: registrationId, issuer: intermediate });
+    const device = simulate(registrationId, { type: 'x509', certPem: leaf.chainPem, keyPem: leaf.keyPem }, 'mqtt');
+    await expectMovesToProduction(
+      device,
+      { kind: 'group', id: groupId, x509Attestation: attestation },
+      'delete',
+      'deviceDataMigrated',
+    );
+  });
+
+  it('reconnects to the same hub without re-provisioning when merely dropped', async () => {
+    const registrationId = uniqueId('sim-drop');
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulate(
+      registrationId,
+      { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
+      'http',
+    );
+    await device.waitFor(connectedTo(hosts.test));
+    expect(deviceBroker(emulator.state)!.disconnectDevice('test', device.state.deviceId!)).toBe(1);
+    await device.waitFor((e) => e.type === 'disconnected');
+    await device.waitFor(
+      (e) => e.type === 'connected' && device.state.history.filter((h) => h.type === 'connected').length === 2,
+    );
+    expect(device.state.history.filter((e) => e.type === 'provisioned')).toHaveLength(1);
+    expect(device.state.history.some((e) => e.type === 'connectFailed')).toBe(false);
+  });
+
+  it('keeps retrying DPS with back-off while its enrollment is disabled, and stops cleanly', async () => {
+    const registrationId = uniqueId('sim-off');
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      provisioningStatus: 'disabled',
+    } as unknown as IndividualEnrollment);
+    const device = simulate(
+      registrationId,
+      { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
+      'http',
+    );
+    await device.waitFor(() => device.state.history.filter((e) => e.type === 'provisioningFailed').length >= 2, 10_000);
+    await device.stop();
+    expect(device.state.phase).toBe('stopped');
+    expect(device.state.history.some((e) => e.type === 'connected')).toBe(false);
+  });
+
+  it('runs a fleet that provisions through one enrollment group and spreads over the linked hubs', async () => {
+    const group = await service.createOrUpdateEnrollmentGroup({
+      enrollmentGroupId: uniqueId('fleet'),
+      attestation: { type: 'symmetricKey' },
+    } as unknown as EnrollmentGroup);
+    const groupKey = group.responseBody.attestation.symmetricKey!.primaryKey;
+    const address = `127.0.0.1:${emulator.mqttPort}`;
+    const fleet = startFleet({
+      registrationIds: numberedRegistrationIds(uniqueId('fleet-dev'), 6),
+      attestationFor: () => ({ type: 'symmetricKeyGroup', groupKey }),
+      idScope: emulator.idScope,
+      hubMqttAddress: address,
+      ca: emulator.caPem,
+      backoff: { initialMs: 50, maxMs: 400 },
+      startIntervalMs: 5,
+    });
+    running.push(fleet);
+    const summary = await fleet.waitUntil((s) => s.connected === 6, 30_000);
+    expect(Object.keys(summary.connectedByHub).every((h) => h === hosts.test || h === hosts.production)).toBe(true);
+    expect(
+      deviceBroker(emulator.state)!
+        .connections()
+        .filter((c) => c.deviceId.startsWith('fleet-dev')),
+    ).toHaveLength(6);
+  });
+});

@@ -1035,7 +1035,8 @@ function assign(state: EmulatorState, attested: Attested, registrationId: string
   const target = allocate(dps, enrollment, registrationId);
 
   const previous = dps.registrations.get(idKey(registrationId));
-  const previousHost = previous?.status === 'assigned' ? previous.assignedHub?.toLowerCase() : undefined;
+  // A disabled or failed attempt keeps the last assignment, so the device returns to (or moves from) that hub.
+  const previousHost = previous?.assignedHub?.toLowerCase();
   let hubHost = target;
   let substatus: RegistrationSubstatus;
   let moveFrom: { hub: HubState; deviceId: string } | undefined;
@@ -1166,6 +1167,8 @@ export function registerDevice(
     etag: newDpsEtag(),
     createdDateTimeUtc: previous?.createdDateTimeUtc ?? at,
     lastUpdatedDateTimeUtc: at,
+    ...(previous?.assignedHub ? { assignedHub: previous.assignedHub } : {}),
+    ...(previous?.deviceId ? { deviceId: previous.deviceId } : {}),
     ...(attested.group ? { enrollmentGroupId: attested.group.enrollmentGroupId } : {}),
   };
   let status: OperationStatus;

@@ -397,6 +397,25 @@ describe('reprovisioning when the enrollment points to another hub', () => {
     expect(hubDevice(testHub, id)?.status).toBe('enabled');
   });
 
+  it('returns a device to its hub after its enrollment was disabled and enabled again', async () => {
+    const { id, key } = await symmetricEnrollment({ allocationPolicy: 'static', iotHubs: [testHub.hostName] });
+    await registerWithKey('http', id, key);
+    await updateEnrollment(id, { provisioningStatus: 'disabled' });
+    const refused = (await registerWithKey('http', id, key).catch((e: unknown) => e)) as {
+      result?: { status: string };
+    };
+    expect(refused.result?.status).toBe('disabled');
+    expect((await service.getDeviceRegistrationState(id)).responseBody).toMatchObject({
+      status: 'disabled',
+      assignedHub: testHub.hostName,
+    });
+    await updateEnrollment(id, { provisioningStatus: 'enabled' });
+    expect(await registerWithKey('http', id, key)).toMatchObject({
+      assignedHub: testHub.hostName,
+      substatus: 'reprovisionedToInitialAssignment',
+    });
+  });
+
   it('keeps a device disabled in the hub disabled when it registers again', async () => {
     const { id, key } = await symmetricEnrollment({ allocationPolicy: 'static', iotHubs: [testHub.hostName] });
     await registerWithKey('http', id, key);

@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Message, X509AuthenticationProvider } from 'azure-iot-device';
+import { Client, Message, X509AuthenticationProvider, type Twin } from 'azure-iot-device';
 import { Mqtt as DeviceMqtt } from 'azure-iot-device-mqtt';
 import { NoRetry } from 'azure-iot-common';
 import { MqttBase } from 'azure-iot-mqtt-base';
@@ -68,7 +68,7 @@ export type SimulatorEvent =
   | { type: 'connected'; time: string; hub: string; deviceId: string }
   | { type: 'connectFailed'; time: string; hub: string; error: string }
   | { type: 'disconnected'; time: string; hub: string; error?: string }
-  | { type: 'twinReported'; time: string; hub: string; version?: number }
+  | { type: 'twinReported'; time: string; hub: string }
   | { type: 'telemetrySent'; time: string; hub: string; count: number }
   | { type: 'stopped'; time: string };
 
@@ -334,10 +334,9 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
     const { reportedProperties, telemetryIntervalMs } = this.options;
     try {
       if (reportedProperties) {
-        const twin = await call<import('azure-iot-device').Twin>((cb) => client.getTwin(cb));
+        const twin = await call<Twin>((cb) => client.getTwin(cb));
         await call((cb) => twin.properties.reported.update(reportedProperties, cb));
-        const version = (twin.properties.reported as { $version?: number }).$version;
-        this.record({ type: 'twinReported', time: new Date().toISOString(), hub, version });
+        this.record({ type: 'twinReported', time: new Date().toISOString(), hub });
       }
       while (live && telemetryIntervalMs && !this.stopped && this.client === client) {
         const body = JSON.stringify({ registrationId: this.options.registrationId, seq: this.telemetryCount + 1 });

@@ -9,6 +9,7 @@ import { mintCertificate, type EmulatorPki } from './certs';
 import { createHub, deleteDevice, deviceToWire, linkHubToDps, twinToWire, unlinkHubFromDps } from './hub';
 import { eventGridRouter } from './eventgrid';
 import { addFaultRule, resetLimits } from './limits';
+import { mqttControlRouter } from './mqtt';
 import { policyConnectionString, type EmulatorState, type HubState } from './state';
 
 export interface ControlContext {
@@ -278,6 +279,7 @@ export function controlApp(ctx: ControlContext): express.Express {
   });
 
   app.use('/eventgrid', eventGridRouter(state));
+  app.use('/mqtt', mqttControlRouter(state));
 
   app.use((req: Request) => {
     throw new ControlError(404, `No control route ${req.method} ${req.path}`);

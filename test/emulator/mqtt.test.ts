@@ -28,7 +28,7 @@ let hubHost: string;
 const openClients: Client[] = [];
 
 beforeAll(async () => {
-  emulator = await startEmulator({ controlPort: false });
+  emulator = await startEmulator();
   uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
   registry = Registry.fromConnectionString(emulator.connectionStrings.hubs.test);
   hubHost = emulator.state.hubs.get('test')!.hostName;
@@ -388,6 +388,35 @@ describe('MQTT device connections', () => {
     addFaultRule(limits, { surface: 'mqtt', operation: 'deviceGetTwin', status: 500, times: 1, message: 'boom' });
     await expect(client.getTwin()).rejects.toThrow(/boom/);
     await expect(client.getTwin()).resolves.toBeDefined();
+  });
+
+  it('lists, drops and messages device connections through the control API', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const base = `${emulator.controlUrl}/mqtt`;
+    const post = (path: string, body: unknown): Promise<Response> =>
+      fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+
+    const listed = (await (await fetch(`${base}/connections?hub=test`)).json()) as Array<{
+      deviceId: string;
+      authentication: string;
+    }>;
+    expect(listed).toContainEqual(expect.objectContaining({ deviceId, authentication: 'sas' }));
+
+    const offline = await post(`/hubs/test/devices/${deviceId}/methods`, { methodName: 'ping' });
+    expect(offline.status).toBe(404);
+    expect(await offline.json()).toMatchObject({ code: 'DeviceNotOnline' });
+    expect((await post(`/hubs/nope/devices/${deviceId}/disconnect`, {})).status).toBe(404);
+    expect((await post(`/hubs/test/devices/${deviceId}/methods`, { methodName: '' })).status).toBe(400);
+
+    const dropped = nextDisconnect(client);
+    expect(await (await post(`/hubs/test/devices/${deviceId}/disconnect`, {})).json()).toEqual({ closed: 1 });
+    await dropped;
   });
 
   it('keeps a device to its own topics', async () => {

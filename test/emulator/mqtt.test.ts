@@ -108,6 +108,14 @@ function nextBusEvent(name: 'deviceConnected' | 'deviceDisconnected', deviceId: 
   });
 }
 
+/** The SDK subscribes in the background when a listener is added: wait until the hub has the subscription. */
+async function untilSubscribed(deviceId: string, filter: string): Promise<void> {
+  const broker = deviceBroker(emulator.state)!;
+  while (!broker.connections('test').some((c) => c.deviceId === deviceId && c.subscriptions.includes(filter))) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 describe('MQTT device connections', () => {
   it('connects a SAS device and tracks its connection state and activity in the registry', async () => {
     const { deviceId, key } = await createSasDevice();
@@ -328,6 +336,7 @@ describe('MQTT device connections', () => {
         if (delta.sampling !== undefined) resolve(delta);
       });
     });
+    await untilSubscribed(deviceId, '$iothub/twin/PATCH/properties/desired/#');
     const { responseBody } = await registry.getTwin(deviceId);
     await registry.updateTwin(deviceId, { properties: { desired: { sampling: 5 } } }, responseBody.etag);
     const delta = await received;
@@ -348,7 +357,7 @@ describe('MQTT device connections', () => {
     client.onDeviceMethod('reboot', (request, response) => {
       void response.send(200, { delayed: (request.payload as { delay: number }).delay });
     });
-    await new Promise((r) => setTimeout(r, 100));
+    await untilSubscribed(deviceId, '$iothub/methods/POST/#');
     await expect(
       broker.invokeMethod('test', deviceId, { methodName: 'reboot', payload: { delay: 3 } }),
     ).resolves.toEqual({

@@ -1,7 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig, ConfigError } from '../common/config';
 import { createLogger } from '../common/logger';
-import { createApp } from './app';
+import { createApp, hubHostNames } from './app';
 
 /** Standalone API process against a running Temporal server. */
 async function main(): Promise<void> {
@@ -11,7 +11,13 @@ async function main(): Promise<void> {
   // lazy: the API starts (and /readyz reports 503) even while Temporal is down.
   const connection = Connection.lazy({ address });
   const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
-  const app = createApp({ client, taskQueue: config.TASK_QUEUE, log });
+  const app = createApp({
+    client,
+    taskQueue: config.TASK_QUEUE,
+    log,
+    environments: hubHostNames(config.AZURE_HUB_CONNECTION_STRINGS),
+    eventGridSecret: config.EVENT_GRID_SECRET,
+  });
   const server = app.listen(config.API_PORT, config.API_HOST, () => {
     log.info({ url: `http://${config.API_HOST}:${config.API_PORT}` }, 'API listening');
   });

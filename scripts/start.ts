@@ -10,7 +10,7 @@ import { describeCli, projectRoot, resolveTemporalCli, startDevServer } from '..
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
-import { createApp } from '../api/app';
+import { createApp, hubHostNames } from '../api/app';
 import { installAzureEndpointRouting, startEmulator, type RunningEmulator } from '../emulator';
 
 /**
@@ -82,7 +82,16 @@ async function main(): Promise<void> {
     // 4. API.
     const connection = await Connection.connect({ address: temporalAddress });
     const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
-    const api = await listen(createApp({ client, taskQueue: config.TASK_QUEUE, log }), config);
+    const api = await listen(
+      createApp({
+        client,
+        taskQueue: config.TASK_QUEUE,
+        log,
+        environments: hubHostNames(azure.hubs),
+        eventGridSecret: config.EVENT_GRID_SECRET,
+      }),
+      config,
+    );
     stops.push(async () => {
       await new Promise<void>((resolve) => api.close(() => resolve()));
       await connection.close();

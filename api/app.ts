@@ -5,6 +5,7 @@ import { errorHandler } from './errors';
 import { healthRoutes } from './routes/health';
 import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
+import { eventGridRoutes } from './routes/eventgrid';
 import { openApiDocument } from './openapi';
 
 export interface AppDeps {
@@ -45,6 +46,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(healthRoutes(deps));
   app.use('/v1', diagnosticsRoutes(deps));
   app.use('/v1', promotionRoutes(deps));
+  app.use('/v1', eventGridRoutes(deps));
   app.get('/openapi.json', (_req, res) => {
     res.json(openApiDocument());
   });

@@ -1,0 +1,291 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import express, { Router, type RequestHandler } from 'express';
+import { z } from 'zod';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import type { AppDeps } from '../app';
+import { HttpError } from '../errors';
+import { registry } from '../openapi';
+import { validate } from '../validate';
+import { visibilityLiteral } from '../visibility';
+import { deviceConnectedSignal, WORKFLOW_TYPES } from '../../common/messages';
+import type { DeviceConnectedEvent } from '../../common/promotion';
+import { SA } from '../../common/search-attributes';
+
+/**
+ * The Event Grid webhook for IoT hub events: `POST /v1/eventgrid` (and `OPTIONS` for the CloudEvents handshake).
+ *
+ * Secret: when EVENT_GRID_SECRET is set, every request must carry it, either as the query parameter `code`
+ * (`https://…/v1/eventgrid?code=<secret>`, Azure's convention for webhook secrets; being part of the endpoint URL it
+ * also reaches the validation handshakes) or as the header `x-iot-lifecycle-secret` (an Event Grid delivery
+ * property marked secret). Otherwise 401.
+ *
+ * A `Microsoft.Devices.DeviceConnected` event signals `deviceConnected` to every running promotion of that device,
+ * at most once per (hub, device, sequenceNumber). Everything else is acknowledged and ignored.
+ */
+
+export const EVENT_GRID_SECRET_QUERY = 'code';
+export const EVENT_GRID_SECRET_HEADER = 'x-iot-lifecycle-secret';
+
+const EVENT_TYPES = {
+  subscriptionValidation: 'Microsoft.EventGrid.SubscriptionValidationEvent',
+  deviceConnected: 'Microsoft.Devices.DeviceConnected',
+} as const;
+
+/** Azure IoT hub host names are `<hub name>.azure-devices.net`; events carry only the hub name. */
+const IOT_HUB_DOMAIN = 'azure-devices.net';
+
+/** Temporal calls per delivery are few and quick; past this the delivery fails and Event Grid retries it. */
+const TEMPORAL_DEADLINE_MS = 10_000;
+const DEFAULT_DEDUP_CAPACITY = 10_000;
+
+// ----- schemas -----
+
+/** Event Grid schema (what IoT hub subscriptions use by default). */
+const EventGridSchemaEvent = z
+  .object({
+    id: z.string().min(1),
+    topic: z.string().optional(),
+    subject: z.string(),
+    eventType: z.string().min(1),
+    eventTime: z.string().min(1),
+    data: z.unknown(),
+    dataVersion: z.string(),
+    metadataVersion: z.string().optional(),
+  })
+  .transform((e) => ({ id: e.id, type: e.eventType, time: e.eventTime, subject: e.subject, data: e.data }));
+
+/** CloudEvents 1.0 schema (subscriptions created with `--event-delivery-schema cloudeventschemav1_0`). */
+const CloudEvent = z
+  .object({
+    specversion: z.literal('1.0'),
+    id: z.string().min(1),
+    source: z.string().min(1),
+    type: z.string().min(1),
+    time: z.string().min(1).optional(),
+    subject: z.string().optional(),
+    data: z.unknown(),
+  })
+  .transform((e) => ({ id: e.id, type: e.type, time: e.time, subject: e.subject, data: e.data }));
+
+const SubscriptionValidationData = z.object({
+  validationCode: z.string().min(1),
+  validationUrl: z.string().optional(),
+});
+
+const DeviceConnectionData = z.object({
+  hubName: z.string().regex(/^[A-Za-z0-9-]{1,63}$/, 'an IoT hub name'),
+  deviceId: z.string().min(1).max(128),
+  moduleId: z.string().optional(),
+  deviceConnectionStateEventInfo: z.object({ sequenceNumber: z.string().min(1) }),
+});
+
+const DATA_SCHEMAS: Record<string, z.ZodType> = {
+  [EVENT_TYPES.subscriptionValidation]: SubscriptionValidationData,
+  [EVENT_TYPES.deviceConnected]: DeviceConnectionData,
+};
+
+/** An event of either schema, normalised; `data` is checked for the event types the webhook acts on. */
+const WebhookEvent = z.union([EventGridSchemaEvent, CloudEvent]).superRefine((event, ctx) => {
+  const schema = DATA_SCHEMAS[event.type];
+  const result = schema?.safeParse(event.data);
+  for (const issue of result?.error?.issues ?? []) ctx.addIssue({ ...issue, path: ['data', ...issue.path] });
+});
+type WebhookEvent = z.output<typeof WebhookEvent>;
+
+/** Event Grid schema deliveries are arrays; CloudEvents may come one per request (structured mode) or batched. */
+const WebhookBody = z.union([z.array(WebhookEvent).max(5_000), WebhookEvent]);
+
+const Outcome = z.object({
+  eventId: z.string(),
+  eventType: z.string(),
+  outcome: z.enum(['signalled', 'duplicate', 'noRunningPromotion', 'ignored']),
+  workflowIds: z.array(z.string()).optional(),
+});
+type Outcome = z.infer<typeof Outcome>;
+
+const json = <T extends z.ZodType>(schema: T) => ({ 'application/json': { schema } });
+const secretQuery = z.object({ code: z.string().optional().describe('EVENT_GRID_SECRET, when configured') });
+
+registry.registerPath({
+  method: 'post',
+  path: '/v1/eventgrid',
+  summary: 'Event Grid webhook for IoT hub events: subscription validation, then DeviceConnected → running promotions',
+  request: {
+    query: secretQuery,
+    headers: z.object({
+      'aeg-event-type': z.enum(['SubscriptionValidation', 'Notification', 'SubscriptionDeletion']).optional(),
+      [EVENT_GRID_SECRET_HEADER]: z.string().optional().describe('EVENT_GRID_SECRET, instead of ?code='),
+    }),
+    body: { content: json(WebhookBody) },
+  },
+  responses: {
+    200: {
+      description: 'validation answer, or the events acknowledged with what was done for each',
+      content: json(z.union([z.object({ validationResponse: z.string() }), z.object({ results: z.array(Outcome) })])),
+    },
+    400: { description: 'not Event Grid events (issues say why)' },
+    401: { description: 'secret missing or wrong' },
+  },
+});
+registry.registerPath({
+  method: 'options',
+  path: '/v1/eventgrid',
+  summary: 'CloudEvents 1.0 webhook validation handshake (WebHook-Request-Origin → WebHook-Allowed-Origin)',
+  request: { query: secretQuery },
+  responses: { 200: { description: 'delivery allowed for the requesting origin' }, 401: { description: 'secret' } },
+});
+
+// ----- routes -----
+
+export function eventGridRoutes({ client, log, eventGridSecret, eventGridDedupCapacity }: AppDeps): Router {
+  const router = Router();
+  const seen = new RecentKeys(eventGridDedupCapacity ?? DEFAULT_DEDUP_CAPACITY);
+  const authorize = requireSecret(eventGridSecret);
+  if (!eventGridSecret) log.warn('EVENT_GRID_SECRET is not set: the Event Grid webhook accepts unauthenticated events');
+  // express.json() in the app parses application/json; CloudEvents deliveries use their own media types.
+  const cloudEventsJson = express.json({
+    type: ['application/cloudevents+json', 'application/cloudevents-batch+json'],
+    limit: '1mb',
+  });
+
+  router.options('/eventgrid', authorize, (req, res) => {
+    const origin = req.get('webhook-request-origin');
+    if (!origin) throw new HttpError(400, 'ValidationError', 'WebHook-Request-Origin header is required');
+    res
+      .set({ 'WebHook-Allowed-Origin': origin, 'WebHook-Allowed-Rate': '*', Allow: 'POST, OPTIONS' })
+      .status(200)
+      .end();
+  });
+
+  router.post('/eventgrid', authorize, cloudEventsJson, validate({ body: WebhookBody }), async (req, res) => {
+    const events = Array.isArray(req.body) ? req.body : [req.body];
+    const delivery = { deliveryCount: req.get('aeg-delivery-count'), subscription: req.get('aeg-subscription-name') };
+
+    const validation = events.find((e) => e.type === EVENT_TYPES.subscriptionValidation);
+    if (validation || req.get('aeg-event-type') === 'SubscriptionValidation') {
+      if (!validation) throw new HttpError(400, 'ValidationError', 'no SubscriptionValidationEvent in the request');
+      const { validationCode } = SubscriptionValidationData.parse(validation.data);
+      log.info({ ...delivery, eventId: validation.id }, 'Event Grid subscription validated');
+      res.json({ validationResponse: validationCode });
+      return;
+    }
+
+    const results: Outcome[] = [];
+    for (const event of events) results.push(await handle(event));
+    res.json({ results });
+
+    async function handle(event: WebhookEvent): Promise<Outcome> {
+      const outcome = { eventId: event.id, eventType: event.type };
+      if (event.type !== EVENT_TYPES.deviceConnected) {
+        log.debug({ ...delivery, ...outcome }, 'Event Grid event ignored');
+        return { ...outcome, outcome: 'ignored' };
+      }
+      const data = DeviceConnectionData.parse(event.data);
+      const signal: DeviceConnectedEvent = {
+        hubHostName: `${data.hubName}.${IOT_HUB_DOMAIN}`,
+        deviceId: data.deviceId,
+        sequenceNumber: data.deviceConnectionStateEventInfo.sequenceNumber,
+        eventTime: event.time ?? new Date().toISOString(),
+        eventId: event.id,
+      };
+      const context = { ...delivery, ...outcome, ...signal };
+      if (data.moduleId) {
+        // A module of the device connected, not the device itself.
+        log.debug({ ...context, moduleId: data.moduleId }, 'module connection ignored');
+        return { ...outcome, outcome: 'ignored' };
+      }
+      const key = [signal.hubHostName.toLowerCase(), signal.deviceId, signal.sequenceNumber].join('\n');
+      if (seen.has(key)) {
+        log.info(context, 'duplicate DeviceConnected ignored');
+        return { ...outcome, outcome: 'duplicate' };
+      }
+      // Claimed before the awaits so that a concurrent redelivery counts as a duplicate; released on failure so
+      // that Event Grid's retry of this delivery is processed again.
+      seen.add(key);
+      try {
+        const workflowIds = await client.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
+          signalRunningPromotions(signal),
+        );
+        if (workflowIds.length === 0) {
+          log.info(context, 'DeviceConnected: no running promotion of this device');
+          return { ...outcome, outcome: 'noRunningPromotion' };
+        }
+        log.info({ ...context, workflowIds }, 'DeviceConnected signalled');
+        return { ...outcome, outcome: 'signalled', workflowIds };
+      } catch (err) {
+        seen.delete(key);
+        throw err;
+      }
+    }
+  });
+
+  /**
+   * Running promotions of the device, found by device id — or by registration id, which for most devices is the
+   * same and is set from the start (the device id only once the workflow has read it).
+   */
+  async function signalRunningPromotions(event: DeviceConnectedEvent): Promise<string[]> {
+    const id = visibilityLiteral(event.deviceId);
+    const query = [
+      `WorkflowType = ${visibilityLiteral(WORKFLOW_TYPES.promoteDevice)}`,
+      `ExecutionStatus = 'Running'`,
+      `(${SA.deviceId.name} = ${id} OR ${SA.registrationId.name} = ${id})`,
+    ].join(' AND ');
+    const signalled: string[] = [];
+    for await (const execution of client.workflow.list({ query, pageSize: 100 })) {
+      try {
+        await client.workflow.getHandle(execution.workflowId, execution.runId).signal(deviceConnectedSignal, event);
+        signalled.push(execution.workflowId);
+      } catch (err) {
+        // Closed between the listing and the signal: nothing left to tell.
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+      }
+    }
+    return signalled;
+  }
+
+  return router;
+}
+
+function requireSecret(secret: string | undefined): RequestHandler {
+  if (!secret) return (_req, _res, next) => next();
+  const expected = digest(secret);
+  return (req, _res, next) => {
+    const query = req.query[EVENT_GRID_SECRET_QUERY];
+    const offered = [typeof query === 'string' ? query : undefined, req.get(EVENT_GRID_SECRET_HEADER)];
+    // Compared as digests: equal length, constant time.
+    if (!offered.some((value) => value !== undefined && timingSafeEqual(digest(value), expected))) {
+      throw new HttpError(401, 'Unauthorized', 'the Event Grid secret is missing or wrong');
+    }
+    next();
+  };
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+/**
+ * The most recently seen keys, the least recently seen forgotten first once `capacity` is reached. A Set keeps
+ * insertion order, which is all an LRU of plain keys needs: not worth a dependency.
+ */
+class RecentKeys {
+  private readonly keys = new Set<string>();
+  constructor(private readonly capacity: number) {}
+
+  has(key: string): boolean {
+    if (!this.keys.has(key)) return false;
+    this.keys.delete(key);
+    this.keys.add(key);
+    return true;
+  }
+
+  add(key: string): void {
+    this.keys.delete(key);
+    this.keys.add(key);
+    if (this.keys.size > this.capacity) this.keys.delete(this.keys.values().next().value as string);
+  }
+
+  delete(key: string): void {
+    this.keys.delete(key);
+  }
+}

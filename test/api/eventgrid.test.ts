@@ -1,0 +1,328 @@
+import { randomUUID } from 'node:crypto';
+import request from 'supertest';
+import type { Express } from 'express';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { createApp } from '../../api/app';
+import { createLogger } from '../../common/logger';
+import { connectToHarness, type TemporalTestContext } from '../helpers/temporal';
+import {
+  eventually,
+  fixtureEventsQuery,
+  fixtureFinishSignal,
+  startFixtureWorker,
+  startPromotionDirectly,
+  terminateAll,
+  uniqueEnvironments,
+  uniqueRegistrationId,
+  waitForVisibility,
+  type FixtureWorker,
+} from '../fixtures/promotion-fixture';
+
+const SECRET = 'a-shared-secret-of-some-length';
+
+/** A DeviceConnected event as IoT hub publishes it through Event Grid (Event Grid schema). */
+function deviceConnected(hubHostName: string, deviceId: string, sequenceNumber: string) {
+  const hubName = hubHostName.split('.')[0];
+  return {
+    id: randomUUID(),
+    topic: `/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DEVICES/IOTHUBS/${hubName.toUpperCase()}`,
+    subject: `devices/${deviceId}`,
+    eventType: 'Microsoft.Devices.DeviceConnected',
+    eventTime: new Date().toISOString(),
+    data: { deviceConnectionStateEventInfo: { sequenceNumber }, hubName, deviceId },
+    dataVersion: '',
+    metadataVersion: '1',
+  };
+}
+
+/**
+ * Waits until the workflow's history holds `count` deviceConnected signals: what the webhook actually sent.
+ * (A signal that arrives during a workflow task is written to history when that task completes.)
+ */
+async function expectDeviceConnectedSignals(handle: WorkflowHandle, count: number): Promise<void> {
+  await eventually(async () => {
+    const history = await handle.fetchHistory();
+    const signals = (history.events ?? []).filter(
+      (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'deviceConnected',
+    );
+    expect(signals).toHaveLength(count);
+  });
+}
+
+describe('Event Grid webhook', () => {
+  let ctx: TemporalTestContext;
+  let fixture: FixtureWorker;
+  let app: Express;
+  const environments = uniqueEnvironments();
+  const started = new Set<string>();
+  const post = (body: unknown) =>
+    request(app)
+      .post('/v1/eventgrid')
+      .query({ code: SECRET })
+      .set('aeg-event-type', 'Notification')
+      .send(body as object);
+
+  beforeAll(async () => {
+    ctx = await connectToHarness();
+    fixture = await startFixtureWorker(ctx);
+    app = createApp({
+      client: ctx.client,
+      taskQueue: fixture.taskQueue,
+      log: createLogger('silent'),
+      environments,
+      eventGridSecret: SECRET,
+    });
+  });
+  afterAll(async () => {
+    await terminateAll(ctx.client, started);
+    await fixture.stop();
+    await ctx.close();
+  });
+
+  /** A running stand-in promotion, visible to the webhook's search. */
+  async function runningPromotion(client: Client, options: { registrationId: string; deviceId?: string }) {
+    const handle = await startPromotionDirectly(client, fixture.taskQueue, {
+      ...options,
+      sourceHub: environments.test,
+      targetHub: environments.production,
+    });
+    started.add(handle.workflowId);
+    await waitForVisibility(client, `WorkflowId = '${handle.workflowId}' AND ExecutionStatus = 'Running'`);
+    return handle;
+  }
+
+  describe('handshakes', () => {
+    it('answers the Event Grid subscription validation with the validation code', async () => {
+      const res = await request(app)
+        .post('/v1/eventgrid')
+        .query({ code: SECRET })
+        .set('aeg-event-type', 'SubscriptionValidation')
+        .send([
+          {
+            id: randomUUID(),
+            topic: '/subscriptions/x/resourceGroups/rg/providers/Microsoft.Devices/IotHubs/hub',
+            subject: '',
+            eventType: 'Microsoft.EventGrid.SubscriptionValidationEvent',
+            eventTime: new Date().toISOString(),
+            data: { validationCode: 'C0DE-1234', validationUrl: 'https://rp-eastus2.eventgrid.azure.net/validate' },
+            dataVersion: '2',
+            metadataVersion: '1',
+          },
+        ])
+        .expect(200);
+      expect(res.body).toEqual({ validationResponse: 'C0DE-1234' });
+    });
+
+    it('answers 400 when the validation header comes without a validation event', async () => {
+      await request(app)
+        .post('/v1/eventgrid')
+        .query({ code: SECRET })
+        .set('aeg-event-type', 'SubscriptionValidation')
+        .send([])
+        .expect(400);
+    });
+
+    it('allows the requesting origin in the CloudEvents OPTIONS handshake', async () => {
+      const res = await request(app)
+        .options('/v1/eventgrid')
+        .query({ code: SECRET })
+        .set('WebHook-Request-Origin', 'eventgrid.azure.net')
+        .expect(200);
+      expect(res.headers['webhook-allowed-origin']).toBe('eventgrid.azure.net');
+    });
+  });
+
+  describe('secret', () => {
+    const event = () => deviceConnected(environments.production, `nobody-${randomUUID()}`, '1');
+
+    it('refuses a delivery without the secret or with a wrong one (401)', async () => {
+      await request(app).post('/v1/eventgrid').send([event()]).expect(401);
+      await request(app).post('/v1/eventgrid').query({ code: 'wrong' }).send([event()]).expect(401);
+      await request(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', 'wrong').send([event()]).expect(401);
+      await request(app).options('/v1/eventgrid').set('WebHook-Request-Origin', 'eventgrid.azure.net').expect(401);
+    });
+
+    it('accepts the secret as ?code= or as the x-iot-lifecycle-secret header', async () => {
+      await request(app).post('/v1/eventgrid').query({ code: SECRET }).send([event()]).expect(200);
+      await request(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', SECRET).send([event()]).expect(200);
+    });
+
+    it('accepts every delivery when no secret is configured', async () => {
+      const open = createApp({ client: ctx.client, taskQueue: 'unused', log: createLogger('silent'), environments });
+      await request(open).post('/v1/eventgrid').send([event()]).expect(200);
+    });
+  });
+
+  describe('validation', () => {
+    it.each([
+      ['a JSON string', 'hello'],
+      ['an object that is no event', { hello: 'world' }],
+      ['an array of numbers', [1, 2]],
+      [
+        'a DeviceConnected event without its sequence number',
+        [{ ...deviceConnected('h.azure-devices.net', 'd', '1'), data: { hubName: 'h', deviceId: 'd' } }],
+      ],
+    ])('answers 400 with issues for %s', async (_name, body) => {
+      const res = await request(app)
+        .post('/v1/eventgrid')
+        .query({ code: SECRET })
+        .set('content-type', 'application/json')
+        .send(JSON.stringify(body));
+      expect(res.status).toBe(400);
+      expect(res.body.error).toBe('ValidationError');
+      // A bare JSON string is refused by the JSON parser itself, before any schema could name an issue.
+      if (typeof body !== 'string') expect(res.body.issues.length).toBeGreaterThan(0);
+    });
+  });
+
+  describe('DeviceConnected', () => {
+    it('acknowledges and ignores events of devices no promotion is waiting for', async () => {
+      const res = await post([deviceConnected(environments.production, `unknown-${randomUUID()}`, '00000001')]).expect(
+        200,
+      );
+      expect(res.body.results).toEqual([expect.objectContaining({ outcome: 'noRunningPromotion' })]);
+    });
+
+    it('acknowledges and ignores other event types and module connections', async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await runningPromotion(ctx.client, { registrationId });
+      const disconnected = {
+        ...deviceConnected(environments.production, registrationId, '2'),
+        eventType: 'Microsoft.Devices.DeviceDisconnected',
+      };
+      const telemetry = {
+        ...deviceConnected(environments.production, registrationId, '3'),
+        eventType: 'Microsoft.Devices.DeviceTelemetry',
+        data: { body: 'eyJ0IjoxfQ==' },
+      };
+      const moduleConnected = deviceConnected(environments.production, registrationId, '4');
+      moduleConnected.data = { ...moduleConnected.data, moduleId: 'edgeAgent' } as typeof moduleConnected.data;
+      const res = await post([disconnected, telemetry, moduleConnected]).expect(200);
+      expect(res.body.results.map((r: { outcome: string }) => r.outcome)).toEqual(['ignored', 'ignored', 'ignored']);
+      await expectDeviceConnectedSignals(handle, 0);
+    });
+
+    it('signals the running promotion found by device id, with the hub host name and sequence number', async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const deviceId = `device-${registrationId}`;
+      const handle = await runningPromotion(ctx.client, { registrationId, deviceId });
+      const event = deviceConnected(
+        environments.production,
+        deviceId,
+        '000000000000000000000000000000000000000000000001',
+      );
+      const res = await post([event]).expect(200);
+      expect(res.body.results).toEqual([
+        { eventId: event.id, eventType: event.eventType, outcome: 'signalled', workflowIds: [handle.workflowId] },
+      ]);
+      const received = await eventually(async () => {
+        const events = await handle.query(fixtureEventsQuery);
+        expect(events).toHaveLength(1);
+        return events;
+      });
+      expect(received[0]).toEqual({
+        hubHostName: environments.production,
+        deviceId,
+        sequenceNumber: event.data.deviceConnectionStateEventInfo.sequenceNumber,
+        eventTime: event.eventTime,
+        eventId: event.id,
+      });
+    });
+
+    it('finds a promotion by registration id before the workflow has set the device id', async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await runningPromotion(ctx.client, { registrationId });
+      const res = await post([deviceConnected(environments.production, registrationId, '10')]).expect(200);
+      expect(res.body.results[0]).toMatchObject({ outcome: 'signalled', workflowIds: [handle.workflowId] });
+      await expectDeviceConnectedSignals(handle, 1);
+    });
+
+    it('signals a sequence number once, whether redelivered later or twice in one batch', async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await runningPromotion(ctx.client, { registrationId });
+      const first = deviceConnected(environments.production, registrationId, '0000000A');
+      // Event Grid redelivers the same event; IoT hub may also publish it under a new event id.
+      const redelivered = { ...first, id: randomUUID() };
+
+      const one = await post([first]).expect(200);
+      expect(one.body.results[0].outcome).toBe('signalled');
+      const again = await post([first, redelivered]).expect(200);
+      expect(again.body.results.map((r: { outcome: string }) => r.outcome)).toEqual(['duplicate', 'duplicate']);
+      await expectDeviceConnectedSignals(handle, 1);
+
+      // A later connection (higher sequence number) and the same number from another hub are new events.
+      const next = await post([
+        deviceConnected(environments.production, registrationId, '0000000B'),
+        deviceConnected(environments.test, registrationId, '0000000A'),
+      ]).expect(200);
+      expect(next.body.results.map((r: { outcome: string }) => r.outcome)).toEqual(['signalled', 'signalled']);
+      await expectDeviceConnectedSignals(handle, 3);
+    });
+
+    it('remembers only the most recent events (bounded), so an old one is signalled again', async () => {
+      const small = createApp({
+        client: ctx.client,
+        taskQueue: fixture.taskQueue,
+        log: createLogger('silent'),
+        environments,
+        eventGridDedupCapacity: 2,
+      });
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await runningPromotion(ctx.client, { registrationId });
+      const send = (sequenceNumber: string) =>
+        request(small)
+          .post('/v1/eventgrid')
+          .send([deviceConnected(environments.production, registrationId, sequenceNumber)])
+          .expect(200)
+          .then((res) => res.body.results[0].outcome as string);
+      expect(await send('1')).toBe('signalled');
+      expect(await send('2')).toBe('signalled');
+      expect(await send('1')).toBe('duplicate'); // refreshes 1: 2 is now the oldest
+      expect(await send('3')).toBe('signalled'); // evicts 2
+      expect(await send('1')).toBe('duplicate');
+      expect(await send('2')).toBe('signalled');
+      await expectDeviceConnectedSignals(handle, 4);
+    });
+
+    it('does not signal a promotion that has closed', async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await runningPromotion(ctx.client, { registrationId });
+      await handle.signal(fixtureFinishSignal, { outcome: 'complete' });
+      await handle.result();
+      await waitForVisibility(ctx.client, `WorkflowId = '${handle.workflowId}' AND ExecutionStatus = 'Completed'`);
+      const res = await post([deviceConnected(environments.production, registrationId, '1')]).expect(200);
+      expect(res.body.results[0].outcome).toBe('noRunningPromotion');
+    });
+
+    it("finds devices whose ids contain quotes (Azure allows ')", async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const deviceId = `o'brien-${registrationId}`;
+      const handle = await runningPromotion(ctx.client, { registrationId, deviceId });
+      const res = await post([deviceConnected(environments.production, deviceId, '1')]).expect(200);
+      expect(res.body.results[0]).toMatchObject({ outcome: 'signalled', workflowIds: [handle.workflowId] });
+    });
+
+    it('accepts CloudEvents 1.0 deliveries', async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await runningPromotion(ctx.client, { registrationId });
+      const { id, data, eventTime } = deviceConnected(environments.production, registrationId, '7');
+      const res = await request(app)
+        .post('/v1/eventgrid')
+        .query({ code: SECRET })
+        .set('content-type', 'application/cloudevents+json; charset=utf-8')
+        .send(
+          JSON.stringify({
+            specversion: '1.0',
+            id,
+            source: `/subscriptions/x/resourceGroups/rg/providers/Microsoft.Devices/IotHubs/${data.hubName}`,
+            subject: `devices/${registrationId}`,
+            type: 'Microsoft.Devices.DeviceConnected',
+            time: eventTime,
+            data,
+          }),
+        )
+        .expect(200);
+      expect(res.body.results[0]).toMatchObject({ outcome: 'signalled', workflowIds: [handle.workflowId] });
+    });
+  });
+});

@@ -418,7 +418,11 @@ export class DeviceBroker {
       },
       authorizeSubscribe: (client, sub, done) => {
         const session = this.sessions.get(client);
-        done(null, session && this.subscriptionAllowed(session, sub) ? sub : null);
+        const allowed = !!session && this.subscriptionAllowed(session, sub);
+        // Also called for the subscriptions aedes restores for a persistent (clean=false) session, which the SDK
+        // relies on: after a reconnect it does not subscribe again.
+        if (allowed) session.subscriptions.add(sub.topic);
+        done(null, allowed ? sub : null);
       },
       // The hub writes to devices directly; device publishes are never relayed to other devices.
       authorizeForward: (_client, packet) => (isServerTopic(packet.topic) ? packet : null),
@@ -511,6 +515,7 @@ export class DeviceBroker {
       session.expiryTimer.unref();
     }
     setConnectionState(session.hub, session.deviceId, true);
+    this.flushCloudToDevice(session.hub.name, session.deviceId);
   }
 
   private endSession(client: Client): void {
@@ -555,7 +560,6 @@ export class DeviceBroker {
   private onSubscribed(client: Client, subs: Subscription[]): void {
     const session = this.sessions.get(client);
     if (!session) return;
-    for (const sub of subs) session.subscriptions.add(sub.topic);
     if (subs.some((s) => s.topic.startsWith(`devices/${session.deviceId}/messages/devicebound/`))) {
       this.flushCloudToDevice(session.hub.name, session.deviceId);
     }

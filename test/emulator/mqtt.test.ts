@@ -344,6 +344,29 @@ describe('MQTT device connections', () => {
     expect(delta.$version).toBeGreaterThan(1);
   });
 
+  it('keeps a persistent session: after a dropped connection the SDK reconnects and still gets desired patches', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = Client.fromConnectionString(
+      `HostName=${hubHost};DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=${gateway()}`,
+      Mqtt,
+    );
+    openClients.push(client); // default retry policy: the SDK reconnects on its own
+    await client.setOptions({ ca: emulator.caPem });
+    await client.open();
+    const twin = await client.getTwin();
+    const patches: Array<Record<string, unknown>> = [];
+    twin.on('properties.desired', (delta: Record<string, unknown>) => patches.push(delta));
+    await untilSubscribed(deviceId, '$iothub/twin/PATCH/properties/desired/#');
+
+    const reconnected = nextBusEvent('deviceConnected', deviceId);
+    expect(deviceBroker(emulator.state)!.disconnectDevice('test', deviceId)).toBe(1);
+    await reconnected;
+    await untilSubscribed(deviceId, '$iothub/twin/PATCH/properties/desired/#');
+    const { responseBody } = await registry.getTwin(deviceId);
+    await registry.updateTwin(deviceId, { properties: { desired: { mode: 'eco' } } }, responseBody.etag);
+    while (!patches.some((p) => p.mode === 'eco')) await new Promise((r) => setTimeout(r, 10));
+  });
+
   it('delivers direct methods and cloud-to-device messages to the connected device', async () => {
     const { deviceId, key } = await createSasDevice();
     const client = await sasClient(deviceId, key);

@@ -1,5 +1,7 @@
 import type { AzureClients } from './azure-clients';
 import { connectivityActivities } from './connectivity';
+import { dpsActivities } from './dps';
+import { registryActivities } from './registry';
 
 export interface ActivityDeps {
   azure: AzureClients;
@@ -9,6 +11,8 @@ export interface ActivityDeps {
 export function createActivities(deps: ActivityDeps) {
   return {
     ...connectivityActivities(deps.azure),
+    ...dpsActivities(deps.azure),
+    ...registryActivities(deps.azure),
   };
 }
 

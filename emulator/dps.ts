@@ -461,6 +461,30 @@ function checkEnrollmentId(id: string): void {
  * PUT /enrollments/{id}. Without If-Match an existing enrollment is a conflict (409), as on Azure; with If-Match
  * (`*` or the current etag) it is replaced, else 412.
  */
+/**
+ * An update may send back what GET returned: X.509 certificates as `info` only (DPS never returns them). Entries
+ * whose thumbprint matches the stored certificate keep it, as DPS does.
+ */
+function withStoredCertificates(body: Record<string, unknown>, stored: AttestationMechanism): Record<string, unknown> {
+  const x509 = isObject(body.attestation) && isObject(body.attestation.x509) ? body.attestation.x509 : undefined;
+  if (!x509 || !stored.x509) return body;
+  const filled: Record<string, unknown> = { ...x509 };
+  for (const field of ['clientCertificates', 'signingCertificates'] as const) {
+    const given = x509[field];
+    const kept = stored.x509[field];
+    if (!isObject(given) || !kept) continue;
+    const out: Record<string, unknown> = { ...given };
+    for (const slot of ['primary', 'secondary'] as const) {
+      const entry = given[slot];
+      const info = isObject(entry) && isObject(entry.info) ? entry.info : undefined;
+      const same = info && kept[slot] && info.sha1Thumbprint === kept[slot]?.info?.sha1Thumbprint;
+      if (isObject(entry) && !entry.certificate && same) out[slot] = { certificate: kept[slot]!.certificate };
+    }
+    filled[field] = out;
+  }
+  return { ...body, attestation: { ...(body.attestation as Record<string, unknown>), x509: filled } };
+}
+
 function upsertEnrollment(
   state: EmulatorState,
   id: string,
@@ -482,7 +506,7 @@ function upsertEnrollment(
   } else if (ifMatch && ifMatch !== '*' && mode !== 'update') {
     throw dpsErrors.preconditionFailed(id);
   }
-  const common = parseCommon(state, body, false);
+  const common = parseCommon(state, existing ? withStoredCertificates(body, existing.attestation) : body, false);
   let deviceId: string | undefined;
   if (body.deviceId !== undefined && body.deviceId !== null && body.deviceId !== '') {
     if (typeof body.deviceId !== 'string') throw dpsErrors.badRequest('deviceId must be a string');

@@ -1,0 +1,53 @@
+import { ApplicationFailure } from '@temporalio/activity';
+
+/**
+ * Azure's permanent answers become non-retryable ApplicationFailures with a named type; throttling (429), 5xx,
+ * 408 and network errors are rethrown as they are, so Temporal retries them.
+ */
+export const AzureFailureTypes = {
+  badRequest: 'AzureBadRequest',
+  unauthorized: 'AzureUnauthorized',
+  forbidden: 'AzureForbidden',
+  notFound: 'AzureNotFound',
+  conflict: 'AzureConflict',
+  preconditionFailed: 'AzurePreconditionFailed',
+} as const;
+
+const PERMANENT: Record<number, string> = {
+  400: AzureFailureTypes.badRequest,
+  401: AzureFailureTypes.unauthorized,
+  403: AzureFailureTypes.forbidden,
+  404: AzureFailureTypes.notFound,
+  409: AzureFailureTypes.conflict,
+  412: AzureFailureTypes.preconditionFailed,
+};
+
+export function statusOf(err: unknown): number | undefined {
+  return (err as { response?: { statusCode?: number } })?.response?.statusCode;
+}
+
+export function isNotFound(err: unknown): boolean {
+  return statusOf(err) === 404 || (err as Error)?.name === 'DeviceNotFoundError';
+}
+
+/** Runs one Azure call; permanent failures are named and non-retryable, `what` says which call failed. */
+export async function azureCall<T>(what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw toFailure(what, err);
+  }
+}
+
+export function toFailure(what: string, err: unknown): unknown {
+  if (err instanceof ApplicationFailure) return err;
+  const status = statusOf(err);
+  const type = status !== undefined ? PERMANENT[status] : undefined;
+  if (!type) return err;
+  const message = `${what}: ${status} ${(err as Error).message ?? ''}`.trim();
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: [{ status }] });
+}
+
+export function permanent(type: string, message: string, details?: unknown): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: details ? [details] : [] });
+}

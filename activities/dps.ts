@@ -1,0 +1,347 @@
+import { createHmac } from 'node:crypto';
+import type { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
+import type {
+  AttestationMechanism,
+  EnrollmentGroup,
+  IndividualEnrollment,
+  DeviceRegistrationState,
+} from 'azure-iot-provisioning-service/dist/interfaces';
+import type { AzureClients } from './azure-clients';
+import { azureCall, isNotFound, permanent } from './azure-errors';
+import { PromotionErrors, type AttestationKind } from '../common/promotion';
+
+/** What the promotion needs to know of an enrollment: routing and status, never key material. */
+export interface EnrollmentView {
+  kind: 'individual' | 'groupMember';
+  registrationId: string;
+  enrollmentGroupId?: string;
+  attestation: AttestationKind;
+  provisioningStatus: 'enabled' | 'disabled';
+  deviceId?: string;
+  iotHubs: string[];
+  iotHubHostName?: string;
+  allocationPolicy?: string;
+  reprovisionPolicy?: { updateHubAssignment: boolean; migrateDeviceData: boolean };
+  etag?: string;
+}
+
+export interface RegistrationView {
+  registrationId: string;
+  assignedHub?: string;
+  deviceId?: string;
+  status?: string;
+  substatus?: string;
+  lastUpdatedDateTimeUtc?: string;
+}
+
+export interface RepointInput {
+  workflowId: string;
+  enrollment: EnrollmentView;
+  deviceId: string;
+  targetHubHost: string;
+  reprovisionPolicy: 'migrate' | 'reset';
+  deviceCertificate?: string;
+}
+
+/** The routing fields of an individual enrollment that a promotion changes and a rollback restores. */
+export type EnrollmentRouting = Pick<
+  EnrollmentView,
+  'iotHubs' | 'iotHubHostName' | 'allocationPolicy' | 'reprovisionPolicy'
+>;
+
+export function deriveDeviceKey(groupKey: string, registrationId: string): string {
+  return createHmac('sha256', Buffer.from(groupKey, 'base64')).update(registrationId, 'utf8').digest('base64');
+}
+
+function attestationKind(attestation: AttestationMechanism | undefined, group: boolean): AttestationKind {
+  switch (attestation?.type) {
+    case 'symmetricKey':
+      return 'symmetricKey';
+    case 'tpm':
+      return 'tpm';
+    case 'x509': {
+      const x509 = attestation.x509 ?? {};
+      if (x509.signingCertificates || x509.caReferences) return 'x509CA';
+      return group ? 'x509CA' : 'x509';
+    }
+    default:
+      throw permanent(PromotionErrors.unsupportedAttestation, `unknown attestation type ${String(attestation?.type)}`);
+  }
+}
+
+function viewOfIndividual(e: IndividualEnrollment): EnrollmentView {
+  return {
+    kind: 'individual',
+    registrationId: e.registrationId,
+    attestation: attestationKind(e.attestation, false),
+    provisioningStatus: e.provisioningStatus === 'disabled' ? 'disabled' : 'enabled',
+    deviceId: e.deviceId || undefined,
+    iotHubs: e.iotHubs ?? [],
+    iotHubHostName: e.iotHubHostName || undefined,
+    allocationPolicy: e.allocationPolicy,
+    reprovisionPolicy: e.reprovisionPolicy && {
+      updateHubAssignment: e.reprovisionPolicy.updateHubAssignment !== false,
+      migrateDeviceData: e.reprovisionPolicy.migrateDeviceData !== false,
+    },
+    etag: e.etag,
+  };
+}
+
+function viewOfGroupMember(registrationId: string, g: EnrollmentGroup): EnrollmentView {
+  return {
+    kind: 'groupMember',
+    registrationId,
+    enrollmentGroupId: g.enrollmentGroupId,
+    attestation: attestationKind(g.attestation, true),
+    provisioningStatus: g.provisioningStatus === 'disabled' ? 'disabled' : 'enabled',
+    iotHubs: g.iotHubs ?? [],
+    iotHubHostName: g.iotHubHostName || undefined,
+    allocationPolicy: g.allocationPolicy,
+    reprovisionPolicy: g.reprovisionPolicy && {
+      updateHubAssignment: g.reprovisionPolicy.updateHubAssignment !== false,
+      migrateDeviceData: g.reprovisionPolicy.migrateDeviceData !== false,
+    },
+    etag: g.etag,
+  };
+}
+
+function registrationView(r: DeviceRegistrationState): RegistrationView {
+  return {
+    registrationId: r.registrationId,
+    assignedHub: r.assignedHub || undefined,
+    deviceId: r.deviceId || undefined,
+    status: r.status,
+    substatus: r.substatus,
+    lastUpdatedDateTimeUtc: r.lastUpdatedDateTimeUtc ? String(r.lastUpdatedDateTimeUtc) : undefined,
+  };
+}
+
+const sameHubs = (a: string[], b: string[]) => a.length === b.length && a.every((h) => b.includes(h));
+
+/** DPS activities. Every call is safe to repeat: Temporal may run an activity more than once. */
+export function dpsActivities(clients: AzureClients) {
+  const dps = (): ProvisioningServiceClient => {
+    if (!clients.dps) throw permanent('DpsNotConfigured', 'no DPS connection string is configured');
+    return clients.dps.client;
+  };
+
+  async function findIndividual(registrationId: string): Promise<IndividualEnrollment | undefined> {
+    try {
+      return (await dps().getIndividualEnrollment(registrationId)).responseBody;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async function findGroupOf(registrationId: string): Promise<string | undefined> {
+    const groups = dps().createEnrollmentGroupQuery({ query: '*' }, 100);
+    for (let token: string | undefined; ;) {
+      const page = token ? await groups.next(token) : await groups.next();
+      for (const group of page.responseBody.items as EnrollmentGroup[]) {
+        const regs = dps().createEnrollmentGroupDeviceRegistrationStateQuery(
+          { query: '*' },
+          group.enrollmentGroupId,
+          100,
+        );
+        for (let regToken: string | undefined; ;) {
+          const regPage = regToken ? await regs.next(regToken) : await regs.next();
+          const items = regPage.responseBody.items as DeviceRegistrationState[];
+          if (items.some((r) => r.registrationId === registrationId)) return group.enrollmentGroupId;
+          regToken = continuationOf(regPage);
+          if (!regToken) break;
+        }
+      }
+      token = continuationOf(page);
+      if (!token) return undefined;
+    }
+  }
+
+  return {
+    /** The enrollment that decides where the device goes: its individual enrollment first, as DPS does. */
+    async dpsLookupEnrollment(input: { registrationId: string; enrollmentGroupId?: string }): Promise<EnrollmentView> {
+      const individual = await azureCall('get individual enrollment', () => findIndividual(input.registrationId));
+      if (individual) return viewOfIndividual(individual);
+      const groupId =
+        input.enrollmentGroupId ??
+        (await azureCall('search enrollment groups', () => findGroupOf(input.registrationId)));
+      if (!groupId) {
+        throw permanent(
+          PromotionErrors.enrollmentNotFound,
+          `no individual enrollment ${input.registrationId} and no enrollment group with that registration`,
+        );
+      }
+      try {
+        const group = (await dps().getEnrollmentGroup(groupId)).responseBody;
+        return viewOfGroupMember(input.registrationId, group);
+      } catch (err) {
+        if (isNotFound(err))
+          throw permanent(PromotionErrors.enrollmentNotFound, `enrollment group ${groupId} not found`);
+        throw err;
+      }
+    },
+
+    async dpsGetRegistrationState(registrationId: string): Promise<RegistrationView | null> {
+      try {
+        return registrationView((await dps().getDeviceRegistrationState(registrationId)).responseBody);
+      } catch (err) {
+        if (isNotFound(err)) return null;
+        return azureCall('get registration state', () => Promise.reject(err));
+      }
+    },
+
+    /**
+     * Points the device's enrollment at the target hub. An individual enrollment is updated under its etag; a
+     * group member gets an individual enrollment of its own (DPS checks those before groups), so the rest of the
+     * group stays where it is.
+     */
+    async dpsRepointEnrollment(input: RepointInput): Promise<{ etag: string; createdIndividual: boolean }> {
+      const reprovisionPolicy = { updateHubAssignment: true, migrateDeviceData: input.reprovisionPolicy === 'migrate' };
+      const target = [input.targetHubHost];
+      const current = await azureCall('get individual enrollment', () =>
+        findIndividual(input.enrollment.registrationId),
+      );
+      const alreadyDone = (e: IndividualEnrollment) =>
+        sameHubs(e.iotHubs ?? [], target) &&
+        e.reprovisionPolicy?.updateHubAssignment !== false &&
+        (e.reprovisionPolicy?.migrateDeviceData !== false) === reprovisionPolicy.migrateDeviceData;
+
+      if (input.enrollment.kind === 'individual') {
+        if (!current)
+          throw permanent(PromotionErrors.enrollmentChanged, 'the individual enrollment was deleted meanwhile');
+        if (alreadyDone(current)) return { etag: current.etag, createdIndividual: false };
+        if (current.etag !== input.enrollment.etag) {
+          throw permanent(PromotionErrors.enrollmentChanged, 'the enrollment changed since it was validated');
+        }
+        // GET redacts symmetric keys; without them a PUT would make DPS generate new ones.
+        const attestation = (
+          await azureCall('get attestation mechanism', () =>
+            dps().getIndividualEnrollmentAttestationMechanism(input.enrollment.registrationId),
+          )
+        ).responseBody;
+        const updated = await azureCall('update individual enrollment', () =>
+          dps().createOrUpdateIndividualEnrollment({
+            ...current,
+            attestation,
+            iotHubs: target,
+            iotHubHostName: input.targetHubHost,
+            allocationPolicy: 'static',
+            reprovisionPolicy,
+          }),
+        );
+        return { etag: updated.responseBody.etag, createdIndividual: false };
+      }
+
+      if (current) {
+        if (alreadyDone(current)) return { etag: current.etag, createdIndividual: true };
+        throw permanent(
+          PromotionErrors.enrollmentChanged,
+          'an individual enrollment for this device appeared meanwhile',
+        );
+      }
+      const groupId = input.enrollment.enrollmentGroupId!;
+      const group = (await azureCall('get enrollment group', () => dps().getEnrollmentGroup(groupId))).responseBody;
+      const attestation = await memberAttestation(dps(), group, input);
+      const created = await azureCall('create individual enrollment for group member', () =>
+        dps().createOrUpdateIndividualEnrollment({
+          registrationId: input.enrollment.registrationId,
+          deviceId: input.deviceId,
+          attestation,
+          iotHubs: target,
+          iotHubHostName: input.targetHubHost,
+          allocationPolicy: 'static',
+          reprovisionPolicy,
+          initialTwin: group.initialTwin,
+          capabilities: group.capabilities,
+          provisioningStatus: 'enabled',
+        } as IndividualEnrollment),
+      );
+      return { etag: created.responseBody.etag, createdIndividual: true };
+    },
+
+    /** Undoes dpsRepointEnrollment: the individual enrollment's routing back, or the member's own one removed. */
+    async dpsRestoreEnrollment(input: {
+      enrollment: EnrollmentView;
+      routing: EnrollmentRouting;
+    }): Promise<{ restored: 'routing' | 'individualRemoved' | 'nothingToDo' }> {
+      const registrationId = input.enrollment.registrationId;
+      if (input.enrollment.kind === 'groupMember') {
+        try {
+          await dps().deleteIndividualEnrollment(registrationId);
+          return { restored: 'individualRemoved' };
+        } catch (err) {
+          if (isNotFound(err)) return { restored: 'nothingToDo' };
+          return azureCall('delete individual enrollment', () => Promise.reject(err));
+        }
+      }
+      const current = await azureCall('get individual enrollment', () => findIndividual(registrationId));
+      if (!current)
+        throw permanent(PromotionErrors.enrollmentChanged, 'the individual enrollment was deleted meanwhile');
+      const { routing } = input;
+      if (
+        sameHubs(current.iotHubs ?? [], routing.iotHubs) &&
+        (current.iotHubHostName || undefined) === routing.iotHubHostName &&
+        current.allocationPolicy === routing.allocationPolicy
+      ) {
+        return { restored: 'nothingToDo' };
+      }
+      const attestation = (
+        await azureCall('get attestation mechanism', () =>
+          dps().getIndividualEnrollmentAttestationMechanism(registrationId),
+        )
+      ).responseBody;
+      await azureCall('restore individual enrollment', () =>
+        dps().createOrUpdateIndividualEnrollment({
+          ...current,
+          attestation,
+          iotHubs: routing.iotHubs,
+          iotHubHostName: routing.iotHubHostName as string,
+          allocationPolicy: routing.allocationPolicy as IndividualEnrollment['allocationPolicy'],
+          reprovisionPolicy: routing.reprovisionPolicy ?? { updateHubAssignment: true, migrateDeviceData: true },
+        }),
+      );
+      return { restored: 'routing' };
+    },
+  };
+}
+
+/** The attestation of an individual enrollment that stands in for one member of a group. */
+async function memberAttestation(
+  dps: ProvisioningServiceClient,
+  group: EnrollmentGroup,
+  input: RepointInput,
+): Promise<AttestationMechanism> {
+  if (group.attestation?.type === 'symmetricKey') {
+    const keys = (
+      await azureCall('get group attestation mechanism', () =>
+        dps.getEnrollmentGroupAttestationMechanism(group.enrollmentGroupId),
+      )
+    ).responseBody.symmetricKey;
+    if (!keys?.primaryKey) throw permanent(PromotionErrors.unsupportedAttestation, 'the group has no symmetric keys');
+    return {
+      type: 'symmetricKey',
+      symmetricKey: {
+        primaryKey: deriveDeviceKey(keys.primaryKey, input.enrollment.registrationId),
+        secondaryKey: deriveDeviceKey(keys.secondaryKey || keys.primaryKey, input.enrollment.registrationId),
+      },
+    } as AttestationMechanism;
+  }
+  if (group.attestation?.type === 'x509') {
+    if (!input.deviceCertificate) {
+      throw permanent(
+        PromotionErrors.deviceCertificateRequired,
+        'moving one device of an X.509 enrollment group needs its device certificate (deviceCertificate)',
+      );
+    }
+    return {
+      type: 'x509',
+      x509: { clientCertificates: { primary: { certificate: input.deviceCertificate } } },
+    } as AttestationMechanism;
+  }
+  throw permanent(PromotionErrors.unsupportedAttestation, `cannot move a ${group.attestation?.type} group member`);
+}
+
+function continuationOf(page: { httpResponse?: { headers?: Record<string, unknown> } }): string | undefined {
+  const token = page.httpResponse?.headers?.['x-ms-continuation'];
+  return typeof token === 'string' && token ? token : undefined;
+}

@@ -1,0 +1,127 @@
+import { z } from 'zod';
+
+/**
+ * The promotion contract shared by the API (validation, OpenAPI) and the workflow (which validates again, so a
+ * start that bypasses the API gets the same answer). Only names and public data: never keys or connection strings.
+ */
+
+const duration = z
+  .string()
+  .regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 90s, 15m, 24h')
+  .describe('duration: <number><ms|s|m|h|d>');
+
+export const environmentName = z.string().regex(/^[a-z0-9-]{1,63}$/i, 'an environment name such as test or production');
+
+export const protocols = ['mqtt', 'mqtt-ws', 'amqp', 'amqp-ws', 'https'] as const;
+
+export const PromotionRequest = z
+  .object({
+    /** DPS registration id of the device (its individual enrollment, or its registration within a group). */
+    registrationId: z.string().regex(/^[a-z0-9._:-]{1,128}$/i, 'a DPS registration id (alphanumerics, . _ : -)'),
+    /** The enrollment group the device registers through, when it has no individual enrollment. */
+    enrollmentGroupId: z
+      .string()
+      .regex(/^[a-z0-9._:-]{1,128}$/i)
+      .optional(),
+    sourceEnvironment: environmentName.default('test'),
+    targetEnvironment: environmentName.default('production'),
+    /** What DPS does with the device's twin on re-provisioning: carry it over, or reset to the initial twin. */
+    reprovisionPolicy: z.enum(['migrate', 'reset']).default('migrate'),
+    /** How the device leaves the source hub: deleted, or kept but disabled. */
+    sourceRemoval: z.enum(['delete', 'disable']).default('delete'),
+    /** The protocol the device connects with: X.509 CA devices cannot use the WebSocket variants. */
+    protocol: z.enum(protocols).default('mqtt'),
+    /** How long to wait for the device to connect to the target hub. */
+    deadline: duration.default('24h'),
+    /** Fallback polling of DPS and the target registry while waiting for the Event Grid signal. */
+    pollInterval: duration.default('30s'),
+    /** What to do when the deadline passes or the promotion is cancelled. */
+    onTimeout: z.enum(['rollback', 'park']).default('rollback'),
+    /**
+     * The device's (public) X.509 certificate, PEM. Needed only to move one device out of an X.509 enrollment
+     * group: Azure's way is an individual enrollment for it, and that takes the device certificate.
+     */
+    deviceCertificate: z
+      .string()
+      .regex(/-----BEGIN CERTIFICATE-----/, 'a PEM certificate')
+      .max(16_384)
+      .optional(),
+  })
+  .refine((r) => r.sourceEnvironment !== r.targetEnvironment, {
+    message: 'source and target environments must differ',
+    path: ['targetEnvironment'],
+  });
+
+export type PromotionRequestInput = z.input<typeof PromotionRequest>;
+export type PromotionRequest = z.output<typeof PromotionRequest>;
+
+export const PROMOTION_PHASES = [
+  'validating',
+  'snapshotting',
+  'repointing',
+  'removingFromSource',
+  'awaitingReconnection',
+  'verifying',
+  'compensating',
+  'completed',
+  'rolledBack',
+  'parked',
+  'failed',
+] as const;
+export type PromotionPhase = (typeof PROMOTION_PHASES)[number];
+
+/** What the Event Grid webhook (or a test) tells a waiting promotion. */
+export interface DeviceConnectedEvent {
+  hubHostName: string;
+  deviceId: string;
+  /** Event Grid's deviceConnectionStateEventInfo.sequenceNumber: a string that increases per device. */
+  sequenceNumber: string;
+  eventTime: string;
+  eventId?: string;
+}
+
+export type AttestationKind = 'symmetricKey' | 'x509' | 'x509CA' | 'tpm';
+
+export interface PromotionStep {
+  step: string;
+  at: string;
+  detail: string;
+}
+
+export interface PromotionStatus {
+  workflowId: string;
+  request: PromotionRequest;
+  phase: PromotionPhase;
+  deviceId?: string;
+  attestation?: AttestationKind;
+  enrollmentKind?: 'individual' | 'groupMember';
+  sourceHub?: string;
+  targetHub?: string;
+  startedAt: string;
+  phaseChangedAt: string;
+  steps: PromotionStep[];
+  lastEvent?: DeviceConnectedEvent & { receivedAt: string };
+  connectedVia?: 'eventGrid' | 'polling';
+  flagged?: string;
+}
+
+export interface PromotionResult extends PromotionStatus {
+  outcome: 'promoted' | 'rolledBack' | 'parked';
+  reason?: 'deadline' | 'cancelled';
+  registration?: { assignedHub?: string; status?: string; substatus?: string };
+  completedAt: string;
+}
+
+/** Non-retryable failure types the promotion workflow raises; callers branch on these, never on text. */
+export const PromotionErrors = {
+  invalidRequest: 'InvalidPromotionRequest',
+  unknownEnvironment: 'UnknownEnvironment',
+  enrollmentNotFound: 'EnrollmentNotFound',
+  enrollmentDisabled: 'EnrollmentDisabled',
+  notAssignedToSource: 'DeviceNotAssignedToSource',
+  unsupportedAttestationProtocol: 'UnsupportedAttestationProtocol',
+  deviceCertificateRequired: 'DeviceCertificateRequired',
+  unsupportedAttestation: 'UnsupportedAttestation',
+  enrollmentChanged: 'EnrollmentChangedConcurrently',
+  verificationFailed: 'VerificationFailed',
+} as const;

@@ -9,6 +9,7 @@ import type { PromotionResult } from '../../common/promotion';
 import { addFaultRule, resetLimits } from '../../emulator/limits';
 import { eventGridFor } from '../../emulator/eventgrid';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
+import { recordHistory } from '../helpers/histories';
 import {
   connectedTo,
   enrollDevice,
@@ -102,6 +103,7 @@ describe('test-to-production promotion', () => {
     const description = await handle.describe();
     expect(description.closeTime!.getTime()).toBeGreaterThanOrEqual(new Date(connected.time).getTime());
     expectNoSecrets(await historyText(handle.workflowId), enrolled);
+    await recordHistory(handle, 'promotion-polling');
   });
 
   it('completes an X.509 device promotion on the Event Grid signal alone, resetting its twin', async () => {
@@ -128,6 +130,7 @@ describe('test-to-production promotion', () => {
       expect(await deviceIn('production', id)).toMatchObject({ authentication: { type: 'selfSigned' } });
       expect(await deviceIn('test', id)).toBeUndefined();
       expectNoSecrets(await historyText(handle.workflowId), enrolled);
+      await recordHistory(handle, 'promotion-event-grid');
     } finally {
       grid.unsubscribe('production', name);
     }
@@ -159,6 +162,7 @@ describe('test-to-production promotion', () => {
     expect(individual.iotHubs).toEqual([stack.hosts.production]);
     const group = (await stack.dps.getEnrollmentGroup(enrolled.enrollmentGroupId!)).responseBody;
     expect(group.iotHubs).toEqual([stack.hosts.test]);
+    await recordHistory(handle, 'promotion-group-member');
   });
 
   it('rolls back a device that never comes back: test is restored and the device connects there again', async () => {
@@ -188,6 +192,7 @@ describe('test-to-production promotion', () => {
     devices.push(again);
     await connectedTo(again, stack.hosts.test);
     expectNoSecrets(await historyText(handle.workflowId), enrolled);
+    await recordHistory(handle, 'promotion-rollback');
   });
 
   it('parks a device that never comes back when asked to, and flags it', async () => {
@@ -215,6 +220,7 @@ describe('test-to-production promotion', () => {
     const result: PromotionResult = await handle.result();
 
     expect(result).toMatchObject({ outcome: 'rolledBack', reason: 'cancelled' });
+    await recordHistory(handle, 'promotion-cancelled');
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.test]);
     expect(await deviceIn('test', id)).toMatchObject({ status: 'enabled' });
     const again = simulate(stack, enrolled);

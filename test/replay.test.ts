@@ -1,0 +1,54 @@
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { DeterminismViolationError } from '@temporalio/workflow';
+import { Worker } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+import { workflowsPath } from '../worker/worker';
+import { historiesDir } from './helpers/histories';
+
+/** Recorded histories (test/histories, from real end-to-end runs) must replay on the current workflow code. */
+async function recorded() {
+  const files = (await readdir(historiesDir)).filter((f) => f.endsWith('.json')).sort();
+  return Promise.all(
+    files.map(async (file) => ({
+      name: path.basename(file, '.json'),
+      history: historyFromJSON(JSON.parse(await readFile(path.join(historiesDir, file), 'utf8'))),
+    })),
+  );
+}
+
+describe('replay of recorded workflow histories', () => {
+  it('has recorded promotion histories for the polling, Event Grid, group, rollback and cancel paths', async () => {
+    const names = (await recorded()).map((r) => r.name);
+    expect(names).toEqual(
+      expect.arrayContaining([
+        'promotion-polling',
+        'promotion-event-grid',
+        'promotion-group-member',
+        'promotion-rollback',
+        'promotion-cancelled',
+      ]),
+    );
+  });
+
+  it('replays every recorded history on the current workflows without a determinism error', async () => {
+    for (const { name, history } of await recorded()) {
+      await expect(Worker.runReplayHistory({ workflowsPath }, history, name)).resolves.toBeUndefined();
+    }
+  });
+
+  it('holds no key material in any recorded history', async () => {
+    for (const file of (await readdir(historiesDir)).filter((f) => f.endsWith('.json'))) {
+      const text = await readFile(path.join(historiesDir, file), 'utf8');
+      expect(text).not.toMatch(/SharedAccessKey|PRIVATE KEY|primaryKey|secondaryKey/);
+    }
+  });
+
+  it('fails with a determinism error when the promotion changes its command order (negative control)', async () => {
+    const [first] = await recorded();
+    const changed = require.resolve('./fixtures/nondeterministic');
+    await expect(Worker.runReplayHistory({ workflowsPath: changed }, first.history, first.name)).rejects.toBeInstanceOf(
+      DeterminismViolationError,
+    );
+  });
+});

@@ -60,6 +60,8 @@ export const configSchema = z.object({
   EMULATOR_HTTPS_PORT: port.default(8443),
   EMULATOR_MQTT_PORT: port.default(8883),
   EMULATOR_CONTROL_PORT: port.default(8480),
+  /** Simulated devices `npm start` enrolls and connects to the emulator's test hub, ready to promote. */
+  REHEARSAL_DEVICES: z.coerce.number().int().min(0).max(1000).default(3),
   EVENT_GRID_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
 });
 

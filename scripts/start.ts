@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import { bundleWorkflows, createWorker } from '../worker/worker';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
 import { installAzureEndpointRouting, startEmulator, type RunningEmulator } from '../emulator';
+import { startRehearsal } from './rehearsal';
 
 /**
  * `npm start`: the embedded default in one process — a Temporal dev server with its Web UI (persisted under
@@ -62,6 +64,9 @@ async function main(): Promise<void> {
       configureAzureEndpoints(config);
     }
 
+    // The embedded default makes up its own webhook secret; with real Azure, set EVENT_GRID_SECRET.
+    const eventGridSecret = config.EVENT_GRID_SECRET ?? (emulator ? randomBytes(16).toString('hex') : undefined);
+
     // 3. Worker.
     const nativeConnection = await NativeConnection.connect({ address: temporalAddress });
     const worker = await createWorker({
@@ -88,7 +93,7 @@ async function main(): Promise<void> {
         taskQueue: config.TASK_QUEUE,
         log,
         environments: hubHostNames(azure.hubs),
-        eventGridSecret: config.EVENT_GRID_SECRET,
+        eventGridSecret,
       }),
       config,
     );
@@ -97,7 +102,21 @@ async function main(): Promise<void> {
       await connection.close();
     });
 
-    printUrls(log, config, temporalAddress, uiUrl, emulator);
+    // 5. Rehearsal devices on the emulator, connected to the test hub and ready to be promoted.
+    let rehearsalIds: string[] = [];
+    if (emulator && config.REHEARSAL_DEVICES > 0) {
+      rehearsalIds = Array.from({ length: config.REHEARSAL_DEVICES }, (_, i) => `demo-device-${i + 1}`);
+      const rehearsal = await startRehearsal({
+        emulator,
+        apiUrl: `http://${config.API_HOST}:${config.API_PORT}`,
+        eventGridSecret: eventGridSecret!,
+        deviceIds: rehearsalIds,
+        log,
+      });
+      stops.push(() => rehearsal.stop());
+    }
+
+    printUrls(log, config, temporalAddress, uiUrl, emulator, rehearsalIds);
   } catch (err) {
     await stopAll();
     throw err;
@@ -144,7 +163,14 @@ function listen(app: ReturnType<typeof createApp>, config: Config): Promise<Serv
   });
 }
 
-function printUrls(log: Logger, config: Config, temporal: string, uiUrl?: string, emulator?: RunningEmulator) {
+function printUrls(
+  log: Logger,
+  config: Config,
+  temporal: string,
+  uiUrl?: string,
+  emulator?: RunningEmulator,
+  rehearsalIds: string[] = [],
+) {
   const lines = [
     '',
     'iot-lifecycle is running',
@@ -158,6 +184,15 @@ function printUrls(log: Logger, config: Config, temporal: string, uiUrl?: string
       `  Emulator control API: ${emulator.controlUrl}`,
       `  Emulator CA:  ${path.join(config.DATA_DIR, 'emulator', 'ca.pem')}`,
       `  DPS id scope: ${emulator.idScope}`,
+    );
+  }
+  if (rehearsalIds.length) {
+    lines.push(
+      `  Simulated devices on the test hub: ${rehearsalIds.join(', ')}`,
+      '  Promote one to production:',
+      `    curl -i -X POST http://${config.API_HOST}:${config.API_PORT}/v1/promotions -H 'content-type: application/json' \\`,
+      `      -d '{"registrationId":"${rehearsalIds[0]}"}'`,
+      `    curl http://${config.API_HOST}:${config.API_PORT}/v1/promotions/${rehearsalIds[0]}`,
     );
   }
   lines.push('Press Ctrl-C to stop.', '');

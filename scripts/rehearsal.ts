@@ -1,0 +1,62 @@
+import { randomBytes } from 'node:crypto';
+import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
+import type { IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
+import type { Logger } from '../common/logger';
+import type { RunningEmulator } from '../emulator';
+import { eventGridFor } from '../emulator/eventgrid';
+import { SimulatedDevice } from '../emulator/simulator/device';
+
+/**
+ * The embedded default's rehearsal set: simulated devices enrolled in DPS for the test hub, provisioned and
+ * connected there through the real device SDKs, and the production hub's Event Grid subscribed to the API's
+ * webhook, so that one curl promotes a device end to end.
+ */
+export async function startRehearsal(options: {
+  emulator: RunningEmulator;
+  apiUrl: string;
+  eventGridSecret: string;
+  deviceIds: string[];
+  log: Logger;
+}): Promise<{ devices: SimulatedDevice[]; stop(): Promise<void> }> {
+  const { emulator, log } = options;
+  const dps = ProvisioningServiceClient.fromConnectionString(emulator.connectionStrings.dps);
+  const testHub = emulator.state.hubs.get('test')!.hostName;
+  const grid = eventGridFor(emulator.state);
+  for (const hub of ['test', 'production']) {
+    await grid
+      .subscribe({
+        hub,
+        name: 'iot-lifecycle',
+        endpointUrl: `${options.apiUrl}/v1/eventgrid?code=${options.eventGridSecret}`,
+        includedEventTypes: ['Microsoft.Devices.DeviceConnected', 'Microsoft.Devices.DeviceDisconnected'],
+      })
+      .catch((err: Error) => log.warn({ err: err.message, hub }, 'Event Grid subscription failed'));
+  }
+  const devices: SimulatedDevice[] = [];
+  for (const registrationId of options.deviceIds) {
+    const key = randomBytes(32).toString('base64');
+    await dps.createOrUpdateIndividualEnrollment({
+      registrationId,
+      deviceId: registrationId,
+      attestation: {
+        type: 'symmetricKey',
+        symmetricKey: { primaryKey: key, secondaryKey: randomBytes(32).toString('base64') },
+      },
+      iotHubs: [testHub],
+      allocationPolicy: 'hashed',
+      initialTwin: { tags: { stage: 'test' }, properties: { desired: {} } },
+    } as unknown as IndividualEnrollment);
+    const device = new SimulatedDevice({
+      registrationId,
+      idScope: emulator.idScope,
+      attestation: { type: 'symmetricKey', key },
+      hubMqttAddress: `127.0.0.1:${emulator.mqttPort}`,
+      dpsMqttAddress: `127.0.0.1:${emulator.mqttPort}`,
+      ca: emulator.caPem,
+      backoff: { initialMs: 500, maxMs: 10_000 },
+    });
+    device.on('event', (event) => log.info({ device: registrationId, ...event }, 'simulated device'));
+    devices.push(device.start());
+  }
+  return { devices, stop: async () => void (await Promise.all(devices.map((d) => d.stop()))) };
+}

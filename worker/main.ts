@@ -1,14 +1,17 @@
-import { NativeConnection } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig, ConfigError } from '../common/config';
 import { createLogger } from '../common/logger';
 import { createAzureClients } from '../activities/azure-clients';
-import { createWorker } from './worker';
+import { bundleWorkflows, createWorker } from './worker';
 import { configureAzureEndpoints } from './azure-endpoints';
 
 /** Standalone worker against a running Temporal server (TEMPORAL_ADDRESS) and configured Azure. */
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.LOG_LEVEL, 'iot-lifecycle-worker');
+  Runtime.install({
+    logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
+  });
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
   const connection = await NativeConnection.connect({ address });
@@ -16,6 +19,7 @@ async function main(): Promise<void> {
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
     taskQueue: config.TASK_QUEUE,
+    workflowBundle: await bundleWorkflows(),
     deps: {
       azure: createAzureClients({
         dpsConnectionString: config.AZURE_DPS_CONNECTION_STRING,

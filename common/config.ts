@@ -57,6 +57,8 @@ export const configSchema = z.object({
   AZURE_CA_FILE: z.string().min(1).optional(),
   /** `npm start` runs the embedded Azure emulator unless Azure connection strings are configured. */
   EMULATOR: booleanFlag.optional(),
+  /** Interface `npm run emulator` listens on (the control API always stays on loopback). */
+  EMULATOR_HOST: z.string().min(1).default('127.0.0.1'),
   EMULATOR_HTTPS_PORT: port.default(8443),
   EMULATOR_MQTT_PORT: port.default(8883),
   EMULATOR_CONTROL_PORT: port.default(8480),

@@ -4,27 +4,27 @@
  *
  * Flags (or environment): --https-port (EMULATOR_HTTPS_PORT, 8443), --mqtt-port (EMULATOR_MQTT_PORT, 8883),
  * --control-port (EMULATOR_CONTROL_PORT, 8480), --host (EMULATOR_HOST, 127.0.0.1), --data-dir
- * (EMULATOR_DATA_DIR, .data/emulator). The CA is kept in the data dir so a trusted ca.pem survives restarts.
+ * (DATA_DIR/emulator, .data/emulator). The CA is kept in the data dir so a trusted ca.pem survives restarts.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { loadConfig } from '../common/config';
+import { persistCa, readPersistedCa } from './persisted-ca';
 import { startEmulator } from './server';
+
+interface EmulatorConfig {
+  httpsPort: number;
+  mqttPort: number;
+  controlPort: number;
+  host: string;
+  dataDir: string;
+}
 
 const port = z.coerce.number().int().min(0).max(65535);
 
-const configSchema = z.object({
-  httpsPort: port.default(8443),
-  mqttPort: port.default(8883),
-  controlPort: port.default(8480),
-  host: z.string().min(1).default('127.0.0.1'),
-  dataDir: z.string().min(1).default('.data/emulator'),
-});
-
-type EmulatorConfig = z.infer<typeof configSchema>;
-
-function readConfig(argv: string[], env: NodeJS.ProcessEnv): EmulatorConfig {
+/** Flags override the project configuration (common/config.ts), which is read from the environment once. */
+function readConfig(argv: string[]): EmulatorConfig {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -36,37 +36,29 @@ function readConfig(argv: string[], env: NodeJS.ProcessEnv): EmulatorConfig {
     },
     strict: true,
   });
-  return configSchema.parse({
-    httpsPort: values['https-port'] ?? env.EMULATOR_HTTPS_PORT,
-    mqttPort: values['mqtt-port'] ?? env.EMULATOR_MQTT_PORT,
-    controlPort: values['control-port'] ?? env.EMULATOR_CONTROL_PORT,
-    host: values.host ?? env.EMULATOR_HOST,
-    dataDir: values['data-dir'] ?? env.EMULATOR_DATA_DIR,
-  });
-}
-
-function loadOrNothing(file: string): string | undefined {
-  return existsSync(file) ? readFileSync(file, 'utf8') : undefined;
+  const config = loadConfig();
+  return z
+    .object({ httpsPort: port, mqttPort: port, controlPort: port, host: z.string().min(1), dataDir: z.string().min(1) })
+    .parse({
+      httpsPort: values['https-port'] ?? config.EMULATOR_HTTPS_PORT,
+      mqttPort: values['mqtt-port'] ?? config.EMULATOR_MQTT_PORT,
+      controlPort: values['control-port'] ?? config.EMULATOR_CONTROL_PORT,
+      host: values.host ?? config.EMULATOR_HOST,
+      dataDir: values['data-dir'] ?? path.join(config.DATA_DIR, 'emulator'),
+    });
 }
 
 async function main(): Promise<void> {
-  const config = readConfig(process.argv.slice(2), process.env);
-  mkdirSync(config.dataDir, { recursive: true });
-  const caFile = path.join(config.dataDir, 'ca.pem');
-  const caKeyFile = path.join(config.dataDir, 'ca-key.pem');
-  const certPem = loadOrNothing(caFile);
-  const keyPem = loadOrNothing(caKeyFile);
+  const config = readConfig(process.argv.slice(2));
 
   const emulator = await startEmulator({
     httpsPort: config.httpsPort,
     mqttPort: config.mqttPort,
     controlPort: config.controlPort,
     host: config.host,
-    ca: certPem && keyPem ? { certPem, keyPem } : undefined,
+    ca: readPersistedCa(config.dataDir),
   });
-  writeFileSync(caFile, emulator.pki.ca.certPem);
-  writeFileSync(caKeyFile, emulator.pki.ca.keyPem);
-  chmodSync(caKeyFile, 0o600);
+  const caFile = persistCa(config.dataDir, emulator.pki);
 
   const lines = [
     'Azure IoT emulator running',

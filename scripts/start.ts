@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Server } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
@@ -13,6 +11,7 @@ import { bundleWorkflows, createWorker } from '../worker/worker';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
 import { installAzureEndpointRouting, startEmulator, type RunningEmulator } from '../emulator';
+import { persistCa, readPersistedCa } from '../emulator/persisted-ca';
 import { startRehearsal } from './rehearsal';
 
 /**
@@ -136,23 +135,13 @@ async function main(): Promise<void> {
 /** The emulator keeps its CA under DATA_DIR so that a trusted ca.pem stays valid across restarts. */
 async function startEmbeddedEmulator(config: Config, dataDir: string): Promise<RunningEmulator> {
   const dir = path.join(dataDir, 'emulator');
-  await mkdir(dir, { recursive: true });
-  const caCert = path.join(dir, 'ca.pem');
-  const caKey = path.join(dir, 'ca-key.pem');
-  const ca =
-    existsSync(caCert) && existsSync(caKey)
-      ? { certPem: await readFile(caCert, 'utf8'), keyPem: await readFile(caKey, 'utf8') }
-      : undefined;
   const emulator = await startEmulator({
     httpsPort: config.EMULATOR_HTTPS_PORT,
     mqttPort: config.EMULATOR_MQTT_PORT,
     controlPort: config.EMULATOR_CONTROL_PORT,
-    ca,
+    ca: readPersistedCa(dir),
   });
-  if (!ca) {
-    await writeFile(caCert, emulator.pki.ca.certPem);
-    await writeFile(caKey, emulator.pki.ca.keyPem, { mode: 0o600 });
-  }
+  persistCa(dir, emulator.pki);
   return emulator;
 }
 

@@ -2,7 +2,9 @@
  * IoT hub registry REST (api-version 2021-04-12) for every hub, selected by the request's Host header.
  * Every call is authenticated with a policy SAS and the policy's rights, like Azure.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import { z } from 'zod';
 import { AzureError, hubErrors, sendHubError } from './azure-errors';
 import {
   bulkDevices,
@@ -18,6 +20,7 @@ import {
 } from './hub';
 import { parseDeviceQuery } from './hub-query';
 import { limitsMiddleware } from './limits';
+import { DeviceMethodError, deviceBroker, type DeviceBroker, type MethodInvocation, type MethodResult } from './mqtt';
 import { SasError, authorizeWithPolicy } from './sas';
 import type { AccessRight, EmulatorState, HubState } from './state';
 
@@ -25,6 +28,7 @@ const READ: AccessRight[] = ['RegistryRead', 'RegistryWrite'];
 const WRITE: AccessRight[] = ['RegistryWrite'];
 const TWIN_READ: AccessRight[] = ['RegistryRead', 'RegistryWrite', 'ServiceConnect'];
 const TWIN_WRITE: AccessRight[] = ['RegistryWrite', 'ServiceConnect'];
+const SERVICE_CONNECT: AccessRight[] = ['ServiceConnect'];
 
 const DEFAULT_PAGE = 100;
 const MAX_PAGE = 1000;
@@ -90,6 +94,39 @@ function deviceInputFromBody(req: Request): DeviceInput {
     throw hubErrors.argument('The deviceId in the body does not match the URL');
   }
   return { ...input, deviceId: id };
+}
+
+/** Body of `POST /twins/{id}/methods`, with the bounds IoT Hub documents. */
+const methodBody = z.object({
+  methodName: z.string().min(1).max(100),
+  payload: z.unknown().optional(),
+  responseTimeoutInSeconds: z.number().int().min(5).max(300).optional(),
+  connectTimeoutInSeconds: z.number().int().min(0).max(300).optional(),
+});
+
+const ONLINE_POLL_MS = 200;
+
+/**
+ * Invokes a direct method; with `connectTimeoutInSeconds`, an offline device is waited for (until it is connected
+ * and subscribed to methods) as IoT Hub does, else it is 404 DeviceNotOnline at once.
+ */
+async function invokeWhenOnline(
+  broker: DeviceBroker,
+  hubName: string,
+  deviceId: string,
+  invocation: MethodInvocation,
+  connectTimeoutInSeconds: number,
+): Promise<MethodResult> {
+  const deadline = Date.now() + connectTimeoutInSeconds * 1000;
+  for (;;) {
+    try {
+      return await broker.invokeMethod(hubName, deviceId, invocation);
+    } catch (err) {
+      const offline = err instanceof DeviceMethodError && err.code === 'DeviceNotOnline';
+      if (!offline || Date.now() + ONLINE_POLL_MS > deadline) throw err;
+      await delay(ONLINE_POLL_MS);
+    }
+  }
 }
 
 /** Express router answering for every hub host; anything not a hub host falls through. */
@@ -171,6 +208,25 @@ export function hubRouter(state: EmulatorState): Router {
   router.patch('/twins/:id', authorize(TWIN_WRITE), (req, res) => {
     const device = patchTwin(hubOf(res), req.params.id as string, req.body ?? {}, ifMatch(req));
     sendJson(res, 200, twinToWire(device));
+  });
+
+  router.post('/twins/:id/methods', authorize(SERVICE_CONNECT), async (req, res) => {
+    const hub = hubOf(res);
+    const deviceId = getDevice(hub, req.params.id as string).deviceId;
+    const parsed = methodBody.safeParse(req.body);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join(', ');
+      throw hubErrors.argument(`Invalid direct method request (${issues})`);
+    }
+    const broker = deviceBroker(state);
+    if (!broker) throw new AzureError(503, 'ServiceUnavailable', 'Device connections are not available');
+    const { connectTimeoutInSeconds = 0, ...invocation } = parsed.data;
+    try {
+      sendJson(res, 200, await invokeWhenOnline(broker, hub.name, deviceId, invocation, connectTimeoutInSeconds));
+    } catch (err) {
+      if (err instanceof DeviceMethodError) throw new AzureError(err.status, err.code, err.message);
+      throw err;
+    }
   });
 
   router.get('/statistics/devices', authorize(READ), (_req, res) => {

@@ -215,6 +215,7 @@ export function classifyHubRequest(method: string, path: string): Classified {
     const op = { PUT: 'createOrUpdateDevice', GET: 'getDevice', DELETE: 'deleteDevice' }[method] ?? 'device';
     return { operation: op, quotaClass: 'registry' };
   }
+  if (/^\/twins\/[^/]+\/methods$/.test(p)) return { operation: 'invokeDeviceMethod' };
   if (/^\/twins\/[^/]+$/.test(p)) {
     return method === 'GET'
       ? { operation: 'getTwin', quotaClass: 'twinRead' }

@@ -6,10 +6,11 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { z } from 'zod';
 import { AzureError } from './azure-errors';
 import { mintCertificate, type EmulatorPki } from './certs';
+import { configureDps, dpsSettings, resetDpsRuntime } from './dps';
 import { createHub, deleteDevice, deviceToWire, linkHubToDps, twinToWire, unlinkHubFromDps } from './hub';
-import { eventGridRouter } from './eventgrid';
+import { closeEventGrid, eventGridRouter } from './eventgrid';
 import { addFaultRule, resetLimits } from './limits';
-import { mqttControlRouter } from './mqtt';
+import { deviceBroker, mqttControlRouter } from './mqtt';
 import { policyConnectionString, type EmulatorState, type HubState } from './state';
 
 export interface ControlContext {
@@ -82,6 +83,8 @@ const faultRuleBody = z.object({
   message: z.string().optional(),
 });
 
+const dpsSettingsBody = z.strictObject({ retryAfterSeconds: z.number().int().min(0).max(300) });
+
 const pemPair = z.object({ certPem: z.string(), keyPem: z.string(), chainPem: z.string().optional() });
 
 const certBody = z.object({
@@ -139,16 +142,27 @@ function one<T>(map: Map<string, T>, id: string, what: string): T {
   return value;
 }
 
-/** Clears devices, enrollments, registrations, quotas and faults; hubs, links and keys stay. */
-export function resetEmulator(state: EmulatorState): void {
+/**
+ * Returns the emulator to how it started: hubs, DPS links and policy keys stay; devices, enrollments, groups,
+ * registrations, DPS operations, CA certificates, Event Grid subscriptions (with their counters and dead letters),
+ * device connections, quotas and faults go, and settings (DPS, Event Grid, quotas) are back to their defaults. The
+ * state changes all at once (no await in between); only closing the old connections' brokers is awaited.
+ */
+export async function resetEmulator(state: EmulatorState): Promise<void> {
+  // Event Grid first, so that nothing the reset does is delivered; a fresh one starts on next use.
+  closeEventGrid(state);
+  // Connections next, without disconnect events: their devices go below.
+  const connectionsDropped = deviceBroker(state)?.reset();
   for (const hub of state.hubs.values()) {
-    // Through deleteDevice so live connections are closed and listeners hear about it.
+    // Through deleteDevice so that state listeners hear about it.
     for (const deviceId of [...hub.devices.keys()]) deleteDevice(hub, deviceId);
   }
   state.dps.enrollments.clear();
   state.dps.enrollmentGroups.clear();
   state.dps.registrations.clear();
+  resetDpsRuntime(state.dps);
   resetLimits(state.limits);
+  await connectionsDropped;
 }
 
 export function controlApp(ctx: ControlContext): express.Express {
@@ -205,6 +219,15 @@ export function controlApp(ctx: ControlContext): express.Express {
     res.json(dpsView(state));
   });
 
+  app.get('/dps/settings', (_req, res) => {
+    res.json(dpsSettings(state.dps));
+  });
+
+  app.put('/dps/settings', (req, res) => {
+    configureDps(state.dps, dpsSettingsBody.parse(req.body));
+    res.json(dpsSettings(state.dps));
+  });
+
   app.post('/dps/linked-hubs', (req, res) => {
     const body = linkBody.parse(req.body);
     linkHubToDps(state, hubByName(state, body.hub), body);
@@ -236,8 +259,8 @@ export function controlApp(ctx: ControlContext): express.Express {
     res.json(one(state.dps.registrations, req.params.id, 'registration'));
   });
 
-  app.post('/reset', (_req, res) => {
-    resetEmulator(state);
+  app.post('/reset', async (_req, res) => {
+    await resetEmulator(state);
     res.status(204).end();
   });
 

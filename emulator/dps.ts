@@ -145,6 +145,10 @@ export function configureDps(dps: DpsState, settings: DpsSettings): void {
   if (settings.retryAfterSeconds !== undefined) runtime(dps).retryAfterSeconds = settings.retryAfterSeconds;
 }
 
+export function dpsSettings(dps: DpsState): Required<DpsSettings> {
+  return { retryAfterSeconds: runtime(dps).retryAfterSeconds };
+}
+
 /**
  * Registers a CA certificate with the DPS (Azure: "Certificates" blade), for `caReferences` attestation. Only
  * verified certificates (proof of possession done) authenticate devices, as on Azure.
@@ -158,7 +162,7 @@ export function listDpsCaCertificates(dps: DpsState): DpsCaCertificate[] {
   return [...runtime(dps).caCertificates.values()].map((c) => ({ ...c }));
 }
 
-/** Drops operations and CA certificates (state reset). */
+/** Drops operations and CA certificates, and settings go back to their defaults (state reset). */
 export function resetDpsRuntime(dps: DpsState): void {
   runtimes.delete(dps);
 }

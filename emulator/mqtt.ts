@@ -282,6 +282,11 @@ export class DeviceBroker {
     this.verifiedCas.set(hubName, list);
   }
 
+  /** PEMs of a hub's verified CA certificates. */
+  verifiedCaCertificates(hubName: string): string[] {
+    return (this.verifiedCas.get(hubName) ?? []).map((cert) => cert.toString());
+  }
+
   /** Closes every connection of a device (e.g. for fault injection); returns how many were closed. */
   disconnectDevice(hubName: string, deviceId: string): number {
     const clients = [...(this.byDevice.get(`${hubName}/${deviceId}`) ?? [])];
@@ -327,6 +332,33 @@ export class DeviceBroker {
     queue.push(message);
     this.c2dQueues.set(key, queue);
     this.flushCloudToDevice(hubName, deviceId);
+  }
+
+  /**
+   * Forgets every device connection, as the control API's reset needs: live hub and DPS connections are closed
+   * without disconnect events (reset removes the devices themselves), the hubs' brokers are replaced so no
+   * persistent session survives, and pending method calls, queued cloud-to-device messages, telemetry counts and
+   * verified CA certificates are dropped.
+   */
+  async reset(): Promise<void> {
+    for (const pending of this.pendingMethods.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(new DeviceMethodError(503, 'ServiceUnavailable', 'Emulator reset'));
+    }
+    this.pendingMethods.clear();
+    for (const session of this.sessions.values()) clearTimeout(session.expiryTimer);
+    this.sessions.clear();
+    this.byDevice.clear();
+    this.deletedWhileConnected.clear();
+    this.c2dQueues.clear();
+    this.telemetry.clear();
+    this.verifiedCas.clear();
+    const dpsClients = [...this.dpsSessions.keys()];
+    for (const client of dpsClients) this.endDpsSession(client);
+    for (const client of dpsClients) client.close();
+    const hubBrokers = [...this.hubBrokers.values()];
+    this.hubBrokers.clear();
+    await Promise.all(hubBrokers.map((b) => new Promise<void>((resolve) => b.close(() => resolve()))));
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,5 @@
 import type { AzureClients } from './azure-clients';
+import { queryItems } from './dps';
 
 export interface EndpointProbe {
   kind: 'dps' | 'hub';
@@ -28,7 +29,7 @@ export function connectivityActivities(clients: AzureClients) {
           kind: 'dps',
           hostName,
           reachable: true,
-          detail: `enrollment query answered (${responseBody.items?.length ?? 0} item(s))`,
+          detail: `enrollment query answered (${queryItems(responseBody).length} item(s))`,
         };
       } catch (err) {
         return { kind: 'dps', hostName, reachable: false, detail: describeError(err) };

@@ -138,7 +138,7 @@ export function dpsActivities(clients: AzureClients) {
     const groups = dps().createEnrollmentGroupQuery({ query: '*' }, 100);
     for (let token: string | undefined; ;) {
       const page = token ? await groups.next(token) : await groups.next();
-      for (const group of page.responseBody.items as EnrollmentGroup[]) {
+      for (const group of queryItems<EnrollmentGroup>(page.responseBody)) {
         const regs = dps().createEnrollmentGroupDeviceRegistrationStateQuery(
           { query: '*' },
           group.enrollmentGroupId,
@@ -146,7 +146,7 @@ export function dpsActivities(clients: AzureClients) {
         );
         for (let regToken: string | undefined; ;) {
           const regPage = regToken ? await regs.next(regToken) : await regs.next();
-          const items = regPage.responseBody.items as DeviceRegistrationState[];
+          const items = queryItems<DeviceRegistrationState>(regPage.responseBody);
           if (items.some((r) => r.registrationId === registrationId)) return group.enrollmentGroupId;
           regToken = continuationOf(regPage);
           if (!regToken) break;
@@ -339,6 +339,12 @@ async function memberAttestation(
     } as AttestationMechanism;
   }
   throw permanent(PromotionErrors.unsupportedAttestation, `cannot move a ${group.attestation?.type} group member`);
+}
+
+/** A query page: the service answers a JSON array, although the SDK's type says `{ items }`. */
+export function queryItems<T>(body: unknown): T[] {
+  if (Array.isArray(body)) return body as T[];
+  return ((body as { items?: T[] } | undefined)?.items ?? []) as T[];
 }
 
 function continuationOf(page: { httpResponse?: { headers?: Record<string, unknown> } }): string | undefined {

@@ -10,6 +10,14 @@ const duration = z
   .regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 90s, 15m, 24h')
   .describe('duration: <number><ms|s|m|h|d>');
 
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Milliseconds of a duration such as 90s or 24h (validated by the schema's regex first). */
+export function durationMs(duration: string): number {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(duration);
+  return m ? Number(m[1]) * UNIT_MS[m[2]] : NaN;
+}
+
 export const environmentName = z.string().regex(/^[a-z0-9-]{1,63}$/i, 'an environment name such as test or production');
 
 export const protocols = ['mqtt', 'mqtt-ws', 'amqp', 'amqp-ws', 'https'] as const;
@@ -31,10 +39,12 @@ export const PromotionRequest = z
     sourceRemoval: z.enum(['delete', 'disable']).default('delete'),
     /** The protocol the device connects with: X.509 CA devices cannot use the WebSocket variants. */
     protocol: z.enum(protocols).default('mqtt'),
-    /** How long to wait for the device to connect to the target hub. */
-    deadline: duration.default('24h'),
+    /** How long to wait for the device to connect to the target hub (at most 30 days). */
+    deadline: duration
+      .default('24h')
+      .refine((d) => durationMs(d) <= 30 * 86_400_000 && durationMs(d) >= 1_000, 'between 1s and 30d'),
     /** Fallback polling of DPS and the target registry while waiting for the Event Grid signal. */
-    pollInterval: duration.default('30s'),
+    pollInterval: duration.default('30s').refine((d) => durationMs(d) >= 1_000, 'at least 1s'),
     /** What to do when the deadline passes or the promotion is cancelled. */
     onTimeout: z.enum(['rollback', 'park']).default('rollback'),
     /**

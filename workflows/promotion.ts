@@ -14,6 +14,7 @@ import type { EnrollmentRouting, EnrollmentView } from '../activities/dps';
 import type { DeviceSnapshot } from '../activities/registry';
 import { deviceConnectedSignal, promotionStatusQuery, OPERATIONS } from '../common/messages';
 import {
+  durationMs,
   PromotionErrors,
   PromotionRequest,
   type DeviceConnectedEvent,
@@ -66,8 +67,13 @@ const compensationProfile = {
 const azure = proxyActivities<Activities>(azureCallProfile);
 const compensation = proxyActivities<Activities>(compensationProfile);
 
-/** The fallback poll starts at the request's interval and backs off to this, to keep the history small. */
+/**
+ * The fallback poll starts at the request's interval and backs off to 5 minutes, or to 1/300 of the deadline for
+ * long deadlines: a wait then costs at most a few hundred polls, far below Temporal's history limits, without
+ * continue-as-new.
+ */
 const MAX_POLL_INTERVAL_MS = 5 * 60_000;
+const MAX_POLLS_PER_DEADLINE = 300;
 
 // ---- The workflow ----
 
@@ -105,7 +111,13 @@ export async function promoteDevice(input: PromotionRequestInput): Promise<Promo
   const registration = await azure.dpsGetRegistrationState(request.registrationId);
   const deviceId = registration?.deviceId ?? enrollment.deviceId ?? request.registrationId;
   status.deviceId = deviceId;
-  upsertSearchAttributes([{ key: SA.deviceId, value: deviceId }]);
+  // Kept current here too, so a promotion started without the API is just as searchable.
+  upsertSearchAttributes([
+    { key: SA.deviceId, value: deviceId },
+    { key: SA.registrationId, value: request.registrationId },
+    { key: SA.sourceHub, value: sourceHub },
+    { key: SA.targetHub, value: targetHub },
+  ]);
   validate(request, enrollment, registration?.assignedHub, sourceHub);
   step.done('validated', `${enrollment.kind} ${enrollment.attestation} enrollment, assigned to ${sourceHub}`);
 
@@ -251,7 +263,9 @@ async function awaitConnection(
   targetHub: string,
   events: DeviceConnectedEvent[],
 ): Promise<'eventGrid' | 'polling' | undefined> {
-  const deadlineAt = Date.now() + toMs(request.deadline);
+  const deadlineMs = toMs(request.deadline);
+  const deadlineAt = Date.now() + deadlineMs;
+  const maxPollMs = Math.max(MAX_POLL_INTERVAL_MS, Math.ceil(deadlineMs / MAX_POLLS_PER_DEADLINE));
   const fromTarget = () => events.some((e) => e.hubHostName === targetHub && e.deviceId === deviceId);
   let pollMs = toMs(request.pollInterval);
   for (;;) {
@@ -265,7 +279,7 @@ async function awaitConnection(
     if (connection.present && connection.connectionState === 'Connected' && registration?.assignedHub === targetHub) {
       return 'polling';
     }
-    pollMs = Math.min(MAX_POLL_INTERVAL_MS, Math.round(pollMs * 1.5));
+    pollMs = Math.min(maxPollMs, Math.round(pollMs * 1.5));
   }
 }
 
@@ -384,9 +398,8 @@ function failure(type: string, message: string): ApplicationFailure {
   return ApplicationFailure.create({ type, message, nonRetryable: true });
 }
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 function toMs(duration: string): number {
-  const m = /^(\d+)(ms|s|m|h|d)$/.exec(duration);
-  if (!m) throw failure(PromotionErrors.invalidRequest, `bad duration ${duration}`);
-  return Number(m[1]) * UNIT_MS[m[2]];
+  const ms = durationMs(duration);
+  if (!Number.isFinite(ms)) throw failure(PromotionErrors.invalidRequest, `bad duration ${duration}`);
+  return ms;
 }

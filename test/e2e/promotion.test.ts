@@ -165,6 +165,30 @@ describe('test-to-production promotion', () => {
     await recordHistory(handle, 'promotion-group-member');
   });
 
+  it('moves one symmetric-key group member with its derived key, leaving the group where it was', async () => {
+    const { enrolled, device } = await onlineInTest('symmetricKeyGroup');
+    const id = enrolled.registrationId;
+    // No enrollmentGroupId given: the workflow finds the device's group by its registration.
+    const handle = await startPromotion({ registrationId: id, pollInterval: '1s' });
+    const result: PromotionResult = await handle.result();
+
+    expect(result).toMatchObject({ outcome: 'promoted', enrollmentKind: 'groupMember', attestation: 'symmetricKey' });
+    // The device still authenticates with the key derived from the group key: it connects to production.
+    await connectedTo(device, stack.hosts.production);
+    expect(await deviceIn('production', id)).toMatchObject({ status: 'enabled', authentication: { type: 'sas' } });
+    const group = (await stack.dps.getEnrollmentGroup(enrolled.enrollmentGroupId!)).responseBody;
+    expect(group.iotHubs).toEqual([stack.hosts.test]);
+    expect((await handle.describe()).searchAttributes).toMatchObject({
+      IotDeviceId: [id],
+      IotRegistrationId: [id],
+      IotSourceHub: [stack.hosts.test],
+      IotTargetHub: [stack.hosts.production],
+      IotOperation: ['promote'],
+      IotPhase: ['completed'],
+    });
+    expectNoSecrets(await historyText(handle.workflowId), enrolled);
+  });
+
   it('rolls back a device that never comes back: test is restored and the device connects there again', async () => {
     const { enrolled, device } = await onlineInTest('symmetricKeyGroup');
     const id = enrolled.registrationId;
@@ -248,6 +272,17 @@ describe('test-to-production promotion', () => {
     await expect(
       stack.temporal.client.workflow.getHandle(promotionWorkflowId(other)).describe(),
     ).rejects.toBeInstanceOf(WorkflowNotFoundError);
+  });
+
+  it('rejects a bad request started without the API with a named non-retryable failure', async () => {
+    const handle = await stack.temporal.client.workflow.start('promoteDevice', {
+      taskQueue: stack.taskQueue,
+      workflowId: promotionWorkflowId(uniqueId('direct')),
+      args: [{ registrationId: 'dev-1', deadline: '90d' }],
+    });
+    await expect(handle.result()).rejects.toMatchObject({
+      cause: { type: 'InvalidPromotionRequest', nonRetryable: true },
+    });
   });
 
   it('refuses X.509 CA over MQTT WebSockets with a named error before changing anything', async () => {

@@ -1,0 +1,191 @@
+/**
+ * `npm run bench`: speed and memory of the emulator and the promotion stack, on loopback, printed as one line per
+ * measurement with its target and ratio, and written to `.data/bench/<timestamp>.json`. A missed target prints
+ * MISSED and still exits 0; only a crash (or a measurement that cannot finish) exits non-zero.
+ *
+ *   npm run bench
+ *   npm run bench -- --only registry,dps --registry-ops 5000
+ *
+ * Flags (defaults in brackets, each bounded): --registry-ops [500] single-device ops per kind, --bulk-calls [50]
+ * bulk creates of 100, --registrations [100] DPS registrations, --devices [200] MQTT devices, --promotions [20]
+ * concurrent promotions, --concurrency [16] client calls in flight (registry, DPS), --poll-interval-seconds [1]
+ * promotion polling (the API's floor is 1), --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion.
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { z } from 'zod';
+import { loadConfig } from '../common/config';
+import { describeCli, projectRoot, resolveTemporalCli } from '../common/temporal-server';
+import { benchDps } from './dps';
+import { gcExposed, scoped, startBenchEmulator, stopAllScopes } from './harness';
+import { benchMqtt } from './mqtt';
+import { benchPromotion } from './promotion';
+import { benchRegistry } from './registry';
+import {
+  formatError,
+  formatLine,
+  judge,
+  machine,
+  writeReport,
+  type Measurement,
+  type MeasurementError,
+  type Result,
+} from './report';
+
+// mqtt runs first: its memory reading is then taken in a process that no other suite has grown yet (RSS that
+// earlier suites freed but kept would otherwise absorb part of the fleet's growth and flatter the figure).
+const SUITES = ['mqtt', 'registry', 'dps', 'promotion'] as const;
+type Suite = (typeof SUITES)[number];
+
+const count = (max: number, fallback: number) => z.coerce.number().int().min(1).max(max).default(fallback);
+
+const optionsSchema = z.object({
+  registryOps: count(100_000, 500),
+  bulkCalls: count(1_000, 50),
+  registrations: count(10_000, 100),
+  devices: count(5_000, 200),
+  promotions: count(500, 20),
+  concurrency: count(256, 16),
+  pollIntervalSeconds: count(3_600, 1),
+  timeoutSeconds: count(3_600, 240),
+  only: z
+    .string()
+    .default(SUITES.join(','))
+    .transform((s) => s.split(',').map((x) => x.trim()))
+    .pipe(z.array(z.enum(SUITES)).min(1)),
+});
+type BenchOptions = z.infer<typeof optionsSchema>;
+
+function readOptions(argv: string[]): BenchOptions {
+  const text = { type: 'string' } as const;
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'registry-ops': text,
+      'bulk-calls': text,
+      registrations: text,
+      devices: text,
+      promotions: text,
+      concurrency: text,
+      'poll-interval-seconds': text,
+      'timeout-seconds': text,
+      only: text,
+      help: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(
+      'npm run bench -- [--only mqtt,registry,dps,promotion] [--registry-ops 500] [--bulk-calls 50] ' +
+        '[--registrations 100] [--devices 200] [--promotions 20] [--concurrency 16] [--poll-interval-seconds 1] ' +
+        '[--timeout-seconds 240]',
+    );
+    process.exit(0);
+  }
+  return optionsSchema.parse({
+    registryOps: values['registry-ops'],
+    bulkCalls: values['bulk-calls'],
+    registrations: values.registrations,
+    devices: values.devices,
+    promotions: values.promotions,
+    concurrency: values.concurrency,
+    pollIntervalSeconds: values['poll-interval-seconds'],
+    timeoutSeconds: values['timeout-seconds'],
+    only: values.only,
+  });
+}
+
+async function main(): Promise<number> {
+  const options = readOptions(process.argv.slice(2));
+  const config = loadConfig();
+  // Worker lifecycle lines would interleave with the results; warnings and errors still show.
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const cli = resolveTemporalCli(config.TEMPORAL_CLI_PATH);
+  const timeoutMs = options.timeoutSeconds * 1000;
+  const startedAt = new Date().toISOString();
+  const host = machine();
+  console.log(
+    `iot-lifecycle bench: node ${host.node}, ${host.cpus} x ${host.cpuModel}, ${host.totalMemoryMiB} MiB; ` +
+      `GC ${gcExposed ? 'exposed' : 'not exposed (memory figures include garbage)'}`,
+  );
+
+  const suites: Record<Suite, () => Promise<Measurement[]>> = {
+    registry: () =>
+      scoped('registry', timeoutMs, async (defer) =>
+        benchRegistry(await startBenchEmulator(defer), {
+          ops: options.registryOps,
+          bulkCalls: options.bulkCalls,
+          concurrency: options.concurrency,
+        }),
+      ),
+    dps: () =>
+      scoped('dps', timeoutMs, async (defer) =>
+        benchDps(await startBenchEmulator(defer), {
+          registrations: options.registrations,
+          concurrency: options.concurrency,
+        }),
+      ),
+    mqtt: () =>
+      scoped('mqtt', timeoutMs, async (defer) =>
+        benchMqtt(await startBenchEmulator(defer), { devices: options.devices, timeoutMs }, defer),
+      ),
+    promotion: () =>
+      scoped('promotion', timeoutMs, (defer) =>
+        benchPromotion(
+          { promotions: options.promotions, pollIntervalSeconds: options.pollIntervalSeconds, cli, timeoutMs },
+          defer,
+        ),
+      ),
+  };
+
+  const results: Result[] = [];
+  const errors: MeasurementError[] = [];
+  for (const suite of SUITES.filter((s) => options.only.includes(s))) {
+    if (suite === 'promotion') console.log(`(promotion: Temporal ${describeCli(cli)})`);
+    try {
+      for (const measurement of await suites[suite]()) {
+        const result = judge(measurement);
+        results.push(result);
+        console.log(formatLine(result));
+      }
+    } catch (err) {
+      const error = { suite, error: (err as Error).stack ?? String(err) };
+      errors.push(error);
+      console.log(formatError({ suite, error: (err as Error).message ?? String(err) }));
+    }
+  }
+
+  const missed = results.filter((r) => !r.meets).length;
+  console.log(
+    `${results.length} measurements: ${results.length - missed} ok, ${missed} MISSED` +
+      (errors.length ? `, ${errors.length} suite(s) failed` : ''),
+  );
+  const file = await writeReport(path.resolve(projectRoot, config.DATA_DIR, 'bench'), {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine: host,
+    gcExposed,
+    options,
+    results,
+    errors,
+  });
+  console.log(`results: ${path.relative(process.cwd(), file)}`);
+  return errors.length ? 1 : 0;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping everything the bench started`);
+    void stopAllScopes().finally(() => process.exit(130));
+  });
+}
+
+main().then(
+  // Exit explicitly: SDK clients keep idle keep-alive sockets and timers that would hold the process open.
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    void stopAllScopes().finally(() => process.exit(1));
+  },
+);

@@ -70,6 +70,12 @@ export interface EventSubscriptionInput {
   includedEventTypes?: IotHubEventType[];
 }
 
+/** A subscription as persisted in the emulator's state file (secret included). */
+export interface EventSubscriptionRecord extends EventSubscriptionInput {
+  includedEventTypes: IotHubEventType[];
+  createdTime: string;
+}
+
 export interface EventGridEvent {
   id: string;
   topic: string;
@@ -265,6 +271,37 @@ export class EventGrid {
     }
     existing.set(input.name.toLowerCase(), subscription);
     return this.view(subscription);
+  }
+
+  /** Every subscription with its secret, for the emulator's state file. */
+  exportSubscriptions(): EventSubscriptionRecord[] {
+    const records: EventSubscriptionRecord[] = [];
+    for (const subs of this.subscriptions.values()) {
+      for (const { input, createdTime } of subs.values()) {
+        records.push({ ...input, includedEventTypes: [...input.includedEventTypes], createdTime });
+      }
+    }
+    return records;
+  }
+
+  /** Re-creates a subscription from the state file, without a new handshake (Azure keeps validated ones). */
+  restoreSubscription(record: EventSubscriptionRecord): void {
+    const subscription: Subscription = {
+      input: {
+        hub: record.hub,
+        name: record.name,
+        endpointUrl: record.endpointUrl,
+        includedEventTypes: [...record.includedEventTypes],
+        ...(record.secret ? { secret: record.secret } : {}),
+      },
+      createdTime: record.createdTime,
+      queue: [],
+      running: false,
+      delivered: 0,
+      deadLettered: 0,
+      abort: new AbortController(),
+    };
+    this.hubSubscriptions(record.hub).set(record.name.toLowerCase(), subscription);
   }
 
   /** Removes a subscription; pending deliveries are dropped. Returns false if there was none. */
@@ -513,6 +550,17 @@ export function eventGridFor(state: EmulatorState, options: Partial<EventGridOpt
 export function closeEventGrid(state: EmulatorState): void {
   instances.get(state)?.close();
   instances.delete(state);
+}
+
+/** The emulator's subscriptions for its state file, without starting an Event Grid that is not running. */
+export function exportEventSubscriptions(state: EmulatorState): EventSubscriptionRecord[] {
+  return instances.get(state)?.exportSubscriptions() ?? [];
+}
+
+export function restoreEventSubscriptions(state: EmulatorState, records: EventSubscriptionRecord[]): void {
+  if (records.length === 0) return;
+  const grid = eventGridFor(state);
+  for (const record of records) grid.restoreSubscription(record);
 }
 
 const subscriptionBody = z.object({

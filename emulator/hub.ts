@@ -75,6 +75,19 @@ function twinEtag(version: number): string {
   return buf.toString('base64');
 }
 
+/**
+ * Moves the etag counter past the etags of devices loaded from a state file, so that after a restart no etag
+ * handed out before it comes back for another version of a device or twin.
+ */
+export function continueEtagsAfter(devices: Iterable<DeviceRecord>): void {
+  for (const device of devices) {
+    const deviceCount = Number(Buffer.from(device.etag, 'base64').toString('utf8')) - 100_000_000;
+    if (Number.isSafeInteger(deviceCount)) etagCounter = Math.max(etagCounter, deviceCount);
+    const twin = Buffer.from(device.twin.etag, 'base64');
+    if (twin.length === 8) etagCounter = Math.max(etagCounter, Number(twin.readBigUInt64BE()));
+  }
+}
+
 /** generationId: 18 digits from .NET ticks, unique per create, like Azure's. */
 function newGenerationId(): string {
   generationCounter += 1;

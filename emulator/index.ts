@@ -6,4 +6,5 @@ export type { AzureEndpointRouting } from './routing';
 export { mintCertificate, thumbprints, certificateInfo } from './certs';
 export type { MintedCert, Issuer, MintOptions } from './certs';
 export { createSasToken, deriveDeviceKey } from './sas';
+export { StateFileError } from './persistence';
 export type * from './state';

@@ -4,7 +4,8 @@
  *
  * Flags (or environment): --https-port (EMULATOR_HTTPS_PORT, 8443), --mqtt-port (EMULATOR_MQTT_PORT, 8883),
  * --control-port (EMULATOR_CONTROL_PORT, 8480), --host (EMULATOR_HOST, 127.0.0.1), --data-dir
- * (DATA_DIR/emulator, .data/emulator). The CA is kept in the data dir so a trusted ca.pem survives restarts.
+ * (DATA_DIR/emulator, .data/emulator), --no-persist. The CA is kept in the data dir so a trusted ca.pem survives
+ * restarts, and so is the state (state.json: hubs, devices, enrollments, subscriptions) unless --no-persist.
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,6 +20,7 @@ interface EmulatorConfig {
   controlPort: number;
   host: string;
   dataDir: string;
+  persist: boolean;
 }
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -33,18 +35,27 @@ function readConfig(argv: string[]): EmulatorConfig {
       'control-port': { type: 'string' },
       host: { type: 'string' },
       'data-dir': { type: 'string' },
+      'no-persist': { type: 'boolean' },
     },
     strict: true,
   });
   const config = loadConfig();
   return z
-    .object({ httpsPort: port, mqttPort: port, controlPort: port, host: z.string().min(1), dataDir: z.string().min(1) })
+    .object({
+      httpsPort: port,
+      mqttPort: port,
+      controlPort: port,
+      host: z.string().min(1),
+      dataDir: z.string().min(1),
+      persist: z.boolean(),
+    })
     .parse({
       httpsPort: values['https-port'] ?? config.EMULATOR_HTTPS_PORT,
       mqttPort: values['mqtt-port'] ?? config.EMULATOR_MQTT_PORT,
       controlPort: values['control-port'] ?? config.EMULATOR_CONTROL_PORT,
       host: values.host ?? config.EMULATOR_HOST,
       dataDir: values['data-dir'] ?? path.join(config.DATA_DIR, 'emulator'),
+      persist: !values['no-persist'],
     });
 }
 
@@ -57,6 +68,7 @@ async function main(): Promise<void> {
     controlPort: config.controlPort,
     host: config.host,
     ca: readPersistedCa(config.dataDir),
+    stateFile: config.persist ? path.join(config.dataDir, 'state.json') : undefined,
   });
   const caFile = persistCa(config.dataDir, emulator.pki);
 
@@ -67,6 +79,7 @@ async function main(): Promise<void> {
     `  control API         ${emulator.controlUrl}`,
     `  CA certificate      ${path.resolve(caFile)}`,
     `  DPS id scope        ${emulator.idScope}`,
+    `  state               ${emulator.stateFile ? path.resolve(emulator.stateFile) : 'in memory (--no-persist)'}`,
     '',
     'Service connection strings:',
     `  DPS         ${emulator.connectionStrings.dps}`,

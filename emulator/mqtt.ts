@@ -46,6 +46,8 @@ export interface MqttOptions {
   tls: { key: string; cert: string; ca: string };
   /** How long a new connection may take to send CONNECT (default 30 s). */
   connectTimeoutMs?: number;
+  /** Called for every request a device publishes (twin, DPS registration, telemetry), e.g. to save state. */
+  onActivity?: () => void;
 }
 
 export interface MqttListener {
@@ -207,7 +209,10 @@ export class DeviceBroker {
   private readonly dpsSessions = new Map<Client, DpsMqttSession>();
   private readonly unsubscribeBus: () => void;
 
-  constructor(private readonly state: EmulatorState) {
+  constructor(
+    private readonly state: EmulatorState,
+    private readonly onActivity: () => void = () => undefined,
+  ) {
     this.dps = createDpsMqttHandler(state);
     this.dpsBroker = this.createDpsBroker();
     const onDeleted = (e: DeviceEvent): void => this.onDeviceDeleted(e);
@@ -395,6 +400,7 @@ export class DeviceBroker {
         const handled = session.publish(packet.topic, packet.payload as Buffer, (topic, payload) =>
           this.send(client, topic, payload),
         );
+        this.onActivity();
         done(handled ? null : new Error(`Topic ${packet.topic} is not a DPS topic`));
       },
       authorizeSubscribe: (_client, sub, done) => done(null, sub.topic === '$dps/registrations/res/#' ? sub : null),
@@ -446,7 +452,9 @@ export class DeviceBroker {
       authorizePublish: (client, packet, done) => {
         const session = client && this.sessions.get(client);
         if (!client || !session) return done(new Error('not connected'));
-        done(this.onPublish(client, session, packet) ? null : new Error(`Topic ${packet.topic} is not allowed`));
+        const allowed = this.onPublish(client, session, packet);
+        this.onActivity();
+        done(allowed ? null : new Error(`Topic ${packet.topic} is not allowed`));
       },
       authorizeSubscribe: (client, sub, done) => {
         const session = this.sessions.get(client);
@@ -911,7 +919,7 @@ export function mqttControlRouter(state: EmulatorState): express.Router {
 }
 
 export async function startMqtt(options: MqttOptions): Promise<MqttListener> {
-  const broker = new DeviceBroker(options.state);
+  const broker = new DeviceBroker(options.state, options.onActivity);
   brokers.set(options.state, broker);
   const sockets = new Set<tls.TLSSocket>();
   // Client certificates are requested but judged by the broker (thumbprints, hub CAs), not by TLS.

@@ -17,6 +17,16 @@ import { hubRouter } from './hub-rest';
 import { limitsMiddleware } from './limits';
 import { startMqtt, type MqttListener } from './mqtt';
 import {
+  StateFileError,
+  createStateSaver,
+  readStateFile,
+  restoreRuntime,
+  restoreState,
+  saveOnStateEvents,
+  takeSnapshot,
+  type StateSaver,
+} from './persistence';
+import {
   GLOBAL_DPS_HOST,
   createEmulatorState,
   policyConnectionString,
@@ -41,6 +51,11 @@ export interface EmulatorOptions {
   dps?: DpsOptions;
   /** Reuse a CA (so a trusted ca.pem stays valid across restarts); default: a new CA. */
   ca?: { certPem: string; keyPem: string };
+  /**
+   * Keep the state in this JSON file (see emulator/persistence.ts): loaded at start if it exists (it then wins over
+   * `dps`; hubs of `hubs` that it lacks are added), saved about a second after changes and on `stop()`.
+   */
+  stateFile?: string;
 }
 
 export interface RunningEmulator {
@@ -55,6 +70,10 @@ export interface RunningEmulator {
   /** Owner connection strings (iothubowner / provisioningserviceowner) at start. */
   connectionStrings: { dps: string; hubs: Record<string, string> };
   state: EmulatorState;
+  /** The state file, when persistence is on. */
+  stateFile?: string;
+  /** Writes the state file now (changes made in-process, outside requests, are otherwise saved with the next). */
+  saveState(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -124,24 +143,50 @@ function close(server: http.Server | https.Server): Promise<void> {
   });
 }
 
+/** Runs a restore step, reporting a failure as a problem of the state file. */
+function restoreFrom<T>(file: string, restore: () => T): T {
+  try {
+    return restore();
+  } catch (err) {
+    throw new StateFileError(file, (err as Error).message);
+  }
+}
+
 /** Starts the emulator (in-process; ports 0 are ephemeral). */
 export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator> {
   const host = options.host ?? '127.0.0.1';
-  const state = createEmulatorState(options.dps);
+  const { stateFile } = options;
+  const snapshot = stateFile ? readStateFile(stateFile) : undefined;
+  const state = snapshot ? restoreFrom(stateFile!, () => restoreState(snapshot)) : createEmulatorState(options.dps);
   for (const hubOptions of options.hubs ?? [{ name: 'test' }, { name: 'production' }]) {
+    if (state.hubs.has(hubOptions.name)) continue; // from the state file
     const hub = createHub(state, hubOptions);
     if (options.linkHubs !== false) linkHubToDps(state, hub);
   }
   const pki = createEmulatorPki(options.ca);
+  let mqtt: MqttListener | undefined;
+  let saver: StateSaver | undefined;
+  if (stateFile) {
+    // The listener's broker, not deviceBroker(state): the final save runs after the listener has stopped.
+    saver = createStateSaver(stateFile, () => takeSnapshot(state, mqtt?.broker), {
+      onError: (err) => process.emitWarning(`Emulator state could not be saved to ${stateFile}: ${err.message}`),
+    });
+    saveOnStateEvents(state, saver);
+  }
+  const markDirty = (): void => saver?.markDirty();
+  // Any request may change state (a GET of a DPS operation too); the saver skips writes that change nothing.
+  const saveAfterRequests = (server: http.Server | https.Server): void => {
+    if (saver) server.on('request', (_req, res: http.ServerResponse) => res.on('finish', markDirty));
+  };
 
   // requestCert without rejecting: DPS X.509 attestation reads the device's client certificate itself.
   const httpsServer = https.createServer(
     { key: pki.server.keyPem, cert: pki.server.certPem, requestCert: true, rejectUnauthorized: false },
     azureApp(state),
   );
+  saveAfterRequests(httpsServer);
   const httpsPort = await listen(httpsServer, options.httpsPort ?? 0, host);
 
-  let mqtt: MqttListener | undefined;
   let controlServer: http.Server | undefined;
   try {
     mqtt = await startMqtt({
@@ -149,10 +194,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       port: options.mqttPort ?? 0,
       host,
       tls: { key: pki.server.keyPem, cert: pki.server.certPem, ca: pki.ca.certPem },
+      onActivity: markDirty,
     });
+    if (snapshot) restoreFrom(stateFile!, () => restoreRuntime(state, snapshot, mqtt!.broker));
     let controlUrl: string | undefined;
     if (options.controlPort !== false) {
       controlServer = http.createServer(controlApp({ state, pki }));
+      saveAfterRequests(controlServer);
       const controlPort = await listen(controlServer, options.controlPort ?? 0, '127.0.0.1');
       controlUrl = `http://127.0.0.1:${controlPort}`;
     }
@@ -161,6 +209,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     for (const hub of state.hubs.values()) hubs[hub.name] = hubConnectionString(hub);
     const runningMqtt = mqtt;
     const runningControl = controlServer;
+    // At once, so that the keys generated for a new state file are on disk from the start.
+    await saver?.save();
     return {
       address: `${host}:${httpsPort}`,
       httpsPort,
@@ -171,20 +221,29 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       idScope: state.dps.idScope,
       connectionStrings: { dps: dpsConnectionString(state), hubs },
       state,
+      stateFile,
+      saveState: () => saver?.save() ?? Promise.resolve(),
       async stop() {
         await Promise.all([
           close(httpsServer),
           runningMqtt.close(),
           runningControl ? close(runningControl) : Promise.resolve(),
         ]);
-        closeEventGrid(state);
-        state.events.removeAllListeners();
+        try {
+          // After the listeners closed: nothing changes any more, and every device is disconnected.
+          await saver?.close();
+        } finally {
+          closeEventGrid(state);
+          state.events.removeAllListeners();
+        }
       },
     };
   } catch (err) {
     await close(httpsServer);
     if (mqtt) await mqtt.close();
     if (controlServer) await close(controlServer);
+    closeEventGrid(state);
+    state.events.removeAllListeners();
     throw err;
   }
 }

@@ -23,6 +23,8 @@ export async function startRehearsal(options: {
   const testHub = emulator.state.hubs.get('test')!.hostName;
   const grid = eventGridFor(emulator.state);
   for (const hub of ['test', 'production']) {
+    // One kept in the emulator's state file carries the previous run's webhook URL and secret: replace it.
+    grid.unsubscribe(hub, 'iot-lifecycle');
     await grid
       .subscribe({
         hub,
@@ -34,18 +36,29 @@ export async function startRehearsal(options: {
   }
   const devices: SimulatedDevice[] = [];
   for (const registrationId of options.deviceIds) {
-    const key = randomBytes(32).toString('base64');
-    await dps.createOrUpdateIndividualEnrollment({
-      registrationId,
-      deviceId: registrationId,
-      attestation: {
-        type: 'symmetricKey',
-        symmetricKey: { primaryKey: key, secondaryKey: randomBytes(32).toString('base64') },
+    // An enrollment kept in the emulator's state file stays as it is (a promotion may have re-pointed it): the
+    // device keeps using its key.
+    const existingKey = await dps.getIndividualEnrollmentAttestationMechanism(registrationId).then(
+      (answer) => answer.responseBody.symmetricKey?.primaryKey,
+      (err: { response?: { statusCode?: number } }) => {
+        if (err.response?.statusCode === 404) return undefined;
+        throw err;
       },
-      iotHubs: [testHub],
-      allocationPolicy: 'hashed',
-      initialTwin: { tags: { stage: 'test' }, properties: { desired: {} } },
-    } as unknown as IndividualEnrollment);
+    );
+    const key = existingKey ?? randomBytes(32).toString('base64');
+    if (!existingKey) {
+      await dps.createOrUpdateIndividualEnrollment({
+        registrationId,
+        deviceId: registrationId,
+        attestation: {
+          type: 'symmetricKey',
+          symmetricKey: { primaryKey: key, secondaryKey: randomBytes(32).toString('base64') },
+        },
+        iotHubs: [testHub],
+        allocationPolicy: 'hashed',
+        initialTwin: { tags: { stage: 'test' }, properties: { desired: {} } },
+      } as unknown as IndividualEnrollment);
+    }
     const device = new SimulatedDevice({
       registrationId,
       idScope: emulator.idScope,

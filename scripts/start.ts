@@ -132,7 +132,10 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 }
 
-/** The emulator keeps its CA under DATA_DIR so that a trusted ca.pem stays valid across restarts. */
+/**
+ * The emulator keeps its CA and its state under DATA_DIR, so that a trusted ca.pem stays valid and devices and
+ * enrollments (which parked or rolled-back promotions refer to) are still there after a restart.
+ */
 async function startEmbeddedEmulator(config: Config, dataDir: string): Promise<RunningEmulator> {
   const dir = path.join(dataDir, 'emulator');
   const emulator = await startEmulator({
@@ -140,6 +143,7 @@ async function startEmbeddedEmulator(config: Config, dataDir: string): Promise<R
     mqttPort: config.EMULATOR_MQTT_PORT,
     controlPort: config.EMULATOR_CONTROL_PORT,
     ca: readPersistedCa(dir),
+    stateFile: path.join(dir, 'state.json'),
   });
   persistCa(dir, emulator.pki);
   return emulator;

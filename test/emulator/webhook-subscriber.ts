@@ -5,6 +5,8 @@ import type { EventGridEvent } from '../../emulator/eventgrid';
 
 export class WebhookSubscriber {
   readonly notifications: EventGridEvent[] = [];
+  /** Headers of each notification request (one event per request). */
+  readonly headers: http.IncomingHttpHeaders[] = [];
   private readonly server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (chunk: Buffer) => (body += chunk.toString()));
@@ -17,6 +19,7 @@ export class WebhookSubscriber {
         return;
       }
       this.notifications.push(...events);
+      this.headers.push(...events.map(() => req.headers));
       res.writeHead(200).end();
     });
   });

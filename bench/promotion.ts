@@ -23,13 +23,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
-import type { IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { createAzureClients } from '../activities/azure-clients';
 import { createApp } from '../api/app';
 import { createLogger } from '../common/logger';
 import { promotionWorkflowId } from '../common/messages';
 import type { PromotionResult } from '../common/promotion';
 import { describeCli, startDevServer, type TemporalCli } from '../common/temporal-server';
+import { enrollSymmetricKeyDevice } from '../emulator/simulator/enroll';
 import { SimulatedDevice } from '../emulator/simulator/device';
 import { bundleWorkflows, createWorker } from '../worker/worker';
 import { forEachConcurrently, hubHost, percentile, startBenchEmulator, type Defer } from './harness';
@@ -98,18 +98,7 @@ export async function benchPromotion(options: PromotionBenchOptions, defer: Defe
   const devices: SimulatedDevice[] = [];
   defer(() => Promise.all(devices.map((d) => d.stop())));
   await forEachConcurrently(ids, 16, async (registrationId) => {
-    const key = randomBytes(32).toString('base64');
-    await dps.createOrUpdateIndividualEnrollment({
-      registrationId,
-      deviceId: registrationId,
-      attestation: {
-        type: 'symmetricKey',
-        symmetricKey: { primaryKey: key, secondaryKey: randomBytes(32).toString('base64') },
-      },
-      iotHubs: [hosts.test],
-      allocationPolicy: 'hashed',
-      provisioningStatus: 'enabled',
-    } as unknown as IndividualEnrollment);
+    const key = await enrollSymmetricKeyDevice(dps, { registrationId, hubHostName: hosts.test });
     const address = `127.0.0.1:${emulator.mqttPort}`;
     const device = new SimulatedDevice({
       registrationId,

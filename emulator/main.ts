@@ -11,6 +11,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { loadConfig } from '../common/config';
+import { stopOnSignals } from '../common/shutdown';
 import { persistCa, readPersistedCa } from './persisted-ca';
 import { startEmulator } from './server';
 
@@ -92,21 +93,10 @@ async function main(): Promise<void> {
   ];
   console.log(lines.join('\n'));
 
-  let stopping = false;
-  const shutdown = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
+  stopOnSignals(async (signal) => {
     console.log(`\n${signal}: stopping the emulator`);
-    emulator.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        console.error(err);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+    await emulator.stop();
+  });
 }
 
 main().catch((err: unknown) => {

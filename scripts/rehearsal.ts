@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
-import type { IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import type { Logger } from '../common/logger';
 import type { RunningEmulator } from '../emulator';
 import { eventGridFor } from '../emulator/eventgrid';
 import { SimulatedDevice } from '../emulator/simulator/device';
+import { enrollSymmetricKeyDevice } from '../emulator/simulator/enroll';
 
 /**
  * The embedded default's rehearsal set: simulated devices enrolled in DPS for the test hub, provisioned and
@@ -45,20 +44,13 @@ export async function startRehearsal(options: {
         throw err;
       },
     );
-    const key = existingKey ?? randomBytes(32).toString('base64');
-    if (!existingKey) {
-      await dps.createOrUpdateIndividualEnrollment({
+    const key =
+      existingKey ??
+      (await enrollSymmetricKeyDevice(dps, {
         registrationId,
-        deviceId: registrationId,
-        attestation: {
-          type: 'symmetricKey',
-          symmetricKey: { primaryKey: key, secondaryKey: randomBytes(32).toString('base64') },
-        },
-        iotHubs: [testHub],
-        allocationPolicy: 'hashed',
+        hubHostName: testHub,
         initialTwin: { tags: { stage: 'test' }, properties: { desired: {} } },
-      } as unknown as IndividualEnrollment);
-    }
+      }));
     const device = new SimulatedDevice({
       registrationId,
       idScope: emulator.idScope,

@@ -5,6 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { ConfigError, loadConfig, type Config } from '../common/config';
 import { createLogger, type Logger } from '../common/logger';
+import { stopOnSignals } from '../common/shutdown';
 import { describeCli, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
@@ -121,15 +122,10 @@ async function main(): Promise<void> {
     throw err;
   }
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  stopOnSignals(async (signal) => {
     log.info({ signal }, 'stopping');
-    void stopAll().then(() => process.exit(0));
-  };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+    await stopAll();
+  });
 }
 
 /**

@@ -16,6 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { stopOnSignals } from '../../common/shutdown';
 import { installAzureEndpointRouting } from '../routing';
 import type { Attestation, SimulatedDeviceOptions, SimulatorEvent } from './device';
 import { Fleet, numberedRegistrationIds } from './fleet';
@@ -158,22 +159,11 @@ async function main(): Promise<void> {
     ? setInterval(() => console.log(`summary ${JSON.stringify(fleet.summary())}`), 10_000)
     : undefined;
 
-  let stopping = false;
-  const shutdown = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
+  stopOnSignals(async (signal) => {
     clearInterval(summaryTimer);
     console.log(`\n${signal}: stopping ${fleet.devices.length} simulated device(s)`);
-    fleet.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        console.error(err);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+    await fleet.stop();
+  });
 }
 
 main().catch((err: unknown) => {

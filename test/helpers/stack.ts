@@ -13,6 +13,7 @@ import { installAzureEndpointRouting } from '../../emulator/routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { mintCertificate, type MintedCert } from '../../emulator/certs';
 import { SimulatedDevice, type Attestation } from '../../emulator/simulator/device';
+import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { createWorker } from '../../worker/worker';
 import { connectToHarness, uniqueTaskQueue, workflowBundle, type TemporalTestContext } from './temporal';
 
@@ -143,17 +144,11 @@ export async function enrollDevice(stack: Stack, kind: DeviceKind, registrationI
   const twin = { tags: { stage: 'test' }, properties: { desired: { firmware: '1.0' } } };
   switch (kind) {
     case 'symmetricKey': {
-      const key = randomBytes(32).toString('base64');
-      await stack.dps.createOrUpdateIndividualEnrollment({
+      const key = await enrollSymmetricKeyDevice(stack.dps, {
         registrationId,
-        deviceId: registrationId,
-        attestation: {
-          type: 'symmetricKey',
-          symmetricKey: { primaryKey: key, secondaryKey: randomBytes(32).toString('base64') },
-        },
+        hubHostName: stack.hosts.test,
         initialTwin: twin,
-        ...common,
-      } as unknown as IndividualEnrollment);
+      });
       return { registrationId, kind, attestation: { type: 'symmetricKey', key }, secret: key } as EnrolledDevice;
     }
     case 'x509': {

@@ -1,4 +1,5 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, X509Certificate } from 'node:crypto';
+import { Context } from '@temporalio/activity';
 import type { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type {
   AttestationMechanism,
@@ -23,6 +24,10 @@ export interface EnrollmentView {
   allocationPolicy?: string;
   reprovisionPolicy?: { updateHubAssignment: boolean; migrateDeviceData: boolean };
   etag?: string;
+  /** How an X.509 group trusts its devices: CA certificates in the group, or CAs verified in DPS by name. */
+  groupTrust?: 'signingCertificates' | 'caReferences';
+  /** The enrollment's initial twin (what a `reset` re-provisioning gives the device). */
+  initialTwin?: { tags: Record<string, unknown>; desired: Record<string, unknown> };
 }
 
 export interface RegistrationView {
@@ -41,6 +46,18 @@ export interface RepointInput {
   targetHubHost: string;
   reprovisionPolicy: 'migrate' | 'reset';
   deviceCertificate?: string;
+  /**
+   * When an individual enrollment for a group member already exists, it counts as this workflow's own (an earlier
+   * attempt whose answer was lost) only if DPS created it at or after this time.
+   */
+  notBefore?: string;
+}
+
+export interface RepointResult {
+  etag: string;
+  createdIndividual: boolean;
+  /** DPS's time of the change (the enrollment's lastUpdatedDateTimeUtc). */
+  repointedAt?: string;
 }
 
 /** The routing fields of an individual enrollment that a promotion changes and a rollback restores. */
@@ -69,6 +86,12 @@ function attestationKind(attestation: AttestationMechanism | undefined, group: b
   }
 }
 
+function initialTwinOf(twin: { tags?: unknown; properties?: { desired?: unknown } } | undefined) {
+  const plain = (value: unknown) =>
+    Object.fromEntries(Object.entries((value as Record<string, unknown>) ?? {}).filter(([k]) => !k.startsWith('$')));
+  return { tags: plain(twin?.tags), desired: plain(twin?.properties?.desired) };
+}
+
 function viewOfIndividual(e: IndividualEnrollment): EnrollmentView {
   return {
     kind: 'individual',
@@ -84,6 +107,7 @@ function viewOfIndividual(e: IndividualEnrollment): EnrollmentView {
       migrateDeviceData: e.reprovisionPolicy.migrateDeviceData !== false,
     },
     etag: e.etag,
+    initialTwin: initialTwinOf(e.initialTwin as never),
   };
 }
 
@@ -102,6 +126,10 @@ function viewOfGroupMember(registrationId: string, g: EnrollmentGroup): Enrollme
       migrateDeviceData: g.reprovisionPolicy.migrateDeviceData !== false,
     },
     etag: g.etag,
+    initialTwin: initialTwinOf(g.initialTwin as never),
+    ...(g.attestation?.type === 'x509'
+      ? { groupTrust: g.attestation.x509?.caReferences ? 'caReferences' : 'signingCertificates' }
+      : {}),
   };
 }
 
@@ -139,6 +167,7 @@ export function dpsActivities(clients: AzureClients) {
     for (let token: string | undefined; ;) {
       const page = token ? await groups.next(token) : await groups.next();
       for (const group of queryItems<EnrollmentGroup>(page.responseBody)) {
+        heartbeat();
         const regs = dps().createEnrollmentGroupDeviceRegistrationStateQuery(
           { query: '*' },
           group.enrollmentGroupId,
@@ -195,7 +224,7 @@ export function dpsActivities(clients: AzureClients) {
      * group member gets an individual enrollment of its own (DPS checks those before groups), so the rest of the
      * group stays where it is.
      */
-    async dpsRepointEnrollment(input: RepointInput): Promise<{ etag: string; createdIndividual: boolean }> {
+    async dpsRepointEnrollment(input: RepointInput): Promise<RepointResult> {
       const reprovisionPolicy = { updateHubAssignment: true, migrateDeviceData: input.reprovisionPolicy === 'migrate' };
       const target = [input.targetHubHost];
       const current = await azureCall('get individual enrollment', () =>
@@ -209,7 +238,9 @@ export function dpsActivities(clients: AzureClients) {
       if (input.enrollment.kind === 'individual') {
         if (!current)
           throw permanent(PromotionErrors.enrollmentChanged, 'the individual enrollment was deleted meanwhile');
-        if (alreadyDone(current)) return { etag: current.etag, createdIndividual: false };
+        if (alreadyDone(current)) {
+          return { etag: current.etag, createdIndividual: false, repointedAt: timeOf(current.lastUpdatedDateTimeUtc) };
+        }
         if (current.etag !== input.enrollment.etag) {
           throw permanent(PromotionErrors.enrollmentChanged, 'the enrollment changed since it was validated');
         }
@@ -229,11 +260,18 @@ export function dpsActivities(clients: AzureClients) {
             reprovisionPolicy,
           }),
         );
-        return { etag: updated.responseBody.etag, createdIndividual: false };
+        return {
+          etag: updated.responseBody.etag,
+          createdIndividual: false,
+          repointedAt: timeOf(updated.responseBody.lastUpdatedDateTimeUtc),
+        };
       }
 
       if (current) {
-        if (alreadyDone(current)) return { etag: current.etag, createdIndividual: true };
+        const ours = !input.notBefore || (timeOf(current.createdDateTimeUtc) ?? '') >= input.notBefore;
+        if (alreadyDone(current) && ours) {
+          return { etag: current.etag, createdIndividual: true, repointedAt: timeOf(current.lastUpdatedDateTimeUtc) };
+        }
         throw permanent(
           PromotionErrors.enrollmentChanged,
           'an individual enrollment for this device appeared meanwhile',
@@ -256,7 +294,128 @@ export function dpsActivities(clients: AzureClients) {
           provisioningStatus: 'enabled',
         } as IndividualEnrollment),
       );
-      return { etag: created.responseBody.etag, createdIndividual: true };
+      return {
+        etag: created.responseBody.etag,
+        createdIndividual: true,
+        repointedAt: timeOf(created.responseBody.lastUpdatedDateTimeUtc),
+      };
+    },
+
+    /**
+     * Undoes a re-point, never touching what someone else changed meanwhile:
+     * - an individual enrollment gets its routing back only while it still routes as the re-point left it, under
+     *   its current etag;
+     * - a group member's individual enrollment is deleted only if this workflow created it: its etag is the one the
+     *   creation answered (or, when that answer was lost, DPS created it at or after `notBefore` and it routes to
+     *   the target). An operator's own enrollment is left alone.
+     */
+    async dpsUndoRepoint(input: {
+      enrollment: EnrollmentView;
+      routing: EnrollmentRouting;
+      targetHubHost: string;
+      createdEtag?: string;
+      notBefore: string;
+    }): Promise<{ restored: 'routing' | 'individualRemoved' | 'nothingToDo' | 'notOurs' }> {
+      const registrationId = input.enrollment.registrationId;
+      const current = await azureCall('get individual enrollment', () => findIndividual(registrationId));
+      const routesToTarget = (e: IndividualEnrollment) => sameHubs(e.iotHubs ?? [], [input.targetHubHost]);
+      if (input.enrollment.kind === 'groupMember') {
+        if (!current) return { restored: 'nothingToDo' };
+        const ours = input.createdEtag
+          ? current.etag === input.createdEtag
+          : (timeOf(current.createdDateTimeUtc) ?? '') >= input.notBefore && routesToTarget(current);
+        if (!ours) {
+          if (input.createdEtag && (timeOf(current.createdDateTimeUtc) ?? '') >= input.notBefore) {
+            throw permanent(
+              PromotionErrors.enrollmentChanged,
+              `the individual enrollment this promotion created for ${registrationId} was changed since; not deleted`,
+            );
+          }
+          return { restored: 'notOurs' };
+        }
+        try {
+          await dps().deleteIndividualEnrollment(registrationId, current.etag);
+        } catch (err) {
+          if (!isNotFound(err)) return azureCall('delete individual enrollment', () => Promise.reject(err));
+        }
+        return { restored: 'individualRemoved' };
+      }
+      if (!current) {
+        throw permanent(PromotionErrors.enrollmentChanged, 'the individual enrollment was deleted meanwhile');
+      }
+      const { routing } = input;
+      if (
+        sameHubs(current.iotHubs ?? [], routing.iotHubs) &&
+        (current.iotHubHostName || undefined) === routing.iotHubHostName &&
+        current.allocationPolicy === routing.allocationPolicy
+      ) {
+        return { restored: 'nothingToDo' };
+      }
+      if (!routesToTarget(current)) {
+        throw permanent(
+          PromotionErrors.enrollmentChanged,
+          `the enrollment of ${registrationId} was re-pointed by someone else meanwhile; its routing was left alone`,
+        );
+      }
+      const attestation = (
+        await azureCall('get attestation mechanism', () =>
+          dps().getIndividualEnrollmentAttestationMechanism(registrationId),
+        )
+      ).responseBody;
+      await azureCall('restore individual enrollment', () =>
+        dps().createOrUpdateIndividualEnrollment({
+          ...current,
+          attestation,
+          iotHubs: routing.iotHubs,
+          iotHubHostName: routing.iotHubHostName as string,
+          allocationPolicy: routing.allocationPolicy as IndividualEnrollment['allocationPolicy'],
+          reprovisionPolicy: routing.reprovisionPolicy ?? { updateHubAssignment: true, migrateDeviceData: true },
+        }),
+      );
+      return { restored: 'routing' };
+    },
+
+    /**
+     * Checks the certificate an operator gave to move one member of an X.509 group: its subject CN is the
+     * registration id (DPS's rule for group members), it is within its validity period, and its chain — leaf first,
+     * up to the group's CA certificate, as the device presents it — verifies up to a certificate whose thumbprint is
+     * one of the group's. (DPS returns a group's CA certificates as thumbprints and names only.)
+     */
+    async dpsVerifyMemberCertificate(input: {
+      enrollmentGroupId: string;
+      registrationId: string;
+      deviceCertificate: string;
+    }): Promise<{ subject: string; issuer: string; validTo: string }> {
+      const group = (await azureCall('get enrollment group', () => dps().getEnrollmentGroup(input.enrollmentGroupId)))
+        .responseBody;
+      const x509 = group.attestation?.x509;
+      if (x509?.caReferences && !x509.signingCertificates) {
+        throw permanent(
+          PromotionErrors.deviceCertificateUnverifiable,
+          `group ${input.enrollmentGroupId} trusts a CA by reference; DPS's service API does not say which certificate that is, so the device certificate cannot be checked`,
+        );
+      }
+      const signing = x509?.signingCertificates as
+        | Record<
+            string,
+            {
+              certificate?: string;
+              info?: { sha1Thumbprint?: string; sha256Thumbprint?: string; subjectName?: string };
+            }
+          >
+        | undefined;
+      const cas: GroupCa[] = Object.values(signing ?? {}).flatMap((entry) => {
+        const info = entry?.info;
+        const pem = typeof entry?.certificate === 'string' ? entry.certificate : undefined;
+        const prints = [
+          info?.sha1Thumbprint,
+          info?.sha256Thumbprint,
+          ...(pem ? thumbprintsOf(new X509Certificate(pem)) : []),
+        ];
+        const known = prints.filter((p): p is string => !!p).map(normalizeThumbprint);
+        return known.length ? [{ thumbprints: known, subjectName: info?.subjectName }] : [];
+      });
+      return checkMemberCertificate(input.registrationId, input.deviceCertificate, cas);
     },
 
     /** Undoes dpsRepointEnrollment: the individual enrollment's routing back, or the member's own one removed. */
@@ -335,7 +494,7 @@ async function memberAttestation(
     }
     return {
       type: 'x509',
-      x509: { clientCertificates: { primary: { certificate: input.deviceCertificate } } },
+      x509: { clientCertificates: { primary: { certificate: leafPem(input.deviceCertificate) } } },
     } as AttestationMechanism;
   }
   throw permanent(PromotionErrors.unsupportedAttestation, `cannot move a ${group.attestation?.type} group member`);
@@ -345,6 +504,75 @@ async function memberAttestation(
 export function queryItems<T>(body: unknown): T[] {
   if (Array.isArray(body)) return body as T[];
   return ((body as { items?: T[] } | undefined)?.items ?? []) as T[];
+}
+
+/** Long DPS searches heartbeat, so that a worker that dies in one costs the heartbeat timeout, not the whole search. */
+function heartbeat(): void {
+  if (Context.current().info.heartbeatTimeoutMs) Context.current().heartbeat();
+}
+
+function timeOf(value: unknown): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  const date = new Date(value as string);
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+}
+
+function parseCertificates(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((block) => new X509Certificate(block));
+}
+
+/** The first certificate of a PEM chain: what an individual enrollment takes. */
+export function leafPem(pem: string): string {
+  return /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem)?.[0] ?? pem;
+}
+
+/** A CA certificate of an enrollment group, as DPS describes it. */
+export interface GroupCa {
+  thumbprints: string[];
+  subjectName?: string;
+}
+
+const normalizeThumbprint = (print: string) => print.replace(/:/g, '').toUpperCase();
+const thumbprintsOf = (cert: X509Certificate) => [cert.fingerprint, cert.fingerprint256].map(normalizeThumbprint);
+
+/** The checks of dpsVerifyMemberCertificate, on the group's CA descriptions (exported for unit tests). */
+export function checkMemberCertificate(
+  registrationId: string,
+  deviceCertificatePem: string,
+  groupCas: GroupCa[],
+  now = new Date(),
+): { subject: string; issuer: string; validTo: string } {
+  const mismatch = (message: string) => permanent(PromotionErrors.deviceCertificateMismatch, message);
+  let chain: X509Certificate[];
+  try {
+    chain = parseCertificates(deviceCertificatePem);
+  } catch {
+    throw mismatch('deviceCertificate is not a readable PEM certificate chain');
+  }
+  const [leaf] = chain;
+  if (!leaf) throw mismatch('deviceCertificate holds no certificate');
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(leaf.subject)?.[1];
+  if (cn !== registrationId) {
+    throw mismatch(`the certificate's subject CN is ${cn ?? '(none)'}, not the registration id ${registrationId}`);
+  }
+  if (new Date(leaf.validTo) < now || new Date(leaf.validFrom) > now) {
+    throw mismatch(`the certificate is not valid now (valid ${leaf.validFrom} to ${leaf.validTo})`);
+  }
+  if (groupCas.length === 0) throw mismatch('the enrollment group names no CA certificate to check against');
+  const isGroupCa = (cert: X509Certificate) =>
+    thumbprintsOf(cert).some((print) => groupCas.some((ca) => ca.thumbprints.includes(print)));
+  // Each certificate must be signed by the next one, until one of them is the group's CA.
+  for (let i = 0; i + 1 < chain.length; i += 1) {
+    const [child, issuer] = [chain[i], chain[i + 1]];
+    if (!child.checkIssued(issuer) || !child.verify(issuer.publicKey)) {
+      throw mismatch(`certificate ${i + 1} of the chain is not signed by certificate ${i + 2}`);
+    }
+    if (isGroupCa(issuer)) return { subject: leaf.subject, issuer: leaf.issuer, validTo: leaf.validTo };
+  }
+  throw mismatch(
+    "the chain does not reach the enrollment group's CA certificate: give the device certificate followed by its issuers, up to and including the group's CA",
+  );
 }
 
 function continuationOf(page: { httpResponse?: { headers?: Record<string, unknown> } }): string | undefined {

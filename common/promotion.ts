@@ -73,9 +73,13 @@ export const PROMOTION_PHASES = [
   'awaitingReconnection',
   'verifying',
   'compensating',
+  /** Some undo steps failed: the run waits for an operator's `retryCompensation`, then closes with what is left. */
+  'compensationFailed',
+  // Terminal phases: every run ends in one of these (or in compensationFailed).
   'completed',
   'rolledBack',
   'parked',
+  'cancelled',
   'failed',
 ] as const;
 export type PromotionPhase = (typeof PROMOTION_PHASES)[number];
@@ -98,6 +102,49 @@ export interface PromotionStep {
   detail: string;
 }
 
+/** One undo step of a compensation, as the saga reports it. */
+export interface UndoReport {
+  step: string;
+  status: 'pending' | 'undone' | 'failed';
+  detail?: string;
+  /** The named failure type and message of the last attempt, when it failed. */
+  error?: { type: string; message: string };
+}
+
+export interface CompensationReport {
+  /** How many times compensation ran: 1, plus one per operator retry. */
+  attempts: number;
+  steps: UndoReport[];
+  /** Undo steps that did not succeed: what is left for an operator. Empty when everything was put back. */
+  leftovers: UndoReport[];
+}
+
+/** Where the wait for the device stands (also shown in the Temporal UI's current details). */
+export interface WaitStatus {
+  deadlineAt: string;
+  nextCheckAt?: string;
+  checks: number;
+  /** Why the last check did not count the device as landed on the target. */
+  lastCheck?: string;
+  /** DeviceConnected events ignored: older than the re-point, or for another hub or device. */
+  ignoredEvents: number;
+}
+
+export type PromotionOutcome =
+  | 'promoted'
+  /** Put back as it was before the promotion (rollback). */
+  | 'rolledBack'
+  /** Left where it was when the promotion stopped, flagged for an operator (onTimeout: park). */
+  | 'parked'
+  /** Some undo steps failed: `compensation.leftovers` names what is left. */
+  | 'compensationFailed'
+  /** Refused or failed before anything changed. */
+  | 'failed'
+  /** Cancelled before anything changed. */
+  | 'cancelled';
+
+export type PromotionEndReason = 'deadline' | 'cancelled' | 'failure';
+
 export interface PromotionStatus {
   workflowId: string;
   request: PromotionRequest;
@@ -110,17 +157,39 @@ export interface PromotionStatus {
   startedAt: string;
   phaseChangedAt: string;
   steps: PromotionStep[];
+  /** DPS's time of the re-point: DeviceConnected events and registrations older than this do not count. */
+  repointedAt?: string;
+  wait?: WaitStatus;
   lastEvent?: DeviceConnectedEvent & { receivedAt: string };
   connectedVia?: 'eventGrid' | 'polling';
+  compensation?: CompensationReport;
   flagged?: string;
 }
 
 export interface PromotionResult extends PromotionStatus {
-  outcome: 'promoted' | 'rolledBack' | 'parked';
-  reason?: 'deadline' | 'cancelled';
+  outcome: PromotionOutcome;
+  reason?: PromotionEndReason;
   registration?: { assignedHub?: string; status?: string; substatus?: string };
+  /** The named failure type that ended a run that did not promote. */
+  failureType?: string;
   completedAt: string;
 }
+
+/**
+ * The short record of how a run ended, kept in the workflow's memo under `report`, so that the API can say what
+ * happened for every closed run (a cancelled run has no result) without replaying it.
+ */
+export interface PromotionReport {
+  outcome: PromotionOutcome;
+  reason?: PromotionEndReason;
+  phase: PromotionPhase;
+  failureType?: string;
+  message?: string;
+  leftovers?: UndoReport[];
+  completedAt: string;
+}
+
+export const PROMOTION_REPORT_MEMO = 'report';
 
 /** Non-retryable failure types the promotion workflow raises; callers branch on these, never on text. */
 export const PromotionErrors = {
@@ -131,7 +200,19 @@ export const PromotionErrors = {
   notAssignedToSource: 'DeviceNotAssignedToSource',
   unsupportedAttestationProtocol: 'UnsupportedAttestationProtocol',
   deviceCertificateRequired: 'DeviceCertificateRequired',
+  /** The device certificate's subject CN is not the registration id, it does not chain to the group's CA, or it expired. */
+  deviceCertificateMismatch: 'DeviceCertificateMismatch',
+  /** The group trusts a CA by reference (caReferences), whose certificate the DPS service API does not return. */
+  deviceCertificateUnverifiable: 'DeviceCertificateUnverifiable',
   unsupportedAttestation: 'UnsupportedAttestation',
+  /** IoT Edge devices (modules) and child devices of a gateway (device scope) cannot move through re-registration. */
+  unsupportedDeviceKind: 'UnsupportedDeviceKind',
   enrollmentChanged: 'EnrollmentChangedConcurrently',
   verificationFailed: 'VerificationFailed',
+  /** The device did not land on the target hub before the deadline. */
+  deadlineExceeded: 'ReconnectionDeadlineExceeded',
+  /** Some undo steps failed and no operator retry fixed them: details name what is left. */
+  compensationFailed: 'CompensationFailed',
+  /** `retryCompensation` outside the compensationFailed phase. */
+  nothingToRetry: 'NothingToRetry',
 } as const;

@@ -1,3 +1,4 @@
-// The worker's workflowsPath: re-exports every workflow.
-export * from './connectivity';
-export * from './promotion';
+// The worker's workflowsPath: every workflow type, and nothing else (each export becomes a workflow type).
+export { checkConnectivity } from './connectivity';
+export { promotionEventRelay } from './device-event-relay';
+export { promoteDevice } from './promotion';

@@ -6,10 +6,8 @@ import type { AppDeps } from '../app';
 import { HttpError } from '../errors';
 import { registry } from '../openapi';
 import { validate } from '../validate';
-import { visibilityLiteral } from '../visibility';
-import { deviceConnectedSignal, WORKFLOW_TYPES } from '../../common/messages';
+import { deviceConnectedSignal, deviceEventsWorkflowId, promotionWorkflowId } from '../../common/messages';
 import type { DeviceConnectedEvent } from '../../common/promotion';
-import { SA } from '../../common/search-attributes';
 
 /**
  * The Event Grid webhook for IoT hub events: `POST /v1/eventgrid` (and `OPTIONS` for the CloudEvents handshake).
@@ -19,8 +17,9 @@ import { SA } from '../../common/search-attributes';
  * also reaches the validation handshakes) or as the header `x-iot-lifecycle-secret` (an Event Grid delivery
  * property marked secret). Otherwise 401.
  *
- * A `Microsoft.Devices.DeviceConnected` event signals `deviceConnected` to every running promotion of that device,
- * at most once per (hub, device, sequenceNumber). Everything else is acknowledged and ignored.
+ * A `Microsoft.Devices.DeviceConnected` event from a configured hub signals `deviceConnected` to the promotion waiting
+ * for that device, by its deterministic workflow id, at most once per (hub, device, sequenceNumber). Everything else
+ * is acknowledged and ignored.
  */
 
 export const EVENT_GRID_SECRET_QUERY = 'code';
@@ -31,8 +30,8 @@ const EVENT_TYPES = {
   deviceConnected: 'Microsoft.Devices.DeviceConnected',
 } as const;
 
-/** Azure IoT hub host names are `<hub name>.azure-devices.net`; events carry only the hub name. */
-const IOT_HUB_DOMAIN = 'azure-devices.net';
+/** Signals in flight per delivery: Event Grid batches up to 5,000 events, answered within its 30 s timeout. */
+const SIGNAL_CONCURRENCY = 64;
 
 /** Temporal calls per delivery are few and quick; past this the delivery fails and Event Grid retries it. */
 const TEMPORAL_DEADLINE_MS = 10_000;
@@ -98,7 +97,7 @@ const WebhookBody = z.union([z.array(WebhookEvent).max(5_000), WebhookEvent]);
 const Outcome = z.object({
   eventId: z.string(),
   eventType: z.string(),
-  outcome: z.enum(['signalled', 'duplicate', 'noRunningPromotion', 'ignored']),
+  outcome: z.enum(['signalled', 'duplicate', 'noRunningPromotion', 'unknownHub', 'ignored']),
   workflowIds: z.array(z.string()).optional(),
 });
 type Outcome = z.infer<typeof Outcome>;
@@ -137,8 +136,18 @@ registry.registerPath({
 
 // ----- routes -----
 
-export function eventGridRoutes({ client, log, eventGridSecret, eventGridDedupCapacity }: AppDeps): Router {
+export function eventGridRoutes({
+  client,
+  log,
+  eventGridSecret,
+  eventGridDedupCapacity,
+  environments = {},
+}: AppDeps): Router {
   const router = Router();
+  // Events carry the hub's name only; its host name is the configured one (sovereign clouds use other domains).
+  const hubHosts = new Map(
+    Object.values(environments).map((host) => [host.split('.')[0].toLowerCase(), host] as const),
+  );
   const seen = new RecentKeys(eventGridDedupCapacity ?? DEFAULT_DEDUP_CAPACITY);
   const authorize = requireSecret(eventGridSecret);
   if (!eventGridSecret) log.warn('EVENT_GRID_SECRET is not set: the Event Grid webhook accepts unauthenticated events');
@@ -170,8 +179,7 @@ export function eventGridRoutes({ client, log, eventGridSecret, eventGridDedupCa
       return;
     }
 
-    const results: Outcome[] = [];
-    for (const event of events) results.push(await handle(event));
+    const results = await mapConcurrently(events, SIGNAL_CONCURRENCY, handle);
     res.json({ results });
 
     async function handle(event: WebhookEvent): Promise<Outcome> {
@@ -181,8 +189,13 @@ export function eventGridRoutes({ client, log, eventGridSecret, eventGridDedupCa
         return { ...outcome, outcome: 'ignored' };
       }
       const data = DeviceConnectionData.parse(event.data);
+      const hubHostName = hubHosts.get(data.hubName.toLowerCase());
+      if (!hubHostName) {
+        log.info({ ...delivery, ...outcome, hubName: data.hubName }, 'DeviceConnected from a hub not configured here');
+        return { ...outcome, outcome: 'unknownHub' };
+      }
       const signal: DeviceConnectedEvent = {
-        hubHostName: `${data.hubName}.${IOT_HUB_DOMAIN}`,
+        hubHostName,
         deviceId: data.deviceId,
         sequenceNumber: data.deviceConnectionStateEventInfo.sequenceNumber,
         eventTime: event.time ?? new Date().toISOString(),
@@ -196,18 +209,16 @@ export function eventGridRoutes({ client, log, eventGridSecret, eventGridDedupCa
       }
       const key = [signal.hubHostName.toLowerCase(), signal.deviceId, signal.sequenceNumber].join('\n');
       if (seen.has(key)) {
-        log.info(context, 'duplicate DeviceConnected ignored');
+        log.debug(context, 'duplicate DeviceConnected ignored');
         return { ...outcome, outcome: 'duplicate' };
       }
       // Claimed before the awaits so that a concurrent redelivery counts as a duplicate; released on failure so
       // that Event Grid's retry of this delivery is processed again.
       seen.add(key);
       try {
-        const workflowIds = await client.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
-          signalRunningPromotions(signal),
-        );
+        const workflowIds = await signalWaitingPromotions(signal);
         if (workflowIds.length === 0) {
-          log.info(context, 'DeviceConnected: no running promotion of this device');
+          log.debug(context, 'DeviceConnected: no running promotion of this device');
           return { ...outcome, outcome: 'noRunningPromotion' };
         }
         log.info({ ...context, workflowIds }, 'DeviceConnected signalled');
@@ -220,30 +231,51 @@ export function eventGridRoutes({ client, log, eventGridSecret, eventGridDedupCa
   });
 
   /**
-   * Running promotions of the device, found by device id — or by registration id, which for most devices is the
-   * same and is set from the start (the device id only once the workflow has read it).
+   * Signals the promotions that may wait for this device, by their deterministic ids: `promote/<deviceId>` (the
+   * registration id is the device id for most devices) and the relay a promotion runs under
+   * `device-events/<deviceId>` when they differ. No visibility query: it is eventually consistent and
+   * rate-limited, and would miss a promotion started a moment ago. The workflow decides whether the event counts.
    */
-  async function signalRunningPromotions(event: DeviceConnectedEvent): Promise<string[]> {
-    const id = visibilityLiteral(event.deviceId);
-    const query = [
-      `WorkflowType = ${visibilityLiteral(WORKFLOW_TYPES.promoteDevice)}`,
-      `ExecutionStatus = 'Running'`,
-      `(${SA.deviceId.name} = ${id} OR ${SA.registrationId.name} = ${id})`,
-    ].join(' AND ');
-    const signalled: string[] = [];
-    for await (const execution of client.workflow.list({ query, pageSize: 100 })) {
-      try {
-        await client.workflow.getHandle(execution.workflowId, execution.runId).signal(deviceConnectedSignal, event);
-        signalled.push(execution.workflowId);
-      } catch (err) {
-        // Closed between the listing and the signal: nothing left to tell.
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-      }
-    }
-    return signalled;
+  async function signalWaitingPromotions(event: DeviceConnectedEvent): Promise<string[]> {
+    const ids = [promotionWorkflowId(event.deviceId), deviceEventsWorkflowId(event.deviceId)];
+    const signalled = await Promise.all(
+      ids.map(async (workflowId) => {
+        try {
+          await client.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
+            client.workflow.getHandle(workflowId).signal(deviceConnectedSignal, event),
+          );
+          return [workflowId];
+        } catch (err) {
+          // No such workflow, or it has closed: nothing waits for this device there.
+          if (err instanceof WorkflowNotFoundError) return [];
+          throw err;
+        }
+      }),
+    );
+    return signalled.flat();
   }
 
   return router;
+}
+
+/** Maps items with at most `concurrency` calls in flight; the first failure fails the whole (after all settle). */
+async function mapConcurrently<T, R>(items: T[], concurrency: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  const errors: unknown[] = [];
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await fn(items[index]);
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, lane));
+  if (errors.length) throw errors[0];
+  return results;
 }
 
 function requireSecret(secret: string | undefined): RequestHandler {

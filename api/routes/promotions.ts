@@ -1,11 +1,17 @@
 import { createHash } from 'node:crypto';
 import { Router } from 'express';
 import { z } from 'zod';
-import { WorkflowFailedError, type WorkflowExecutionInfo, type WorkflowExecutionStatusName } from '@temporalio/client';
+import {
+  WorkflowFailedError,
+  WorkflowUpdateFailedError,
+  type WorkflowExecutionInfo,
+  type WorkflowExecutionStatusName,
+} from '@temporalio/client';
 // The public list() iterator hides the server's page token; the API pages with the raw RPC and decodes each
 // execution with the SDK's own helper instead of a hand-written decoder.
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
 import {
+  ActivityFailure,
   ApplicationFailure,
   CancelledFailure,
   TemporalFailure,
@@ -17,8 +23,21 @@ import { HttpError } from '../errors';
 import { registry } from '../openapi';
 import { validate } from '../validate';
 import { visibilityLiteral } from '../visibility';
-import { OPERATIONS, promotionStatusQuery, promotionWorkflowId, WORKFLOW_TYPES } from '../../common/messages';
-import { environmentName, PROMOTION_PHASES, PromotionErrors, PromotionRequest } from '../../common/promotion';
+import {
+  OPERATIONS,
+  promotionStatusQuery,
+  promotionWorkflowId,
+  retryCompensationUpdate,
+  WORKFLOW_TYPES,
+} from '../../common/messages';
+import {
+  environmentName,
+  PROMOTION_PHASES,
+  PROMOTION_REPORT_MEMO,
+  PromotionErrors,
+  PromotionRequest,
+  type PromotionReport,
+} from '../../common/promotion';
 import { SA } from '../../common/search-attributes';
 import type { promoteDevice } from '../../workflows/promotion';
 
@@ -103,6 +122,14 @@ const PromotionDetail = PromotionSummary.extend({
   progressUnavailable: z.string().optional().describe('running, but the status query did not answer: why'),
   result: z.record(z.string(), z.unknown()).optional().describe('completed: the PromotionResult'),
   failure: Failure.optional().describe('failed, cancelled, terminated or timed out: what ended it'),
+  outcome: z
+    .enum(['promoted', 'rolledBack', 'parked', 'compensationFailed', 'failed', 'cancelled'])
+    .optional()
+    .describe('closed: what the run left behind (from its report)'),
+  report: z
+    .record(z.string(), z.unknown())
+    .optional()
+    .describe('closed: how the run ended — outcome, reason, terminal phase, failure type, undo steps left'),
 });
 
 const PromotionList = z.object({ promotions: z.array(PromotionSummary), nextPageToken: z.string().optional() });
@@ -158,6 +185,18 @@ registry.registerPath({
   responses: {
     202: { description: 'cancellation requested; poll the Location', content: json(Started) },
     404: { description: 'no promotion of this device is running', content: json(ErrorBody) },
+  },
+});
+
+registry.registerPath({
+  method: 'post',
+  path: '/v1/promotions/{registrationId}/retry-compensation',
+  summary: 'Run the undo steps a promotion could not complete again (phase compensationFailed); answers what is left',
+  request: { params: RegistrationParams },
+  responses: {
+    200: { description: 'the compensation report after the retry', content: json(z.record(z.string(), z.unknown())) },
+    404: { description: 'no promotion of this device is running', content: json(ErrorBody) },
+    409: { description: 'the promotion is not in phase compensationFailed (NothingToRetry)', content: json(ErrorBody) },
   },
 });
 
@@ -281,6 +320,11 @@ export function promotionRoutes({ client, taskQueue, log, environments = {} }: A
       followRuns: false,
     });
     const detail: z.infer<typeof PromotionDetail> = summarize(description);
+    const report = description.memo?.[PROMOTION_REPORT_MEMO] as PromotionReport | undefined;
+    if (report && detail.status !== 'running') {
+      detail.report = report as unknown as Record<string, unknown>;
+      detail.outcome = report.outcome;
+    }
     if (detail.status === 'running') {
       try {
         const progress = await client.withDeadline(Date.now() + STATUS_QUERY_TIMEOUT_MS, () =>
@@ -317,6 +361,31 @@ export function promotionRoutes({ client, taskQueue, log, environments = {} }: A
     log.info({ workflowId, runId: description.runId }, 'promotion cancellation requested');
     res.status(202).location(url).json({ workflowId, runId: description.runId, statusUrl: url });
   });
+
+  router.post(
+    '/promotions/:registrationId/retry-compensation',
+    validate({ params: RegistrationParams }),
+    async (req, res) => {
+      const workflowId = promotionWorkflowId(req.params.registrationId);
+      const description = await client.workflow.getHandle(workflowId).describe();
+      if (description.status.name !== 'RUNNING') {
+        throw new HttpError(404, 'NotRunning', 'no promotion of this device is running', { workflowId });
+      }
+      try {
+        const compensation = await client.workflow
+          .getHandle(workflowId, description.runId)
+          .executeUpdate(retryCompensationUpdate);
+        log.info({ workflowId, leftovers: compensation.leftovers.length }, 'compensation retried');
+        res.json({ workflowId, runId: description.runId, compensation });
+      } catch (err) {
+        const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
+        if (cause instanceof ApplicationFailure && cause.type === PromotionErrors.nothingToRetry) {
+          throw new HttpError(409, PromotionErrors.nothingToRetry, cause.message, { workflowId });
+        }
+        throw err;
+      }
+    },
+  );
 
   return router;
 }
@@ -361,7 +430,9 @@ function statusUrl(registrationId: string): string {
 
 /** What ended a closed run, from the error its result() raised. */
 function describeFailure(err: unknown): Failure {
-  const cause = err instanceof WorkflowFailedError ? err.cause : err;
+  let cause = err instanceof WorkflowFailedError ? err.cause : err;
+  // Runs of the first release failed with the activity's failure: name the ApplicationFailure inside it.
+  if (cause instanceof ActivityFailure && cause.cause instanceof ApplicationFailure) cause = cause.cause;
   if (cause instanceof ApplicationFailure) {
     return {
       type: cause.type ?? 'Error',

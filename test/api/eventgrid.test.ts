@@ -4,6 +4,7 @@ import type { Express } from 'express';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { createApp } from '../../api/app';
 import { createLogger } from '../../common/logger';
+import { deviceEventsWorkflowId } from '../../common/messages';
 import { connectToHarness, type TemporalTestContext } from '../helpers/temporal';
 import {
   eventually,
@@ -79,7 +80,11 @@ describe('Event Grid webhook', () => {
     await ctx.close();
   });
 
-  /** A running stand-in promotion, visible to the webhook's search. */
+  /**
+   * A running stand-in promotion. No wait for visibility: the webhook reaches it by id from the moment it starts.
+   * One whose device id is not its registration id starts the real event relay, as a promotion does; this waits
+   * for that relay to run.
+   */
   async function runningPromotion(client: Client, options: { registrationId: string; deviceId?: string }) {
     const handle = await startPromotionDirectly(client, fixture.taskQueue, {
       ...options,
@@ -87,7 +92,12 @@ describe('Event Grid webhook', () => {
       targetHub: environments.production,
     });
     started.add(handle.workflowId);
-    await waitForVisibility(client, `WorkflowId = '${handle.workflowId}' AND ExecutionStatus = 'Running'`);
+    if (options.deviceId && options.deviceId !== options.registrationId) {
+      await eventually(async () => {
+        const relay = await client.workflow.getHandle(deviceEventsWorkflowId(options.deviceId!)).describe();
+        expect(relay.status.name).toBe('RUNNING');
+      });
+    }
     return handle;
   }
 
@@ -202,7 +212,7 @@ describe('Event Grid webhook', () => {
       await expectDeviceConnectedSignals(handle, 0);
     });
 
-    it('signals the running promotion found by device id, with the hub host name and sequence number', async () => {
+    it('reaches a promotion whose device id is not its registration id through its relay, with hub host and sequence number', async () => {
       const registrationId = uniqueRegistrationId('eg');
       const deviceId = `device-${registrationId}`;
       const handle = await runningPromotion(ctx.client, { registrationId, deviceId });
@@ -213,7 +223,12 @@ describe('Event Grid webhook', () => {
       );
       const res = await post([event]).expect(200);
       expect(res.body.results).toEqual([
-        { eventId: event.id, eventType: event.eventType, outcome: 'signalled', workflowIds: [handle.workflowId] },
+        {
+          eventId: event.id,
+          eventType: event.eventType,
+          outcome: 'signalled',
+          workflowIds: [deviceEventsWorkflowId(deviceId)],
+        },
       ]);
       const received = await eventually(async () => {
         const events = await handle.query(fixtureEventsQuery);
@@ -229,7 +244,7 @@ describe('Event Grid webhook', () => {
       });
     });
 
-    it('finds a promotion by registration id before the workflow has set the device id', async () => {
+    it('signals a promotion by its deterministic id the moment it has started, without a visibility search', async () => {
       const registrationId = uniqueRegistrationId('eg');
       const handle = await runningPromotion(ctx.client, { registrationId });
       const res = await post([deviceConnected(environments.production, registrationId, '10')]).expect(200);
@@ -299,7 +314,45 @@ describe('Event Grid webhook', () => {
       const deviceId = `o'brien-${registrationId}`;
       const handle = await runningPromotion(ctx.client, { registrationId, deviceId });
       const res = await post([deviceConnected(environments.production, deviceId, '1')]).expect(200);
-      expect(res.body.results[0]).toMatchObject({ outcome: 'signalled', workflowIds: [handle.workflowId] });
+      expect(res.body.results[0]).toMatchObject({
+        outcome: 'signalled',
+        workflowIds: [deviceEventsWorkflowId(deviceId)],
+      });
+      await eventually(async () => expect(await handle.query(fixtureEventsQuery)).toHaveLength(1));
+    });
+
+    it('maps hub names through the configured environments, whatever their domain, and ignores other hubs', async () => {
+      const sovereign = {
+        test: 'line-test.azure-devices.cn',
+        production: `prod-${randomUUID().slice(0, 8)}.azure-devices.cn`,
+      };
+      const china = createApp({
+        client: ctx.client,
+        taskQueue: fixture.taskQueue,
+        log: createLogger('silent'),
+        environments: sovereign,
+      });
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await startPromotionDirectly(ctx.client, fixture.taskQueue, {
+        registrationId,
+        sourceHub: sovereign.test,
+        targetHub: sovereign.production,
+      });
+      started.add(handle.workflowId);
+      const res = await request(china)
+        .post('/v1/eventgrid')
+        .send([
+          deviceConnected(sovereign.production, registrationId, '1'),
+          deviceConnected('unconfigured-hub.azure-devices.net', registrationId, '1'),
+        ])
+        .expect(200);
+      expect(res.body.results.map((r: { outcome: string }) => r.outcome)).toEqual(['signalled', 'unknownHub']);
+      const [received] = await eventually(async () => {
+        const events = await handle.query(fixtureEventsQuery);
+        expect(events).toHaveLength(1);
+        return events;
+      });
+      expect(received.hubHostName).toBe(sovereign.production);
     });
 
     it('accepts CloudEvents 1.0 deliveries', async () => {

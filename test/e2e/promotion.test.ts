@@ -3,9 +3,10 @@
  * emulator (DPS + hubs) → simulated device (real device SDKs) reconnecting on its own.
  */
 import request from 'supertest';
-import { WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { promotionWorkflowId } from '../../common/messages';
-import type { PromotionResult } from '../../common/promotion';
+import { PROMOTION_REPORT_MEMO, type PromotionReport, type PromotionResult } from '../../common/promotion';
 import { addFaultRule, resetLimits } from '../../emulator/limits';
 import { eventGridFor } from '../../emulator/eventgrid';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
@@ -60,6 +61,31 @@ async function deviceIn(env: 'test' | 'production', deviceId: string) {
   }
 }
 
+/**
+ * How a promotion that did not promote ended: a Failed run carries its result in the failure's details, a cancelled
+ * one in its memo's report.
+ */
+async function endedWithout(handle: WorkflowHandle) {
+  const err = await handle.result().then(
+    () => {
+      throw new Error(`${handle.workflowId} completed, expected it to fail or be cancelled`);
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  const cause = (err as WorkflowFailedError).cause;
+  const report = (await handle.describe()).memo?.[PROMOTION_REPORT_MEMO] as PromotionReport;
+  if (cause instanceof CancelledFailure) return { status: 'cancelled' as const, report };
+  expect(cause).toBeInstanceOf(ApplicationFailure);
+  const failure = cause as ApplicationFailure;
+  return {
+    status: 'failed' as const,
+    type: failure.type,
+    result: failure.details?.[0] as PromotionResult | undefined,
+    report,
+  };
+}
+
 async function historyText(workflowId: string): Promise<string> {
   const history = await stack.temporal.client.workflow.getHandle(workflowId).fetchHistory();
   return JSON.stringify(history);
@@ -103,7 +129,7 @@ describe('test-to-production promotion', () => {
     const description = await handle.describe();
     expect(description.closeTime!.getTime()).toBeGreaterThanOrEqual(new Date(connected.time).getTime());
     expectNoSecrets(await historyText(handle.workflowId), enrolled);
-    await recordHistory(handle, 'promotion-polling');
+    await recordHistory(handle, 'promotion-v2-polling');
   });
 
   it('completes an X.509 device promotion on the Event Grid signal alone, resetting its twin', async () => {
@@ -130,7 +156,7 @@ describe('test-to-production promotion', () => {
       expect(await deviceIn('production', id)).toMatchObject({ authentication: { type: 'selfSigned' } });
       expect(await deviceIn('test', id)).toBeUndefined();
       expectNoSecrets(await historyText(handle.workflowId), enrolled);
-      await recordHistory(handle, 'promotion-event-grid');
+      await recordHistory(handle, 'promotion-v2-event-grid');
     } finally {
       grid.unsubscribe('production', name);
     }
@@ -143,7 +169,7 @@ describe('test-to-production promotion', () => {
       registrationId: id,
       enrollmentGroupId: enrolled.enrollmentGroupId,
       sourceRemoval: 'disable',
-      deviceCertificate: enrolled.certPem,
+      deviceCertificate: enrolled.chainPem,
       pollInterval: '1s',
     });
     const result: PromotionResult = await handle.result();
@@ -162,7 +188,7 @@ describe('test-to-production promotion', () => {
     expect(individual.iotHubs).toEqual([stack.hosts.production]);
     const group = (await stack.dps.getEnrollmentGroup(enrolled.enrollmentGroupId!)).responseBody;
     expect(group.iotHubs).toEqual([stack.hosts.test]);
-    await recordHistory(handle, 'promotion-group-member');
+    await recordHistory(handle, 'promotion-v2-group-member');
   });
 
   it('moves one symmetric-key group member with its derived key, leaving the group where it was', async () => {
@@ -200,11 +226,14 @@ describe('test-to-production promotion', () => {
       deadline: '3s',
       pollInterval: '1s',
     });
-    const result: PromotionResult = await handle.result();
+    const ended = await endedWithout(handle);
 
+    expect(ended).toMatchObject({ status: 'failed', type: 'ReconnectionDeadlineExceeded' });
+    const result = ended.result!;
     expect(result).toMatchObject({ outcome: 'rolledBack', reason: 'deadline', phase: 'rolledBack' });
+    expect(ended.report).toMatchObject({ outcome: 'rolledBack', reason: 'deadline', phase: 'rolledBack' });
     expect(result.steps.map((s) => s.step)).toEqual(
-      expect.arrayContaining(['deadline', 'enrollmentRestored', 'sourceDeviceRestored']),
+      expect.arrayContaining(['deadline', 'undo:sourceDevice', 'undo:enrollment', 'undo:targetDevice']),
     );
     await expect(stack.dps.getIndividualEnrollment(id)).rejects.toThrow();
     const restored = await deviceIn('test', id);
@@ -216,7 +245,7 @@ describe('test-to-production promotion', () => {
     devices.push(again);
     await connectedTo(again, stack.hosts.test);
     expectNoSecrets(await historyText(handle.workflowId), enrolled);
-    await recordHistory(handle, 'promotion-rollback');
+    await recordHistory(handle, 'promotion-v2-rollback');
   });
 
   it('parks a device that never comes back when asked to, and flags it', async () => {
@@ -224,12 +253,14 @@ describe('test-to-production promotion', () => {
     const id = enrolled.registrationId;
     await device.stop();
     const handle = await startPromotion({ registrationId: id, deadline: '2s', pollInterval: '1s', onTimeout: 'park' });
-    const result: PromotionResult = await handle.result();
+    const ended = await endedWithout(handle);
 
-    expect(result).toMatchObject({ outcome: 'parked', reason: 'deadline', phase: 'parked' });
-    expect(result.flagged).toMatch(/parked/);
+    expect(ended).toMatchObject({ status: 'failed', type: 'ReconnectionDeadlineExceeded' });
+    expect(ended.result).toMatchObject({ outcome: 'parked', reason: 'deadline', phase: 'parked' });
+    expect(ended.result!.flagged).toMatch(/parked/);
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.production]);
-    expect(await deviceIn('test', id)).toBeUndefined();
+    // Left as it was when the promotion stopped: disabled in test (DPS migrates its twin when the device comes).
+    expect(await deviceIn('test', id)).toMatchObject({ status: 'disabled' });
     const description = await handle.describe();
     expect(description.searchAttributes.IotPhase).toEqual(['parked']);
   });
@@ -241,10 +272,15 @@ describe('test-to-production promotion', () => {
     const handle = await startPromotion({ registrationId: id, deadline: '1h', pollInterval: '1s' });
     await waitForPhase(id, 'awaitingReconnection');
     await request(stack.app).post(`/v1/promotions/${id}/cancel`).expect(202);
-    const result: PromotionResult = await handle.result();
+    const ended = await endedWithout(handle);
 
-    expect(result).toMatchObject({ outcome: 'rolledBack', reason: 'cancelled' });
-    await recordHistory(handle, 'promotion-cancelled');
+    expect(ended).toMatchObject({ status: 'cancelled', report: { outcome: 'rolledBack', reason: 'cancelled' } });
+    await recordHistory(handle, 'promotion-v2-cancelled');
+    // The API lists it as cancelled and says what it left behind.
+    const listed = await request(stack.app).get(`/v1/promotions?status=cancelled&registrationId=${id}`).expect(200);
+    expect(listed.body.promotions.map((p: { workflowId: string }) => p.workflowId)).toEqual([handle.workflowId]);
+    const detail = await request(stack.app).get(`/v1/promotions/${id}`).expect(200);
+    expect(detail.body).toMatchObject({ status: 'cancelled', outcome: 'rolledBack', phase: 'rolledBack' });
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.test]);
     expect(await deviceIn('test', id)).toMatchObject({ status: 'enabled' });
     const again = simulate(stack, enrolled);
@@ -292,7 +328,7 @@ describe('test-to-production promotion', () => {
       registrationId: id,
       enrollmentGroupId: enrolled.enrollmentGroupId,
       protocol: 'mqtt-ws',
-      deviceCertificate: enrolled.certPem,
+      deviceCertificate: enrolled.chainPem,
     });
     await expect(handle.result()).rejects.toMatchObject({ cause: { type: 'UnsupportedAttestationProtocol' } });
     await expect(stack.dps.getIndividualEnrollment(id)).rejects.toThrow();
@@ -305,7 +341,7 @@ describe('test-to-production promotion', () => {
     const limits = stack.emulator.state.limits;
     addFaultRule(limits, { surface: 'dpsService', operation: 'createOrUpdateEnrollment', status: 429, times: 2 });
     addFaultRule(limits, { surface: 'dpsService', operation: 'getEnrollment', status: 503, times: 2 });
-    addFaultRule(limits, { surface: 'hub', hub: 'test', operation: 'deleteDevice', status: 500, times: 2 });
+    addFaultRule(limits, { surface: 'hub', hub: 'test', operation: 'bulkDevices', status: 500, times: 2 });
     addFaultRule(limits, { surface: 'hub', hub: 'production', operation: 'getDevice', status: 429, times: 3 });
     const handle = await startPromotion({ registrationId: id, pollInterval: '1s' });
     const result: PromotionResult = await handle.result();
@@ -336,7 +372,7 @@ describe('test-to-production promotion', () => {
     const history = await handle.fetchHistory();
     const scheduled = history.events!.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
     expect(scheduled.filter((n) => n === 'dpsRepointEnrollment')).toHaveLength(1);
-    expect(scheduled.filter((n) => n === 'hubRemoveDevice')).toHaveLength(1);
+    expect(scheduled.filter((n) => n === 'hubDisableDevice')).toHaveLength(1);
   });
 });
 

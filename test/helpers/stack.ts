@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import type { Worker } from '@temporalio/worker';
+import type { Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { Registry } from 'azure-iothub';
@@ -37,11 +37,12 @@ export interface Stack {
   /** Stops the in-process worker (e.g. to simulate a crash) and lets a new one take over later. */
   restartWorker(): Promise<void>;
   stopWorker(): Promise<void>;
-  startWorker(): Promise<void>;
+  /** Starts a worker: the project's workflows, or another build of them (an earlier release, for upgrades). */
+  startWorker(options?: { workflowBundle?: WorkflowBundleWithSourceMap; identity?: string }): Promise<void>;
   stop(): Promise<void>;
 }
 
-export async function startStack(): Promise<Stack> {
+export async function startStack(options: { workflowBundle?: WorkflowBundleWithSourceMap } = {}): Promise<Stack> {
   const emulator = await startEmulator({ controlPort: false });
   const uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
   configureDps(emulator.state.dps, { retryAfterSeconds: 0 });
@@ -70,14 +71,15 @@ export async function startStack(): Promise<Stack> {
 
   let worker: Worker | undefined;
   let running: Promise<void> | undefined;
-  const startWorker = async () => {
+  const startWorker = async (worker_: { workflowBundle?: WorkflowBundleWithSourceMap; identity?: string } = {}) => {
     worker = await createWorker({
       connection: temporal.nativeConnection,
       namespace: 'default',
       taskQueue,
       deps: { azure },
-      workflowBundle: await workflowBundle(),
+      workflowBundle: worker_.workflowBundle ?? (await workflowBundle()),
       shutdownGraceSeconds: 1,
+      ...(worker_.identity ? { identity: worker_.identity } : {}),
     });
     running = worker.run();
   };
@@ -86,7 +88,7 @@ export async function startStack(): Promise<Stack> {
     await running;
     worker = undefined;
   };
-  await startWorker();
+  await startWorker({ workflowBundle: options.workflowBundle });
 
   return {
     emulator,

@@ -55,6 +55,10 @@ export interface DevServerOptions {
   /** Forwarded output of the server process (defaults to discarding it). */
   onOutput?: (line: string) => void;
   startupTimeoutMs?: number;
+  /** Aborting it during start-up stops the server and rejects. */
+  signal?: AbortSignal;
+  /** How long stop() waits for a graceful exit before killing; 10 s. */
+  stopTimeoutMs?: number;
 }
 
 export interface DevServer {
@@ -62,7 +66,10 @@ export interface DevServer {
   namespace: string;
   uiUrl?: string;
   description: string;
+  /** SIGTERM, then SIGKILL after the stop timeout. */
   stop(): Promise<void>;
+  /** SIGKILL at once (a forced exit). */
+  kill(): void;
 }
 
 export async function freePort(host = '127.0.0.1'): Promise<number> {
@@ -102,6 +109,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       uiUrl: options.uiPort !== undefined ? `http://${ip}:${options.uiPort}` : undefined,
       description: describeCli(options.cli),
       stop: () => env.teardown(),
+      kill: () => void env.teardown().catch(() => undefined),
     };
   }
 
@@ -112,7 +120,9 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   if (options.dbFilename) args.push('--db-filename', options.dbFilename);
   for (const key of searchAttributeKeys) args.push('--search-attribute', `${key.name}=${cliType(key.type)}`);
 
-  const child = spawn(options.cli.path, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group: a terminal's Ctrl-C reaches the whole foreground group at once, and the server must be
+  // the last to stop (the worker and the webhook still talk to it while they drain), so its owner stops it.
+  const child = spawn(options.cli.path, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const output: string[] = [];
   const collect = (chunk: Buffer) => {
     for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
@@ -124,15 +134,20 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
   // Never leave a server behind, whatever way this process ends.
-  const killOnExit = () => child.kill('SIGKILL');
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null && child.pid) process.kill(-child.pid, 'SIGKILL');
+  };
+  const killOnExit = () => kill();
   process.once('exit', killOnExit);
   child.once('exit', () => process.removeListener('exit', killOnExit));
 
   const address = `${ip}:${port}`;
+  const stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
   try {
-    await waitUntilServing(address, child, options.startupTimeoutMs ?? 60_000);
+    await waitUntilServing(address, child, options.startupTimeoutMs ?? 60_000, options.signal);
   } catch (err) {
-    await stopChild(child);
+    await stopChild(child, stopTimeoutMs);
+    if (options.signal?.aborted) throw err;
     throw new Error(`${(err as Error).message}\nLast server output:\n${output.join('\n')}`);
   }
   return {
@@ -140,7 +155,8 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     namespace,
     uiUrl: options.uiPort !== undefined ? `http://${ip}:${options.uiPort}` : undefined,
     description: describeCli(options.cli),
-    stop: () => stopChild(child),
+    stop: () => stopChild(child, stopTimeoutMs),
+    kill,
   };
 }
 
@@ -160,12 +176,18 @@ function cliType(type: string): string {
   return mapped;
 }
 
-async function waitUntilServing(address: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+async function waitUntilServing(
+  address: string,
+  child: ChildProcess,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let exited: number | null = null;
   child.once('exit', (code) => (exited = code ?? -1));
   let lastError: unknown;
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     if (exited !== null) throw new Error(`temporal server exited with code ${exited} during start-up`);
     try {
       const connection = await Connection.connect({ address, connectTimeout: 1_000 });
@@ -183,11 +205,11 @@ async function waitUntilServing(address: string, child: ChildProcess, timeoutMs:
   throw new Error(`temporal server at ${address} did not answer within ${timeoutMs} ms: ${String(lastError)}`);
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
+async function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   await exited;
   clearTimeout(timer);
 }

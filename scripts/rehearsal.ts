@@ -10,13 +10,30 @@ import { enrollSymmetricKeyDevice } from '../emulator/simulator/enroll';
  * connected there through the real device SDKs, and the production hub's Event Grid subscribed to the API's
  * webhook, so that one curl promotes a device end to end.
  */
+export interface DevicePlacement {
+  registrationId: string;
+  /** The emulator hub DPS assigns the device to now: test, production, or undefined before its first registration. */
+  environment?: string;
+}
+
+export interface Rehearsal {
+  devices: SimulatedDevice[];
+  /** Where DPS assigns each device now (after an earlier run's promotions, not where the set started). */
+  whereAreThey(): Promise<DevicePlacement[]>;
+  stop(): Promise<void>;
+}
+
+/** How long start-up waits for the simulated devices' first connection before printing where they are. */
+const FIRST_CONNECTION_TIMEOUT_MS = 15_000;
+
 export async function startRehearsal(options: {
   emulator: RunningEmulator;
   apiUrl: string;
   eventGridSecret: string;
   deviceIds: string[];
   log: Logger;
-}): Promise<{ devices: SimulatedDevice[]; stop(): Promise<void> }> {
+  signal?: AbortSignal;
+}): Promise<Rehearsal> {
   const { emulator, log } = options;
   const dps = ProvisioningServiceClient.fromConnectionString(emulator.connectionStrings.dps);
   const testHub = emulator.state.hubs.get('test')!.hostName;
@@ -63,5 +80,29 @@ export async function startRehearsal(options: {
     device.on('event', (event) => log.info({ device: registrationId, ...event }, 'simulated device'));
     devices.push(device.start());
   }
-  return { devices, stop: async () => void (await Promise.all(devices.map((d) => d.stop()))) };
+  const stop = async () => void (await Promise.all(devices.map((d) => d.stop())));
+  options.signal?.addEventListener('abort', () => void stop(), { once: true });
+  return {
+    devices,
+    stop,
+    async whereAreThey() {
+      await Promise.all(
+        devices.map((d) =>
+          d.waitFor((e) => e.type === 'connected', FIRST_CONNECTION_TIMEOUT_MS).catch(() => undefined),
+        ),
+      );
+      const hubs = [...emulator.state.hubs.entries()];
+      return Promise.all(
+        options.deviceIds.map(async (registrationId) => {
+          const state = await dps.getDeviceRegistrationState(registrationId).then(
+            (answer) => answer.responseBody,
+            () => undefined,
+          );
+          const assigned = state?.assignedHub?.toLowerCase();
+          const environment = hubs.find(([, hub]) => hub.hostName.toLowerCase() === assigned)?.[0];
+          return { registrationId, environment };
+        }),
+      );
+    },
+  };
 }

@@ -5,7 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { ConfigError, loadConfig, type Config } from '../common/config';
 import { createLogger, type Logger } from '../common/logger';
-import { stopOnSignals } from '../common/shutdown';
+import { Lifecycle } from '../common/lifecycle';
 import { describeCli, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
@@ -13,24 +13,30 @@ import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
 import { installAzureEndpointRouting, startEmulator, type RunningEmulator } from '../emulator';
 import { persistCa, readPersistedCa } from '../emulator/persisted-ca';
-import { startRehearsal } from './rehearsal';
+import { startRehearsal, type DevicePlacement, type Rehearsal } from './rehearsal';
+
+/** Ranks of the parts in shutdown order: intake first, the Temporal server last. */
+const RANK = { intake: 0, devices: 1, worker: 2, emulator: 3, temporal: 4 } as const;
+/** `npm start` leaves nothing behind within 10 s of Ctrl-C: past this, whatever is left is killed. */
+const FORCE_AFTER_MS = 8_000;
+/** The worker's drain in `npm start` (its activities are retried by Temporal anyway). */
+const WORKER_GRACE_SECONDS = 3;
 
 /**
  * `npm start`: the embedded default in one process — a Temporal dev server with its Web UI (persisted under
  * DATA_DIR), the Azure emulator (unless Azure connection strings are configured), the worker and the API.
- * TEMPORAL_ADDRESS uses an existing Temporal server instead of starting one.
+ * TEMPORAL_ADDRESS uses an existing Temporal server instead of starting one. Ctrl-C (or SIGTERM) stops it in any
+ * phase: the API and the simulated devices first, then the worker drains, then the emulator, then the server.
  */
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.LOG_LEVEL);
+  const lifecycle = new Lifecycle(log, { forceAfterMs: FORCE_AFTER_MS });
+  lifecycle.installSignalHandlers();
   Runtime.install({
     logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
   });
   const dataDir = path.resolve(projectRoot, config.DATA_DIR);
-  const stops: Array<() => Promise<void>> = [];
-  const stopAll = async () => {
-    for (const stop of stops.reverse()) await stop().catch((err) => log.error({ err }, 'error while stopping'));
-  };
 
   try {
     // 1. Temporal: existing cluster, or the dev server with a persisted SQLite file and the Web UI.
@@ -45,44 +51,53 @@ async function main(): Promise<void> {
         uiPort: config.TEMPORAL_UI_PORT,
         dbFilename: path.join(dataDir, 'temporal.sqlite'),
         namespace: config.TEMPORAL_NAMESPACE,
+        signal: lifecycle.signal,
+        stopTimeoutMs: 3_000,
       });
-      stops.push(() => server.stop());
+      lifecycle.onForce(() => server.kill());
+      lifecycle.add('temporal server', RANK.temporal, () => server.stop());
       temporalAddress = server.address;
       uiUrl = server.uiUrl;
     }
+    lifecycle.checkpoint();
 
     // 2. Azure: configured connection strings, or the embedded emulator.
     const useEmulator = config.EMULATOR ?? !(config.AZURE_DPS_CONNECTION_STRING || config.AZURE_HUB_CONNECTION_STRINGS);
     let azure = { dps: config.AZURE_DPS_CONNECTION_STRING, hubs: config.AZURE_HUB_CONNECTION_STRINGS };
     let emulator: RunningEmulator | undefined;
     if (useEmulator) {
-      emulator = await startEmbeddedEmulator(config, dataDir);
-      stops.push(() => emulator!.stop());
-      installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
-      azure = { dps: emulator.connectionStrings.dps, hubs: emulator.connectionStrings.hubs };
+      const running = await startEmbeddedEmulator(config, dataDir);
+      emulator = running;
+      lifecycle.add('emulator', RANK.emulator, () => running.stop());
+      installAzureEndpointRouting({ address: running.address, caPem: running.caPem });
+      azure = { dps: running.connectionStrings.dps, hubs: running.connectionStrings.hubs };
     } else {
       configureAzureEndpoints(config);
     }
+    lifecycle.checkpoint();
 
     // The embedded default makes up its own webhook secret; with real Azure, set EVENT_GRID_SECRET.
     const eventGridSecret = config.EVENT_GRID_SECRET ?? (emulator ? randomBytes(16).toString('hex') : undefined);
 
     // 3. Worker.
     const nativeConnection = await NativeConnection.connect({ address: temporalAddress });
+    lifecycle.add('temporal worker connection', RANK.emulator, () => nativeConnection.close());
+    const workflowBundle = await bundleWorkflows();
+    lifecycle.checkpoint();
     const worker = await createWorker({
       connection: nativeConnection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.TASK_QUEUE,
-      workflowBundle: await bundleWorkflows(),
+      workflowBundle,
       deps: { azure: createAzureClients({ dpsConnectionString: azure.dps, hubConnectionStrings: azure.hubs }) },
-      shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
+      shutdownGraceSeconds: Math.min(config.SHUTDOWN_GRACE_SECONDS, WORKER_GRACE_SECONDS),
     });
     const workerDone = worker.run();
-    stops.push(async () => {
+    lifecycle.add('worker', RANK.worker, async () => {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await workerDone;
-      await nativeConnection.close();
     });
+    lifecycle.checkpoint();
 
     // 4. API.
     const connection = await Connection.connect({ address: temporalAddress });
@@ -97,35 +112,36 @@ async function main(): Promise<void> {
       }),
       config,
     );
-    stops.push(async () => {
-      await new Promise<void>((resolve) => api.close(() => resolve()));
+    lifecycle.add('API', RANK.intake, async () => {
+      const closed = new Promise<void>((resolve) => api.close(() => resolve()));
+      api.closeAllConnections();
+      await closed;
       await connection.close();
     });
+    lifecycle.checkpoint();
 
-    // 5. Rehearsal devices on the emulator, connected to the test hub and ready to be promoted.
-    let rehearsalIds: string[] = [];
+    // 5. Rehearsal devices on the emulator, connected and ready to be promoted.
+    let rehearsal: Rehearsal | undefined;
     if (emulator && config.REHEARSAL_DEVICES > 0) {
-      rehearsalIds = Array.from({ length: config.REHEARSAL_DEVICES }, (_, i) => `demo-device-${i + 1}`);
-      const rehearsal = await startRehearsal({
+      rehearsal = await startRehearsal({
         emulator,
         apiUrl: `http://${config.API_HOST}:${config.API_PORT}`,
         eventGridSecret: eventGridSecret!,
-        deviceIds: rehearsalIds,
+        deviceIds: Array.from({ length: config.REHEARSAL_DEVICES }, (_, i) => `demo-device-${i + 1}`),
         log,
+        signal: lifecycle.signal,
       });
-      stops.push(() => rehearsal.stop());
+      const devices = rehearsal;
+      lifecycle.add('simulated devices', RANK.devices, () => devices.stop());
     }
+    lifecycle.checkpoint();
 
-    printUrls(log, config, temporalAddress, uiUrl, emulator, rehearsalIds);
+    printUrls(log, config, temporalAddress, uiUrl, emulator, rehearsal ? await rehearsal.whereAreThey() : []);
   } catch (err) {
-    await stopAll();
+    if (lifecycle.isStopping) return; // Ctrl-C during start-up: the lifecycle stops what runs and exits.
+    await lifecycle.stop();
     throw err;
   }
-
-  stopOnSignals(async (signal) => {
-    log.info({ signal }, 'stopping');
-    await stopAll();
-  });
 }
 
 /**
@@ -158,12 +174,13 @@ function printUrls(
   temporal: string,
   uiUrl?: string,
   emulator?: RunningEmulator,
-  rehearsalIds: string[] = [],
+  devices: DevicePlacement[] = [],
 ) {
+  const api = `http://${config.API_HOST}:${config.API_PORT}`;
   const lines = [
     '',
     'iot-lifecycle is running',
-    `  API:          http://${config.API_HOST}:${config.API_PORT}  (GET /readyz, /openapi.json)`,
+    `  API:          ${api}  (GET /readyz, /openapi.json)`,
     `  Temporal:     ${temporal}`,
     `  Temporal UI:  ${uiUrl ?? '(existing cluster: use its UI)'}`,
   ];
@@ -175,14 +192,32 @@ function printUrls(
       `  DPS id scope: ${emulator.idScope}`,
     );
   }
-  if (rehearsalIds.length) {
-    lines.push(
-      `  Simulated devices on the test hub: ${rehearsalIds.join(', ')}`,
-      '  Promote one to production:',
-      `    curl -i -X POST http://${config.API_HOST}:${config.API_PORT}/v1/promotions -H 'content-type: application/json' \\`,
-      `      -d '{"registrationId":"${rehearsalIds[0]}"}'`,
-      `    curl http://${config.API_HOST}:${config.API_PORT}/v1/promotions/${rehearsalIds[0]}`,
-    );
+  if (devices.length) {
+    // What is true now: a device promoted in an earlier run is on production, and its curl would be refused.
+    lines.push('  Simulated devices:');
+    for (const d of devices) lines.push(`    ${d.registrationId}: ${d.environment ?? 'not provisioned'}`);
+    const onTest = devices.find((d) => d.environment === 'test');
+    const onProduction = devices.find((d) => d.environment === 'production');
+    const curl = (body: string, id: string) => [
+      `    curl -i -X POST ${api}/v1/promotions -H 'content-type: application/json' \\`,
+      `      -d '${body}'`,
+      `    curl ${api}/v1/promotions/${id}`,
+    ];
+    if (onTest) {
+      lines.push(
+        '  Promote one to production:',
+        ...curl(`{"registrationId":"${onTest.registrationId}"}`, onTest.registrationId),
+      );
+    }
+    if (onProduction) {
+      lines.push(
+        `  ${onTest ? 'Or move' : 'Move'} one back to test:`,
+        ...curl(
+          `{"registrationId":"${onProduction.registrationId}","sourceEnvironment":"production","targetEnvironment":"test"}`,
+          onProduction.registrationId,
+        ),
+      );
+    }
   }
   lines.push('Press Ctrl-C to stop.', '');
   log.info({ temporal, uiUrl, controlUrl: emulator?.controlUrl }, 'started');

@@ -5,5 +5,5 @@ import { DefaultLogger, Runtime } from '@temporalio/worker';
 // nondeterminism error) are not errors of the run: only ERROR reaches the output.
 Runtime.install({
   logger: new DefaultLogger('ERROR'),
-  telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' }, forward: {} } },
+  telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' } } },
 });

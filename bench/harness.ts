@@ -8,7 +8,7 @@ import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup } from 'azure-iot-provisioning-service/dist/interfaces';
 import { configureDps } from '../emulator/dps';
 import { resetLimits } from '../emulator/limits';
-import { installAzureEndpointRouting } from '../emulator/routing';
+import { installAzureEndpointRouting } from '../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../emulator/server';
 
 export type Defer = (stop: () => unknown) => void;

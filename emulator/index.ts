@@ -1,8 +1,6 @@
 /** Public entry of the emulator for tests and tools. */
 export { startEmulator, hubConnectionString, dpsConnectionString } from './server';
 export type { EmulatorOptions, RunningEmulator } from './server';
-export { installAzureEndpointRouting } from './routing';
-export type { AzureEndpointRouting } from './routing';
 export { mintCertificate, thumbprints, certificateInfo } from './certs';
 export type { MintedCert, Issuer, MintOptions } from './certs';
 export { createSasToken, deriveDeviceKey } from './sas';

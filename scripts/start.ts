@@ -11,7 +11,8 @@ import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
-import { installAzureEndpointRouting, startEmulator, type RunningEmulator } from '../emulator';
+import { installAzureEndpointRouting } from '../common/azure-routing';
+import { startEmulator, type RunningEmulator } from '../emulator';
 import { persistCa, readPersistedCa } from '../emulator/persisted-ca';
 import { startRehearsal } from './rehearsal';
 

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { stopOnSignals } from '../../common/shutdown';
-import { installAzureEndpointRouting } from '../routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import type { Attestation, SimulatedDeviceOptions, SimulatorEvent } from './device';
 import { Fleet, numberedRegistrationIds } from './fleet';
 

@@ -11,14 +11,8 @@ import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioni
 import type { Query } from 'azure-iot-provisioning-service/dist/query';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { X509Security } from 'azure-iot-security-x509';
-import {
-  deriveDeviceKey,
-  installAzureEndpointRouting,
-  mintCertificate,
-  startEmulator,
-  type MintedCert,
-  type RunningEmulator,
-} from '../../emulator';
+import { deriveDeviceKey, mintCertificate, startEmulator, type MintedCert, type RunningEmulator } from '../../emulator';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { configureDps } from '../../emulator/dps';
 import { findDevice, linkHubToDps, patchReported, patchTwin, unlinkHubFromDps } from '../../emulator/hub';
 import { addFaultRule, resetLimits } from '../../emulator/limits';

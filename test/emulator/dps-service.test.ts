@@ -9,7 +9,8 @@ import type {
   EnrollmentGroup,
   IndividualEnrollment,
 } from 'azure-iot-provisioning-service/dist/interfaces';
-import { installAzureEndpointRouting, mintCertificate, startEmulator, type RunningEmulator } from '../../emulator';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
+import { mintCertificate, startEmulator, type RunningEmulator } from '../../emulator';
 import { createSasToken } from '../../emulator/sas';
 
 let emulator: RunningEmulator;

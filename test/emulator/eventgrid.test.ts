@@ -9,7 +9,7 @@ import { Client } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { Registry } from 'azure-iothub';
 import { eventGridFor, type EventGridEvent } from '../../emulator/eventgrid';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 
 interface Received {

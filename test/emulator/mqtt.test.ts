@@ -16,7 +16,7 @@ import { Registry } from 'azure-iothub';
 import { mintCertificate } from '../../emulator/certs';
 import { addFaultRule, resetLimits } from '../../emulator/limits';
 import { deviceBroker } from '../../emulator/mqtt';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { createSasToken } from '../../emulator/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import type { DeviceEvent } from '../../emulator/state';

@@ -20,7 +20,7 @@ import { mintCertificate } from '../../emulator/certs';
 import { addDpsCaCertificate, configureDps, listDpsCaCertificates } from '../../emulator/dps';
 import { deviceBroker } from '../../emulator/mqtt';
 import { StateFileError } from '../../emulator/persistence';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { deriveDeviceKey } from '../../emulator/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { WebhookSubscriber } from './webhook-subscriber';

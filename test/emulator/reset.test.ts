@@ -13,7 +13,7 @@ import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { Client as ServiceClient, Registry } from 'azure-iothub';
 import { mintCertificate } from '../../emulator/certs';
 import { deviceBroker } from '../../emulator/mqtt';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { WebhookSubscriber } from './webhook-subscriber';
 

@@ -9,7 +9,7 @@ import { Registry } from 'azure-iothub';
 import { mintCertificate } from '../../emulator/certs';
 import { configureDps } from '../../emulator/dps';
 import { deviceBroker } from '../../emulator/mqtt';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { SimulatedDevice, type Attestation, type SimulatorEvent } from '../../emulator/simulator/device';
 import { numberedRegistrationIds, startFleet, type Fleet } from '../../emulator/simulator/fleet';

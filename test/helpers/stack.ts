@@ -9,7 +9,7 @@ import { createAzureClients, type AzureClients } from '../../activities/azure-cl
 import { createApp } from '../../api/app';
 import { createLogger } from '../../common/logger';
 import { configureDps } from '../../emulator/dps';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { mintCertificate, type MintedCert } from '../../emulator/certs';
 import { SimulatedDevice, type Attestation } from '../../emulator/simulator/device';

@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import https from 'node:https';
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup } from 'azure-iot-provisioning-service/dist/interfaces';
-import { configureDps } from '../emulator/dps';
-import { resetLimits } from '../emulator/limits';
+import { configureDps } from '../emulator/dps/runtime';
+import { resetLimits } from '../emulator/limits/decide';
 import { installAzureEndpointRouting } from '../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../emulator/server';
 

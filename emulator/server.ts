@@ -6,16 +6,16 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { AzureError, sendHubError } from './azure-errors';
-import { createEmulatorPki, type EmulatorPki } from './certs';
-import { controlApp } from './control';
-import { dpsDeviceRouter } from './dps-device';
-import { closeEventGrid } from './eventgrid';
-import { dpsServiceRouter } from './dps-service';
-import { createHub, linkHubToDps, type CreateHubOptions } from './hub';
-import { hubRouter } from './hub-rest';
-import { limitsMiddleware } from './limits';
-import { startMqtt, type MqttListener } from './mqtt';
+import { controlApp } from './control/app';
+import { dpsDeviceRouter } from './dps/device-rest';
+import { linkHubToDps } from './dps/linked-hubs';
+import { dpsServiceRouter } from './dps/service-rest';
+import { closeEventGrid } from './eventgrid/event-grid';
+import { AzureError, sendHubError } from './hub/errors';
+import { createHub, type CreateHubOptions } from './hub/registry';
+import { hubRouter } from './hub/rest';
+import { limitsMiddleware } from './limits/middleware';
+import { startMqtt, type MqttListener } from './mqtt/listener';
 import {
   StateFileError,
   createStateSaver,
@@ -25,7 +25,8 @@ import {
   saveOnStateEvents,
   takeSnapshot,
   type StateSaver,
-} from './persistence';
+} from './persistence/state-file';
+import { createEmulatorPki, type EmulatorPki } from './security/certs';
 import {
   GLOBAL_DPS_HOST,
   createEmulatorState,
@@ -52,7 +53,7 @@ export interface EmulatorOptions {
   /** Reuse a CA (so a trusted ca.pem stays valid across restarts); default: a new CA. */
   ca?: { certPem: string; keyPem: string };
   /**
-   * Keep the state in this JSON file (see emulator/persistence.ts): loaded at start if it exists (it then wins over
+   * Keep the state in this JSON file (see emulator/persistence/state-file.ts): loaded at start if it exists (it then wins over
    * `dps`; hubs of `hubs` that it lacks are added), saved about a second after changes and on `stop()`.
    */
   stateFile?: string;

@@ -13,7 +13,7 @@ import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
 import { installAzureEndpointRouting } from '../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../emulator';
-import { persistCa, readPersistedCa } from '../emulator/persisted-ca';
+import { persistCa, readPersistedCa } from '../emulator/persistence/ca';
 import { startRehearsal } from './rehearsal';
 
 /**

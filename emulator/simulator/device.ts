@@ -18,7 +18,7 @@ import { Http as ProvisioningHttp } from 'azure-iot-provisioning-device-http';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { X509Security } from 'azure-iot-security-x509';
-import { deriveDeviceKey } from '../sas';
+import { deriveDeviceKey } from '../security/sas';
 
 export type Attestation =
   /** Individual enrollment with a symmetric key. */

@@ -6,8 +6,8 @@ import request from 'supertest';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
-import { addFaultRule, resetLimits } from '../../emulator/limits';
-import { eventGridFor } from '../../emulator/eventgrid';
+import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
+import { eventGridFor } from '../../emulator/eventgrid/event-grid';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { recordHistory } from '../helpers/histories';
 import {

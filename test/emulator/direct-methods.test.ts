@@ -6,7 +6,7 @@ import { Client as DeviceClient } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { NoRetry } from 'azure-iot-common';
 import { Client as ServiceClient, Registry } from 'azure-iothub';
-import { deviceBroker } from '../../emulator/mqtt';
+import { deviceBroker } from '../../emulator/mqtt/listener';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { hubConnectionString, startEmulator, type RunningEmulator } from '../../emulator/server';
 

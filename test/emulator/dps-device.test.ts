@@ -13,10 +13,12 @@ import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { X509Security } from 'azure-iot-security-x509';
 import { deriveDeviceKey, mintCertificate, startEmulator, type MintedCert, type RunningEmulator } from '../../emulator';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
-import { configureDps } from '../../emulator/dps';
-import { findDevice, linkHubToDps, patchReported, patchTwin, unlinkHubFromDps } from '../../emulator/hub';
-import { addFaultRule, resetLimits } from '../../emulator/limits';
-import type { DeviceRecord, HubState } from '../../emulator/state';
+import { configureDps } from '../../emulator/dps/runtime';
+import { linkHubToDps, unlinkHubFromDps } from '../../emulator/dps/linked-hubs';
+import { findDevice, patchReported, patchTwin } from '../../emulator/hub/registry';
+import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
+import type { DeviceRecord } from '../../emulator/hub/model';
+import type { HubState } from '../../emulator/state';
 
 let emulator: RunningEmulator;
 let uninstall: () => void;

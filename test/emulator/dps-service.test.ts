@@ -11,7 +11,7 @@ import type {
 } from 'azure-iot-provisioning-service/dist/interfaces';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { mintCertificate, startEmulator, type RunningEmulator } from '../../emulator';
-import { createSasToken } from '../../emulator/sas';
+import { createSasToken } from '../../emulator/security/sas';
 
 let emulator: RunningEmulator;
 let uninstall: () => void;

@@ -13,11 +13,11 @@ import { Mqtt } from 'azure-iot-device-mqtt';
 import { MqttBase } from 'azure-iot-mqtt-base';
 import { NoRetry } from 'azure-iot-common';
 import { Registry } from 'azure-iothub';
-import { mintCertificate } from '../../emulator/certs';
-import { addFaultRule, resetLimits } from '../../emulator/limits';
-import { deviceBroker } from '../../emulator/mqtt';
+import { mintCertificate } from '../../emulator/security/certs';
+import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
+import { deviceBroker } from '../../emulator/mqtt/listener';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
-import { createSasToken } from '../../emulator/sas';
+import { createSasToken } from '../../emulator/security/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import type { DeviceEvent } from '../../emulator/state';
 

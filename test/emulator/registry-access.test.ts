@@ -4,7 +4,7 @@
  */
 import { SharedAccessSignature, anHourFromNow } from 'azure-iot-common';
 import { Registry } from 'azure-iothub';
-import { createSasToken } from '../../emulator/sas';
+import { createSasToken } from '../../emulator/security/sas';
 import { policyOf, startRegistryFixture, type RegistryFixture } from './registry-helpers';
 
 let fx: RegistryFixture & { stop(): Promise<void> };

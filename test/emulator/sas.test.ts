@@ -10,8 +10,8 @@ import {
   isValidSymmetricKey,
   parseSasToken,
   resourceCovers,
-} from '../../emulator/sas';
-import type { SharedAccessPolicy } from '../../emulator/state';
+  type SharedAccessPolicy,
+} from '../../emulator/security/sas';
 
 const HOST = 'test-hub.azure-devices.net';
 

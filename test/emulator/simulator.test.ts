@@ -6,9 +6,9 @@
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { Registry } from 'azure-iothub';
-import { mintCertificate } from '../../emulator/certs';
-import { configureDps } from '../../emulator/dps';
-import { deviceBroker } from '../../emulator/mqtt';
+import { mintCertificate } from '../../emulator/security/certs';
+import { configureDps } from '../../emulator/dps/runtime';
+import { deviceBroker } from '../../emulator/mqtt/listener';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { SimulatedDevice, type Attestation, type SimulatorEvent } from '../../emulator/simulator/device';

@@ -4,14 +4,16 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
-import { AzureError } from './azure-errors';
-import { mintCertificate, type EmulatorPki } from './certs';
-import { configureDps, dpsSettings, resetDpsRuntime } from './dps';
-import { createHub, deleteDevice, deviceToWire, linkHubToDps, twinToWire, unlinkHubFromDps } from './hub';
-import { closeEventGrid, eventGridRouter } from './eventgrid';
-import { addFaultRule, resetLimits } from './limits';
-import { deviceBroker, mqttControlRouter } from './mqtt';
-import { policyConnectionString, type EmulatorState, type HubState } from './state';
+import { configureDps, dpsSettings } from '../dps/runtime';
+import { linkHubToDps, unlinkHubFromDps } from '../dps/linked-hubs';
+import { AzureError } from '../hub/errors';
+import { createHub, deviceToWire, twinToWire } from '../hub/registry';
+import { addFaultRule } from '../limits/decide';
+import { mintCertificate, type EmulatorPki } from '../security/certs';
+import { policyConnectionString, type EmulatorState, type HubState } from '../state';
+import { eventGridRouter } from './eventgrid-routes';
+import { mqttControlRouter } from './mqtt-routes';
+import { resetEmulator } from './reset';
 
 export interface ControlContext {
   state: EmulatorState;
@@ -140,29 +142,6 @@ function one<T>(map: Map<string, T>, id: string, what: string): T {
   const value = map.get(id);
   if (value === undefined) throw new ControlError(404, `No ${what} ${id}`);
   return value;
-}
-
-/**
- * Returns the emulator to how it started: hubs, DPS links and policy keys stay; devices, enrollments, groups,
- * registrations, DPS operations, CA certificates, Event Grid subscriptions (with their counters and dead letters),
- * device connections, quotas and faults go, and settings (DPS, Event Grid, quotas) are back to their defaults. The
- * state changes all at once (no await in between); only closing the old connections' brokers is awaited.
- */
-export async function resetEmulator(state: EmulatorState): Promise<void> {
-  // Event Grid first, so that nothing the reset does is delivered; a fresh one starts on next use.
-  closeEventGrid(state);
-  // Connections next, without disconnect events: their devices go below.
-  const connectionsDropped = deviceBroker(state)?.reset();
-  for (const hub of state.hubs.values()) {
-    // Through deleteDevice so that state listeners hear about it.
-    for (const deviceId of [...hub.devices.keys()]) deleteDevice(hub, deviceId);
-  }
-  state.dps.enrollments.clear();
-  state.dps.enrollmentGroups.clear();
-  state.dps.registrations.clear();
-  resetDpsRuntime(state.dps);
-  resetLimits(state.limits);
-  await connectionsDropped;
 }
 
 export function controlApp(ctx: ControlContext): express.Express {

@@ -5,7 +5,13 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import { z } from 'zod';
-import { AzureError, hubErrors, sendHubError } from './azure-errors';
+import { limitsMiddleware } from '../limits/middleware';
+import { DeviceMethodError, type DeviceBroker, type MethodInvocation, type MethodResult } from '../mqtt/broker';
+import { deviceBroker } from '../mqtt/listener';
+import { SasError, authorizeWithPolicy, type AccessRight } from '../security/sas';
+import type { EmulatorState, HubState } from '../state';
+import { AzureError, hubErrors, sendHubError } from './errors';
+import { parseDeviceQuery } from './query';
 import {
   bulkDevices,
   deleteDevice,
@@ -17,12 +23,7 @@ import {
   putDevice,
   twinToWire,
   type DeviceInput,
-} from './hub';
-import { parseDeviceQuery } from './hub-query';
-import { limitsMiddleware } from './limits';
-import { DeviceMethodError, deviceBroker, type DeviceBroker, type MethodInvocation, type MethodResult } from './mqtt';
-import { SasError, authorizeWithPolicy } from './sas';
-import type { AccessRight, EmulatorState, HubState } from './state';
+} from './registry';
 
 const READ: AccessRight[] = ['RegistryRead', 'RegistryWrite'];
 const WRITE: AccessRight[] = ['RegistryWrite'];

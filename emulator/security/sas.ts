@@ -7,7 +7,25 @@
  * `idScope/registrations/regId`).
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { AccessRight, SharedAccessPolicy } from './state';
+
+/** Azure's shared-access rights (IoT Hub and DPS use different subsets). */
+export type AccessRight =
+  | 'RegistryRead'
+  | 'RegistryWrite'
+  | 'ServiceConnect'
+  | 'DeviceConnect'
+  | 'ServiceConfig'
+  | 'EnrollmentRead'
+  | 'EnrollmentWrite'
+  | 'RegistrationStatusRead'
+  | 'RegistrationStatusWrite';
+
+export interface SharedAccessPolicy {
+  keyName: string;
+  primaryKey: string;
+  secondaryKey: string;
+  rights: AccessRight[];
+}
 
 export interface ParsedSas {
   /** `sr` as it appears in the token (signed form). */

@@ -1,5 +1,5 @@
 /**
- * DPS device registration over MQTT (api-version 2019-03-31). The broker (mqtt.ts) hands over the clients whose
+ * DPS device registration over MQTT (api-version 2019-03-31). The broker (mqtt/broker.ts) hands over the clients whose
  * username is `{idScope}/registrations/{registrationId}/api-version=…`; this module authenticates them and
  * answers their two request topics:
  *
@@ -10,18 +10,11 @@
  * refuse the CONNECT: it is answered with a 401 on the response topic.
  */
 import type { TLSSocket } from 'node:tls';
-import {
-  DpsError,
-  dpsErrorBody,
-  dpsErrors,
-  getOperationStatus,
-  registerDevice,
-  type DeviceCredential,
-  type RegistrationAnswer,
-} from './dps';
-import { peerCertificateChain } from './dps-device';
-import { evaluateLimits, type OperationContext } from './limits';
-import type { EmulatorState } from './state';
+import { evaluateLimits, type OperationContext } from '../limits/decide';
+import { peerCertificateChain } from '../security/certs';
+import type { EmulatorState } from '../state';
+import { DpsError, dpsErrorBody, dpsErrors } from './errors';
+import { getOperationStatus, registerDevice, type DeviceCredential, type RegistrationAnswer } from './registration';
 
 export interface DpsMqttConnect {
   clientId: string;
@@ -84,7 +77,7 @@ export function createDpsMqttHandler(state: EmulatorState): DpsMqttHandler {
       const registrationId = decodeURIComponent(rawRegistrationId);
 
       const password = info.password === undefined || info.password === null ? '' : info.password.toString();
-      const chain = password ? [] : peerCertificateChain(info.socket);
+      const chain = password ? [] : peerCertificateChain(info.socket).map((cert) => cert.toString());
       const credential: DeviceCredential = password
         ? { kind: 'sas', token: password }
         : chain.length

@@ -1,21 +1,19 @@
 /**
- * IoT hub registry logic, independent of transport: the REST layer (hub-rest.ts), DPS registration and MQTT
+ * IoT hub registry logic, independent of transport: the REST layer (hub/rest.ts), DPS registration and MQTT
  * authentication all go through these functions. Every function is synchronous so read-modify-write cycles
  * cannot interleave.
  */
-import { AzureError, hubErrors } from './azure-errors';
-import { generateKey, isValidSymmetricKey } from './sas';
+import { generateKey, isValidSymmetricKey } from '../security/sas';
+import { defaultHubPolicies, type EmulatorState, type HubState } from '../state';
+import { AzureError, hubErrors } from './errors';
 import type {
   AuthenticationType,
   DeviceAuthentication,
   DeviceRecord,
   DeviceStatus,
-  EmulatorState,
-  HubState,
   HubTier,
   TwinProperties,
-} from './state';
-import { defaultHubPolicies } from './state';
+} from './model';
 
 export const NEVER = '0001-01-01T00:00:00Z';
 
@@ -533,35 +531,4 @@ export function twinToWire(device: DeviceRecord): Record<string, unknown> {
     },
     capabilities: { ...device.capabilities },
   };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Linking hubs to the DPS
-
-export interface LinkOptions {
-  allocationWeight?: number;
-  applyAllocationPolicy?: boolean;
-  location?: string;
-}
-
-/** Links a hub to the DPS (idempotent: relinking updates weight/policy), with the hub's iothubowner string. */
-export function linkHubToDps(state: EmulatorState, hub: HubState, options: LinkOptions = {}): void {
-  const owner = hub.policies.find((p) => p.keyName === 'iothubowner');
-  if (!owner) throw hubErrors.argument(`Hub ${hub.name} has no iothubowner policy`);
-  const link = {
-    hostName: hub.hostName,
-    connectionString: `HostName=${hub.hostName};SharedAccessKeyName=${owner.keyName};SharedAccessKey=${owner.primaryKey}`,
-    allocationWeight: options.allocationWeight ?? 1,
-    applyAllocationPolicy: options.applyAllocationPolicy ?? true,
-    location: options.location ?? 'emulator',
-  };
-  const existing = state.dps.linkedHubs.findIndex((l) => l.hostName === hub.hostName);
-  if (existing >= 0) state.dps.linkedHubs[existing] = link;
-  else state.dps.linkedHubs.push(link);
-}
-
-export function unlinkHubFromDps(state: EmulatorState, hostName: string): boolean {
-  const before = state.dps.linkedHubs.length;
-  state.dps.linkedHubs = state.dps.linkedHubs.filter((l) => l.hostName !== hostName.toLowerCase());
-  return state.dps.linkedHubs.length !== before;
 }

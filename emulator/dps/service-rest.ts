@@ -4,14 +4,11 @@
  * Routes match case-insensitively (the SDK mixes `/enrollmentGroups/` and `/enrollmentgroups/`).
  */
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
-import { sendDpsError } from './azure-errors';
 import {
-  DpsError,
   bulkEnrollments,
   deleteEnrollment,
   deleteEnrollmentGroup,
   deleteRegistrationState,
-  dpsErrors,
   getEnrollment,
   getEnrollmentAttestation,
   getEnrollmentGroup,
@@ -23,9 +20,10 @@ import {
   queryEnrollments,
   queryGroupRegistrations,
   type QueryPage,
-} from './dps';
-import { SasError, authorizeWithPolicy } from './sas';
-import type { AccessRight, EmulatorState } from './state';
+} from './enrollments';
+import { SasError, authorizeWithPolicy, type AccessRight } from '../security/sas';
+import type { EmulatorState } from '../state';
+import { DpsError, dpsErrors, sendDpsError } from './errors';
 
 /** Service api-versions DPS accepts (the SDK sends 2021-10-01). */
 const API_VERSIONS = new Set([

@@ -104,15 +104,20 @@ function certificatesToWire(certs: X509Certificates | undefined): Record<string,
 const DEFAULT_REPROVISION = { updateHubAssignment: true, migrateDeviceData: true };
 const ALLOCATION_POLICIES: AllocationPolicy[] = ['hashed', 'geoLatency', 'static', 'custom'];
 
-function parseAttestation(input: unknown, forGroup: boolean): AttestationMechanism {
+/** `stored` is the attestation of the record an update replaces. */
+function parseAttestation(input: unknown, forGroup: boolean, stored?: AttestationMechanism): AttestationMechanism {
   if (!isObject(input)) throw dpsErrors.badRequest('attestation is required');
   const type = input.type;
   if (type === 'symmetricKey') {
     const sk = isObject(input.symmetricKey) ? input.symmetricKey : {};
     const given = (k: unknown): string | undefined => (typeof k === 'string' && k !== '' ? k : undefined);
-    // DPS generates 64-byte keys for whichever key is left empty.
-    const primaryKey = given(sk.primaryKey) ?? generateKey(64);
-    const secondaryKey = given(sk.secondaryKey) ?? generateKey(64);
+    // GET redacts the keys, so an update that sends back what GET returned has none: DPS keeps the stored keys
+    // (Microsoft's reprovisioning e2e test, azure-iot-sdk-csharp e2e/test/provisioning/ReprovisioningE2ETests.cs,
+    // does GET → change iotHubs → PUT and registers again with the original keys). Only keys that neither the
+    // body nor the stored record has are generated, 64 bytes each.
+    const kept = stored?.type === 'symmetricKey' ? stored.symmetricKey : undefined;
+    const primaryKey = given(sk.primaryKey) ?? kept?.primaryKey ?? generateKey(64);
+    const secondaryKey = given(sk.secondaryKey) ?? kept?.secondaryKey ?? generateKey(64);
     for (const key of [primaryKey, secondaryKey]) {
       if (!isValidSymmetricKey(key)) {
         throw dpsErrors.badRequest('Symmetric keys must be base64-encoded and between 16 and 64 bytes long.');
@@ -180,8 +185,13 @@ interface CommonFields {
   capabilities?: { iotEdge: boolean };
 }
 
-function parseCommon(state: EmulatorState, body: Record<string, unknown>, forGroup: boolean): CommonFields {
-  const attestation = parseAttestation(body.attestation, forGroup);
+function parseCommon(
+  state: EmulatorState,
+  body: Record<string, unknown>,
+  forGroup: boolean,
+  stored?: AttestationMechanism,
+): CommonFields {
+  const attestation = parseAttestation(body.attestation, forGroup, stored);
 
   const status = body.provisioningStatus ?? 'enabled';
   if (status !== 'enabled' && status !== 'disabled') {
@@ -345,10 +355,6 @@ function checkEnrollmentId(id: string): void {
 }
 
 /**
- * PUT /enrollments/{id}. Without If-Match an existing enrollment is a conflict (409), as on Azure; with If-Match
- * (`*` or the current etag) it is replaced, else 412.
- */
-/**
  * An update may send back what GET returned: X.509 certificates as `info` only (DPS never returns them). Entries
  * whose thumbprint matches the stored certificate keep it, as DPS does.
  */
@@ -372,6 +378,10 @@ function withStoredCertificates(body: Record<string, unknown>, stored: Attestati
   return { ...body, attestation: { ...(body.attestation as Record<string, unknown>), x509: filled } };
 }
 
+/**
+ * PUT /enrollments/{id}. Without If-Match an existing enrollment is a conflict (409), as on Azure; with If-Match
+ * (`*` or the current etag) it is replaced, else 412.
+ */
 function upsertEnrollment(
   state: EmulatorState,
   id: string,
@@ -393,7 +403,9 @@ function upsertEnrollment(
   } else if (ifMatch && ifMatch !== '*' && mode !== 'update') {
     throw dpsErrors.preconditionFailed(id);
   }
-  const common = parseCommon(state, existing ? withStoredCertificates(body, existing.attestation) : body, false);
+  const common = existing
+    ? parseCommon(state, withStoredCertificates(body, existing.attestation), false, existing.attestation)
+    : parseCommon(state, body, false);
   let deviceId: string | undefined;
   if (body.deviceId !== undefined && body.deviceId !== null && body.deviceId !== '') {
     if (typeof body.deviceId !== 'string') throw dpsErrors.badRequest('deviceId must be a string');
@@ -520,7 +532,9 @@ function upsertGroup(
   } else if (ifMatch && ifMatch !== '*') {
     throw dpsErrors.preconditionFailed(id);
   }
-  const common = parseCommon(state, body, true);
+  const common = existing
+    ? parseCommon(state, withStoredCertificates(body, existing.attestation), true, existing.attestation)
+    : parseCommon(state, body, true);
   const at = dpsNow();
   const group: EnrollmentGroup = {
     enrollmentGroupId: existing?.enrollmentGroupId ?? id,

@@ -329,6 +329,68 @@ describe.each<Transport>(['http', 'mqtt'])('X.509 over %s', (kind) => {
   });
 });
 
+/**
+ * Microsoft's reprovisioning e2e test (azure-iot-sdk-csharp e2e/test/provisioning/ReprovisioningE2ETests.cs,
+ * UpdateEnrollmentToForceReprovisionAsync) updates an enrollment with exactly what GET returned, keys redacted, plus
+ * new iotHubs, and the device then registers with its original credentials.
+ */
+describe('an update that sends back what GET returned (ReprovisioningE2ETests: GET → change iotHubs → PUT)', () => {
+  it('keeps the keys of an individual enrollment, so the device registers again with its original key', async () => {
+    const { id, key } = await symmetricEnrollment({ allocationPolicy: 'static', iotHubs: [testHub.hostName] });
+    const stored = (await service.getIndividualEnrollmentAttestationMechanism(id)).responseBody;
+    expect((await registerWithKey('http', id, key)).assignedHub).toBe(testHub.hostName);
+
+    const current = (await service.getIndividualEnrollment(id)).responseBody;
+    expect(current.attestation.symmetricKey?.primaryKey).toBeUndefined();
+    await service.createOrUpdateIndividualEnrollment({ ...current, iotHubs: [productionHub.hostName] });
+
+    expect((await service.getIndividualEnrollmentAttestationMechanism(id)).responseBody).toEqual(stored);
+    expect(await registerWithKey('mqtt', id, key)).toMatchObject({
+      assignedHub: productionHub.hostName,
+      substatus: 'deviceDataMigrated',
+    });
+  });
+
+  it('keeps the keys of a symmetric-key group, so its devices keep their derived keys', async () => {
+    const groupId = uniqueId('symgroup');
+    const group = await createGroup({
+      enrollmentGroupId: groupId,
+      attestation: { type: 'symmetricKey' },
+      allocationPolicy: 'static',
+      iotHubs: [testHub.hostName],
+    });
+    const id = uniqueId('gdev');
+    const derived = deriveDeviceKey(group.attestation.symmetricKey!.primaryKey, id);
+    expect((await registerWithKey('http', id, derived)).assignedHub).toBe(testHub.hostName);
+
+    const current = (await service.getEnrollmentGroup(groupId)).responseBody;
+    await service.createOrUpdateEnrollmentGroup({ ...current, iotHubs: [productionHub.hostName] });
+
+    expect((await service.getEnrollmentGroupAttestationMechanism(groupId)).responseBody.symmetricKey).toEqual(
+      group.attestation.symmetricKey,
+    );
+    expect((await registerWithKey('http', id, derived)).assignedHub).toBe(productionHub.hostName);
+  });
+
+  it('keeps the signing certificate of an X.509 CA group, of which GET returns only the info', async () => {
+    const root = mintCertificate({ commonName: uniqueId('root'), isCa: true });
+    const groupId = uniqueId('cagroup');
+    await createGroup({
+      enrollmentGroupId: groupId,
+      attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: root.certPem } } } },
+      allocationPolicy: 'static',
+      iotHubs: [testHub.hostName],
+    });
+    const id = uniqueId('leaf');
+    const leaf = mintCertificate({ commonName: id, issuer: root });
+    expect((await registerWithCert('http', id, leaf)).assignedHub).toBe(testHub.hostName);
+
+    const current = (await service.getEnrollmentGroup(groupId)).responseBody;
+    await service.createOrUpdateEnrollmentGroup({ ...current, iotHubs: [productionHub.hostName] });
+    expect((await registerWithCert('http', id, leaf)).assignedHub).toBe(productionHub.hostName);
+  });
+});
+
 describe('reprovisioning when the enrollment points to another hub', () => {
   async function provisionToTest(reprovisionPolicy: Record<string, boolean>): Promise<{ id: string; key: string }> {
     const enrollment = await symmetricEnrollment({

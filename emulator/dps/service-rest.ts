@@ -21,7 +21,7 @@ import {
   queryGroupRegistrations,
   type QueryPage,
 } from './enrollments';
-import { SasError, authorizeWithPolicy, type AccessRight } from '../security/sas';
+import { SasError, authorizeWithPolicy, requestResource, type AccessRight } from '../security/sas';
 import type { EmulatorState } from '../state';
 import { DpsError, dpsErrors, sendDpsError } from './errors';
 
@@ -65,7 +65,8 @@ function queryOptions(req: Request): { pageSize?: number; continuationToken?: st
 export function dpsServiceRouter(state: EmulatorState): Router {
   const router = express.Router({ caseSensitive: false });
 
-  // Every call is signed with a DPS policy for the DPS host name and carries a supported api-version.
+  // Every call is signed with a DPS policy whose `sr` covers the call (the DPS host name, or a prefix of the path)
+  // and carries a supported api-version.
   const authorize =
     (...rights: AccessRight[]) =>
     (req: Request, _res: Response, next: NextFunction): void => {
@@ -75,7 +76,8 @@ export function dpsServiceRouter(state: EmulatorState): Router {
       }
       try {
         authorizeWithPolicy(req.header('authorization'), state.dps.policies, {
-          resource: state.dps.hostName,
+          resource: requestResource(state.dps.hostName, req.path),
+          ignoreCase: true,
           anyOf: rights,
         });
       } catch (err) {

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { limitsMiddleware } from '../limits/middleware';
 import { DeviceMethodError, type DeviceBroker, type MethodInvocation, type MethodResult } from '../mqtt/broker';
 import { deviceBroker } from '../mqtt/listener';
-import { SasError, authorizeWithPolicy, type AccessRight } from '../security/sas';
+import { SasError, authorizeWithPolicy, requestResource, type AccessRight } from '../security/sas';
 import type { EmulatorState, HubState } from '../state';
 import { AzureError, hubErrors, sendHubError } from './errors';
 import { parseDeviceQuery } from './query';
@@ -48,12 +48,19 @@ function sendJson(res: Response, status: number, body: unknown): void {
   res.send(JSON.stringify(body));
 }
 
-/** Authorizes the call for the hub with any of the given rights; 401 otherwise. */
+/**
+ * Authorizes the call with a policy holding any of the given rights, and whose `sr` covers what the call touches:
+ * the hub (`sr=<host>`) or a prefix of the resource path (`sr=<host>/devices` for the identity registry,
+ * `sr=<host>/devices/<id>` for one device); 401 otherwise.
+ */
 function authorize(rights: AccessRight[]) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const hub = hubOf(res);
     try {
-      authorizeWithPolicy(req.get('Authorization'), hub.policies, { resource: hub.hostName, anyOf: rights });
+      authorizeWithPolicy(req.get('Authorization'), hub.policies, {
+        resource: requestResource(hub.hostName, req.path),
+        anyOf: rights,
+      });
     } catch (err) {
       if (err instanceof SasError) throw hubErrors.unauthorized(`Unauthorized: ${err.message}`);
       throw err;

@@ -179,6 +179,26 @@ describe('individual enrollments', () => {
     expectSdkError(unlinked, 'ArgumentError');
   });
 
+  it('accepts a token whose sr is a path prefix of the call, like the hub does', async () => {
+    const dpsHost = emulator.state.dps.hostName;
+    const owner = emulator.state.dps.policies.find((p) => p.keyName === 'provisioningserviceowner')!;
+    const id = uniqueId('scoped');
+    await client.createOrUpdateIndividualEnrollment(symmetricEnrollment(id));
+    const scopedTo = (resource: string): ProvisioningServiceClient =>
+      new ProvisioningServiceClient({
+        host: dpsHost,
+        sharedAccessSignature: createSasToken({ resource, key: owner.primaryKey, keyName: owner.keyName }),
+      });
+    await expect(scopedTo(`${dpsHost}/enrollments`).getIndividualEnrollment(id)).resolves.toBeDefined();
+    await expect(scopedTo(`${dpsHost}/enrollments/${id}`).getIndividualEnrollment(id)).resolves.toBeDefined();
+    expectSdkError(
+      await scopedTo(`${dpsHost}/enrollmentGroups`)
+        .getIndividualEnrollment(id)
+        .catch((e: unknown) => e),
+      'UnauthorizedError',
+    );
+  });
+
   it('refuses a wrong key, an expired token and a read-only policy writing', async () => {
     const dpsHost = emulator.state.dps.hostName;
     const owner = emulator.state.dps.policies.find((p) => p.keyName === 'provisioningserviceowner')!;

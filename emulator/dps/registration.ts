@@ -355,6 +355,7 @@ function assign(state: EmulatorState, attested: Attested, registrationId: string
         capabilities,
         authentication: attested.auth,
         deviceScope: existing.deviceScope,
+        parentScopes: existing.parentScopes,
       });
     } else {
       createDevice(hub, { deviceId, capabilities, authentication: attested.auth });

@@ -39,7 +39,10 @@ export interface DeviceRecord {
   cloudToDeviceMessageCount: number;
   capabilities: { iotEdge: boolean };
   authentication: DeviceAuthentication;
+  /** An edge device's own scope (generated), or a leaf device's parent edge scope. */
   deviceScope?: string;
+  /** Scopes of the parent edge devices: set by the caller, or the leaf's deviceScope. */
+  parentScopes: string[];
   twin: TwinRecord;
 }
 

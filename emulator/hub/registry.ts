@@ -123,7 +123,8 @@ export interface DeviceInput {
     symmetricKey?: { primaryKey?: string | null; secondaryKey?: string | null } | null;
     x509Thumbprint?: { primaryThumbprint?: string | null; secondaryThumbprint?: string | null } | null;
   } | null;
-  deviceScope?: string;
+  deviceScope?: string | null;
+  parentScopes?: string[] | null;
 }
 
 const DEVICE_ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}$/;
@@ -229,13 +230,46 @@ export function getDevice(hub: HubState, deviceId: string): DeviceRecord {
   return device;
 }
 
+/**
+ * deviceScope and parentScopes as IoT Hub keeps them. An edge device's scope is generated at creation and immutable
+ * ("Auto-generated and immutable for edge devices and modifiable in leaf devices to create child/parent
+ * relationship", the service SDKs' Device.Scope); a leaf device's parentScopes is its deviceScope unless given
+ * (azure-iot-sdk-csharp e2e RegistryManagerE2ETests: "The service should have copied the edge's scope to the leaf
+ * device's parent scope array"); an edge device's parentScopes are kept as set.
+ */
+function scopesOf(
+  input: DeviceInput,
+  iotEdge: boolean,
+  deviceId: string,
+  generationId: string,
+  previous?: DeviceRecord,
+): { deviceScope?: string; parentScopes: string[] } {
+  const given = typeof input.deviceScope === 'string' && input.deviceScope !== '' ? input.deviceScope : undefined;
+  if (input.parentScopes !== undefined && input.parentScopes !== null) {
+    if (!Array.isArray(input.parentScopes) || input.parentScopes.some((s) => typeof s !== 'string')) {
+      throw hubErrors.argument('parentScopes must be an array of scopes');
+    }
+  }
+  const parents = input.parentScopes?.length ? [...input.parentScopes] : undefined;
+  if (iotEdge) {
+    const own =
+      previous?.capabilities.iotEdge && previous.deviceScope
+        ? previous.deviceScope
+        : (given ?? `ms-azure-iot-edge://${deviceId}-${generationId}`);
+    return { deviceScope: own, parentScopes: parents ?? [] };
+  }
+  return { deviceScope: given, parentScopes: parents ?? (given ? [given] : []) };
+}
+
 /** Creates a device; 409 DeviceAlreadyExists if the id is taken. */
 export function createDevice(hub: HubState, input: DeviceInput): DeviceRecord {
   const deviceId = validateDeviceId(input.deviceId);
   if (hub.devices.has(deviceId)) throw hubErrors.deviceAlreadyExists(deviceId);
+  const generationId = newGenerationId();
+  const iotEdge = !!input.capabilities?.iotEdge;
   const device: DeviceRecord = {
     deviceId,
-    generationId: newGenerationId(),
+    generationId,
     etag: newDeviceEtag(),
     status: parseStatus(input.status),
     statusReason: input.statusReason ?? null,
@@ -244,9 +278,9 @@ export function createDevice(hub: HubState, input: DeviceInput): DeviceRecord {
     connectionStateUpdatedTime: NEVER,
     lastActivityTime: NEVER,
     cloudToDeviceMessageCount: 0,
-    capabilities: { iotEdge: !!input.capabilities?.iotEdge },
+    capabilities: { iotEdge },
     authentication: parseAuthentication(input.authentication),
-    deviceScope: input.deviceScope,
+    ...scopesOf(input, iotEdge, deviceId, generationId),
     twin: emptyTwin(),
   };
   hub.devices.set(deviceId, device);
@@ -267,10 +301,15 @@ export function updateDevice(hub: HubState, input: DeviceInput, ifMatch?: string
   const previous = snapshot(device);
   if (status !== device.status) device.statusUpdatedTime = now();
   device.status = status;
+  // PUT replaces every settable field: one left out goes back to its default, as the service SDKs document for
+  // Registry.update ("those properties will be reset").
+  const iotEdge = !!input.capabilities?.iotEdge;
+  const scopes = scopesOf(input, iotEdge, deviceId, device.generationId, previous);
   device.statusReason = input.statusReason ?? null;
-  device.capabilities = { iotEdge: !!input.capabilities?.iotEdge };
+  device.capabilities = { iotEdge };
   device.authentication = authentication;
-  if (input.deviceScope !== undefined) device.deviceScope = input.deviceScope;
+  device.deviceScope = scopes.deviceScope;
+  device.parentScopes = scopes.parentScopes;
   device.etag = newDeviceEtag();
   hub.events.emit('deviceUpdated', { ...hubEvent(hub, device), previous });
   return device;
@@ -497,6 +536,7 @@ export function deviceToWire(device: DeviceRecord): Record<string, unknown> {
     authentication: structuredClone(device.authentication),
     capabilities: { ...device.capabilities },
     ...(device.deviceScope ? { deviceScope: device.deviceScope } : {}),
+    parentScopes: [...device.parentScopes],
   };
 }
 

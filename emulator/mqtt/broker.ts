@@ -381,10 +381,6 @@ export class DeviceBroker {
       const session = this.sessions.get(client);
       if (session) for (const topic of topics) session.subscriptions.delete(topic);
     });
-    broker.on('ping', (_packet, client) => {
-      const session = this.sessions.get(client);
-      if (session) recordActivity(session.hub, session.deviceId);
-    });
     this.hubBrokers.set(hub.name, broker);
     return broker;
   }
@@ -671,6 +667,10 @@ export class DeviceBroker {
       for (const [k, v] of Object.entries(message.properties ?? {})) props.set(k, v);
       this.send(client, `devices/${deviceId}/messages/devicebound/${props.toString()}`, message.payload, 1);
     }
+    // lastActivityTime: "the last time the device authenticated, sent a message, or received a message" (the
+    // service SDKs' Device.lastActivityTime); keep-alive pings are none of these.
+    const hub = this.state.hubs.get(hubName);
+    if (hub) recordActivity(hub, deviceId);
   }
 
   /** Writes a PUBLISH to one client only. */

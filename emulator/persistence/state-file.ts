@@ -222,7 +222,12 @@ export function restoreState(snapshot: StateSnapshot): EmulatorState {
   for (const r of dps.registrations) state.dps.registrations.set(idKey(r.registrationId), r);
   for (const cert of dps.caCertificates) addDpsCaCertificate(state.dps, cert);
   for (const saved of snapshot.hubs) {
-    const devices = saved.devices.map((d): DeviceRecord => ({ ...d, connectionState: 'Disconnected' }));
+    // State files written before parentScopes was kept have none.
+    const devices = saved.devices.map((d): DeviceRecord => ({
+      ...d,
+      parentScopes: d.parentScopes ?? [],
+      connectionState: 'Disconnected',
+    }));
     continueEtagsAfter(devices);
     state.hubs.set(saved.name, {
       name: saved.name,

@@ -140,6 +140,42 @@ describe('MQTT device connections', () => {
     expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
   });
 
+  it('updates lastActivityTime when the device connects, sends or receives, not on keep-alive pings', async () => {
+    // "The last time the device authenticated, sent a message, or received a message" (azure-iothub Device).
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    // setOptions replaces the transport options: the CA again, plus a 1 s keep-alive.
+    await client.setOptions({ ca: emulator.caPem, keepalive: 1 });
+    const connected = nextBusEvent('deviceConnected', deviceId);
+    await client.open();
+    await connected;
+    const atConnect = (await registry.get(deviceId)).responseBody;
+    expect(atConnect.lastActivityTime).toBe(atConnect.connectionStateUpdatedTime);
+
+    await new Promise((resolve) => setTimeout(resolve, 2_500)); // two keep-alive pings
+    expect((await registry.get(deviceId)).responseBody.lastActivityTime).toBe(atConnect.lastActivityTime);
+
+    const received = new Promise<void>((resolve) => client.on('message', () => resolve()));
+    await untilSubscribed(deviceId, `devices/${deviceId}/messages/devicebound/#`);
+    deviceBroker(emulator.state)!.sendCloudToDevice('test', deviceId, { payload: 'hi' });
+    await received;
+    const afterC2d = (await registry.get(deviceId)).responseBody.lastActivityTime!;
+    expect(Date.parse(afterC2d)).toBeGreaterThan(Date.parse(atConnect.lastActivityTime!));
+
+    await client.sendEvent(new Message('{"t":1}'));
+    const afterSend = (await registry.get(deviceId)).responseBody.lastActivityTime!;
+    expect(Date.parse(afterSend)).toBeGreaterThanOrEqual(Date.parse(afterC2d));
+
+    const disconnected = nextBusEvent('deviceDisconnected', deviceId);
+    await client.close();
+    await disconnected;
+    const after = (await registry.get(deviceId)).responseBody;
+    expect(after.lastActivityTime).toBe(afterSend);
+    expect(Date.parse(after.connectionStateUpdatedTime!)).toBeGreaterThan(
+      Date.parse(atConnect.connectionStateUpdatedTime!),
+    );
+  });
+
   it('refuses a device key that is not the device’s', async () => {
     const { deviceId } = await createSasDevice();
     const client = await sasClient(deviceId, Buffer.alloc(32, 7).toString('base64'));

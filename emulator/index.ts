@@ -9,3 +9,5 @@ export { persistCa, readPersistedCa } from './persistence/ca';
 export type * from './state';
 export type * from './hub/model';
 export type * from './dps/model';
+export { WriteCounters, HUB_WRITE_OPERATIONS, DPS_WRITE_OPERATIONS } from './counters';
+export type * from './counters';

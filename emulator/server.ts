@@ -7,6 +7,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { controlApp } from './control/app';
+import type { WriteCounters } from './counters';
 import { dpsDeviceRouter } from './dps/device-rest';
 import { linkHubToDps } from './dps/linked-hubs';
 import { dpsServiceRouter } from './dps/service-rest';
@@ -71,6 +72,12 @@ export interface RunningEmulator {
   /** Owner connection strings (iothubowner / provisioningserviceowner) at start. */
   connectionStrings: { dps: string; hubs: Record<string, string> };
   state: EmulatorState;
+  /**
+   * Successful writes per surface, hub, operation and resource, e.g.
+   * `counters.get({ surface: 'hub', hub: 'test', operation: 'deviceDelete', id: 'dev-1' })`; `snapshot()` and
+   * `diff(snapshot)` tell what a piece of work wrote. See emulator/counters.ts.
+   */
+  counters: WriteCounters;
   /** The state file, when persistence is on. */
   stateFile?: string;
   /** Writes the state file now (changes made in-process, outside requests, are otherwise saved with the next). */
@@ -222,6 +229,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       idScope: state.dps.idScope,
       connectionStrings: { dps: dpsConnectionString(state), hubs },
       state,
+      counters: state.counters,
       stateFile,
       saveState: () => saver?.save() ?? Promise.resolve(),
       async stop() {

@@ -1,12 +1,13 @@
 /**
  * The emulator's shared state: IoT hubs, one DPS instance, quotas and faults, and the event bus that ties them
- * together. Every service module (hub/, dps/, mqtt/, eventgrid/, control/) works on this; it imports none of them,
- * only the record shapes (hub/model.ts, dps/model.ts) and SAS keys.
+ * together, plus the write counters. Every service module (hub/, dps/, mqtt/, eventgrid/, control/) works on this;
+ * it imports none of them, only the record shapes (hub/model.ts, dps/model.ts), SAS keys and the counters.
  *
  * Node is single-threaded: every read-modify-write of this state must stay synchronous (no `await` between the
  * read and the write), so concurrent requests cannot lose updates.
  */
 import { EventEmitter } from 'node:events';
+import { WriteCounters } from './counters';
 import type { DeviceRecord, HubTier } from './hub/model';
 import type { DeviceRegistrationState, EnrollmentGroup, IndividualEnrollment, LinkedHub } from './dps/model';
 import { generateKey, type AccessRight, type SharedAccessPolicy } from './security/sas';
@@ -151,6 +152,8 @@ export interface EmulatorState {
   dps: DpsState;
   events: EmulatorEvents;
   limits: LimitsState;
+  /** Successful writes per surface, hub, operation and resource (emulator/counters.ts). */
+  counters: WriteCounters;
 }
 
 export const DEFAULT_DPS_HOST = 'emulator-dps.azure-devices-provisioning.net';
@@ -211,6 +214,7 @@ export function createEmulatorState(dpsOptions: DpsOptions = {}): EmulatorState 
     hubs: new Map(),
     events,
     limits: createLimitsState(),
+    counters: new WriteCounters(),
     dps: {
       name: dpsOptions.name ?? hostName.split('.')[0],
       hostName,

@@ -4,6 +4,7 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
+import { DPS_WRITE_OPERATIONS, HUB_WRITE_OPERATIONS } from '../counters';
 import { configureDps, dpsSettings } from '../dps/runtime';
 import { linkHubToDps, unlinkHubFromDps } from '../dps/linked-hubs';
 import { AzureError } from '../hub/errors';
@@ -83,6 +84,13 @@ const faultRuleBody = z.object({
   hub: z.string().optional(),
   code: z.string().optional(),
   message: z.string().optional(),
+});
+
+const countersQuery = z.strictObject({
+  surface: z.enum(['hub', 'dps']).optional(),
+  hub: z.string().min(1).optional(),
+  operation: z.enum([...HUB_WRITE_OPERATIONS, ...DPS_WRITE_OPERATIONS]).optional(),
+  id: z.string().min(1).optional(),
 });
 
 const dpsSettingsBody = z.strictObject({ retryAfterSeconds: z.number().int().min(0).max(300) });
@@ -266,6 +274,17 @@ export function controlApp(ctx: ControlContext): express.Express {
   });
   app.delete('/faults', (_req, res) => {
     state.limits.faults = { errorRate: 0, errorStatus: 500, latencyMs: 0, rules: [] };
+    res.status(204).end();
+  });
+
+  // Write counters (emulator/counters.ts): `GET /counters?surface=&hub=&operation=&id=` answers the total and each
+  // matching counter; `DELETE /counters` sets them back to zero.
+  app.get('/counters', (req, res) => {
+    const filter = countersQuery.parse(req.query);
+    res.json({ total: state.counters.get(filter), counters: state.counters.list(filter) });
+  });
+  app.delete('/counters', (_req, res) => {
+    state.counters.reset();
     res.status(204).end();
   });
 

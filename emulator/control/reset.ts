@@ -8,8 +8,9 @@ import type { EmulatorState } from '../state';
 /**
  * Returns the emulator to how it started: hubs, DPS links and policy keys stay; devices, enrollments, groups,
  * registrations, DPS operations, CA certificates, Event Grid subscriptions (with their counters and dead letters),
- * device connections, quotas and faults go, and settings (DPS, Event Grid, quotas) are back to their defaults. The
- * state changes all at once (no await in between); only closing the old connections' brokers is awaited.
+ * device connections, quotas, faults and write counters go, and settings (DPS, Event Grid, quotas) are back to
+ * their defaults. The state changes all at once (no await in between); only closing the old connections' brokers is
+ * awaited.
  */
 export async function resetEmulator(state: EmulatorState): Promise<void> {
   // Event Grid first, so that nothing the reset does is delivered; a fresh one starts on next use.
@@ -25,5 +26,6 @@ export async function resetEmulator(state: EmulatorState): Promise<void> {
   state.dps.registrations.clear();
   resetDpsRuntime(state.dps);
   resetLimits(state.limits);
+  state.counters.reset();
   await connectionsDropped;
 }

@@ -467,9 +467,13 @@ export const BULK_ENROLLMENT_MAX = 10;
 
 /**
  * POST /enrollments: `{mode, enrollments}` with 1–10 enrollments. Each item is applied on its own; failures are
- * listed in `errors` and the others stay applied.
+ * listed in `errors` and the others stay applied. `onApplied` hears of each enrollment written.
  */
-export function bulkEnrollments(state: EmulatorState, body: unknown): BulkEnrollmentResult {
+export function bulkEnrollments(
+  state: EmulatorState,
+  body: unknown,
+  onApplied: (write: 'create' | 'update' | 'delete', registrationId: string) => void = () => undefined,
+): BulkEnrollmentResult {
   const op = bodyObject(body);
   const mode = typeof op.mode === 'string' ? op.mode.toLowerCase() : '';
   if (!['create', 'update', 'updateifmatchetag', 'delete'].includes(mode)) {
@@ -484,6 +488,7 @@ export function bulkEnrollments(state: EmulatorState, body: unknown): BulkEnroll
     try {
       if (!isObject(raw) || !registrationId) throw dpsErrors.badRequest('Each enrollment needs a registrationId');
       const etag = typeof raw.etag === 'string' ? raw.etag : undefined;
+      const existed = state.dps.enrollments.has(idKey(registrationId));
       switch (mode) {
         case 'create':
           upsertEnrollment(state, registrationId, raw, undefined, 'create');
@@ -502,6 +507,7 @@ export function bulkEnrollments(state: EmulatorState, body: unknown): BulkEnroll
           deleteEnrollment(state, registrationId, etag);
           break;
       }
+      onApplied(mode === 'delete' ? 'delete' : existed ? 'update' : 'create', registrationId);
     } catch (err) {
       if (!(err instanceof DpsError)) throw err;
       result.isSuccessful = false;

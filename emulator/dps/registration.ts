@@ -469,6 +469,8 @@ export function registerDevice(
     }
   }
   dps.registrations.set(key, record);
+  // Counted here rather than in a transport: HTTP and MQTT registrations both come through this function.
+  state.counters.record({ surface: 'dps', operation: 'register', id: registrationId });
 
   const rt = dpsRuntime(dps);
   const now = Date.now();

@@ -383,9 +383,13 @@ export const BULK_MAX = 100;
 
 /**
  * Bulk registry operation (POST /devices): each item independently; failures are reported per device and the
- * successful ones stay applied, as on Azure.
+ * successful ones stay applied, as on Azure. `onApplied` hears of each device written.
  */
-export function bulkDevices(hub: HubState, items: unknown): BulkResult {
+export function bulkDevices(
+  hub: HubState,
+  items: unknown,
+  onApplied: (write: 'create' | 'update' | 'delete', deviceId: string) => void = () => undefined,
+): BulkResult {
   if (!Array.isArray(items)) throw hubErrors.argument('The request body must be an array of devices');
   if (items.length === 0 || items.length > BULK_MAX) {
     throw hubErrors.argument(`The number of devices in a bulk operation must be between 1 and ${BULK_MAX}`);
@@ -400,18 +404,23 @@ export function bulkDevices(hub: HubState, items: unknown): BulkResult {
       switch (mode) {
         case 'create':
           createDevice(hub, input);
+          onApplied('create', deviceId);
           break;
         case 'update':
           updateDevice(hub, input);
+          onApplied('update', deviceId);
           break;
         case 'updateifmatchetag':
           updateDevice(hub, input, etag ?? '');
+          onApplied('update', deviceId);
           break;
         case 'delete':
           deleteDevice(hub, validateDeviceId(deviceId));
+          onApplied('delete', deviceId);
           break;
         case 'deleteifmatchetag':
           deleteDevice(hub, validateDeviceId(deviceId), etag ?? '');
+          onApplied('delete', deviceId);
           break;
         default:
           throw hubErrors.argument(`Unknown importMode ${raw.importMode}`);
@@ -487,6 +496,45 @@ export function patchTwin(hub: HubState, deviceId: string, body: unknown, ifMatc
       version: twin.desiredVersion,
     });
   }
+  return device;
+}
+
+/** A twin document's properties without the `$metadata`/`$version` decorations GET adds. */
+function undecorated(value: unknown, what: string): Record<string, unknown> {
+  if (value === undefined || value === null) return {};
+  if (!isPlainObject(value)) throw hubErrors.argument(`${what} must be an object`);
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) if (!key.startsWith('$')) out[key] = structuredClone(v);
+  return out;
+}
+
+/**
+ * Service-side twin PUT ("Replace Twin", `PUT /twins/{id}`): tags and desired properties replaced wholesale; reported
+ * properties are the device's and are left as they are (a twin sent back as GET returned it carries them). 412 on
+ * etag mismatch. Connected devices get the change as a desired patch, removed keys as null.
+ */
+export function putTwin(hub: HubState, deviceId: string, body: unknown, ifMatch?: string): DeviceRecord {
+  const device = getDevice(hub, deviceId);
+  if (!isPlainObject(body)) throw hubErrors.argument('The twin must be an object');
+  const tags = undecorated(body.tags, 'tags');
+  const desired = undecorated(isPlainObject(body.properties) ? body.properties.desired : undefined, 'desired');
+  if (!etagMatches(ifMatch, device.twin.etag)) throw hubErrors.preconditionFailed(deviceId);
+  const twin = device.twin;
+  const removed = Object.keys(twin.desired).filter((key) => !(key in desired));
+  twin.tags = tags;
+  twin.desired = desired;
+  twin.desiredVersion += 1;
+  twin.lastDesiredUpdate = now();
+  bumpTwin(twin);
+  const patch: Record<string, unknown> = structuredClone(desired);
+  for (const key of removed) patch[key] = null;
+  hub.events.emit('twinDesiredUpdated', {
+    hubName: hub.name,
+    hubHostName: hub.hostName,
+    deviceId,
+    patch: { ...patch, $version: twin.desiredVersion },
+    version: twin.desiredVersion,
+  });
   return device;
 }
 

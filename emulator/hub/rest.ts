@@ -21,6 +21,7 @@ import {
   getDevice,
   patchTwin,
   putDevice,
+  putTwin,
   twinToWire,
   type DeviceInput,
 } from './registry';
@@ -191,12 +192,21 @@ export function hubRouter(state: EmulatorState): Router {
   });
 
   router.post('/devices', authorize(WRITE), (req, res) => {
-    const result = bulkDevices(hubOf(res), req.body);
+    const hub = hubOf(res);
+    const operations = { create: 'deviceCreate', update: 'deviceUpdate', delete: 'deviceDelete' } as const;
+    const result = bulkDevices(hub, req.body, (write, id) =>
+      state.counters.record({ surface: 'hub', hub: hub.name, operation: operations[write], id }),
+    );
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'deviceBulk' });
     sendJson(res, result.isSuccessful ? 200 : 400, result);
   });
 
   router.put('/devices/:id', authorize(WRITE), (req, res) => {
-    const device = putDevice(hubOf(res), deviceInputFromBody(req), ifMatch(req));
+    const hub = hubOf(res);
+    const condition = ifMatch(req);
+    const device = putDevice(hub, deviceInputFromBody(req), condition);
+    const operation = condition === undefined ? 'deviceCreate' : 'deviceUpdate';
+    state.counters.record({ surface: 'hub', hub: hub.name, operation, id: device.deviceId });
     sendJson(res, 200, deviceToWire(device));
   });
 
@@ -205,7 +215,9 @@ export function hubRouter(state: EmulatorState): Router {
   });
 
   router.delete('/devices/:id', authorize(WRITE), (req, res) => {
-    deleteDevice(hubOf(res), req.params.id as string, ifMatch(req));
+    const hub = hubOf(res);
+    const device = deleteDevice(hub, req.params.id as string, ifMatch(req));
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'deviceDelete', id: device.deviceId });
     res.status(204).end();
   });
 
@@ -214,7 +226,16 @@ export function hubRouter(state: EmulatorState): Router {
   });
 
   router.patch('/twins/:id', authorize(TWIN_WRITE), (req, res) => {
-    const device = patchTwin(hubOf(res), req.params.id as string, req.body ?? {}, ifMatch(req));
+    const hub = hubOf(res);
+    const device = patchTwin(hub, req.params.id as string, req.body ?? {}, ifMatch(req));
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'twinUpdate', id: device.deviceId });
+    sendJson(res, 200, twinToWire(device));
+  });
+
+  router.put('/twins/:id', authorize(TWIN_WRITE), (req, res) => {
+    const hub = hubOf(res);
+    const device = putTwin(hub, req.params.id as string, req.body ?? {}, ifMatch(req));
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'twinReplace', id: device.deviceId });
     sendJson(res, 200, twinToWire(device));
   });
 

@@ -11,3 +11,4 @@ export type * from './hub/model';
 export type * from './dps/model';
 export { WriteCounters, HUB_WRITE_OPERATIONS, DPS_WRITE_OPERATIONS } from './counters';
 export type * from './counters';
+export type { FaultRuleInput } from './limits/decide';

@@ -7,6 +7,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { controlApp } from './control/app';
+import { resetEmulator } from './control/reset';
 import type { WriteCounters } from './counters';
 import { dpsDeviceRouter } from './dps/device-rest';
 import { linkHubToDps } from './dps/linked-hubs';
@@ -15,6 +16,7 @@ import { closeEventGrid } from './eventgrid/event-grid';
 import { AzureError, sendHubError } from './hub/errors';
 import { createHub, type CreateHubOptions } from './hub/registry';
 import { hubRouter } from './hub/rest';
+import { addFaultRule, removeFaultRule, type FaultRuleInput } from './limits/decide';
 import { limitsMiddleware } from './limits/middleware';
 import { startMqtt, type MqttListener } from './mqtt/listener';
 import {
@@ -31,9 +33,11 @@ import { createEmulatorPki, type EmulatorPki } from './security/certs';
 import {
   GLOBAL_DPS_HOST,
   createEmulatorState,
+  createLimitsState,
   policyConnectionString,
   type DpsOptions,
   type EmulatorState,
+  type FaultRule,
   type HubState,
 } from './state';
 
@@ -78,6 +82,20 @@ export interface RunningEmulator {
    * `diff(snapshot)` tell what a piece of work wrote. See emulator/counters.ts.
    */
   counters: WriteCounters;
+  /**
+   * Fault injection in-process, as `POST /faults/rules` does it: `addRule({ surface, hub, operation, status, latencyMs,
+   * phase, times })` (see FaultRule in emulator/state.ts: phase `after` applies the call and then replaces, drops
+   * (status 0) or delays its answer); `removeRule(id)`; `rules()`; `clear()` drops every rule, error rate and
+   * latency.
+   */
+  faults: {
+    addRule(rule: FaultRuleInput): FaultRule;
+    removeRule(id: string): boolean;
+    rules(): FaultRule[];
+    clear(): void;
+  };
+  /** What `POST /reset` does (see emulator/control/reset.ts). */
+  reset(): Promise<void>;
   /** The state file, when persistence is on. */
   stateFile?: string;
   /** Writes the state file now (changes made in-process, outside requests, are otherwise saved with the next). */
@@ -230,6 +248,15 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       connectionStrings: { dps: dpsConnectionString(state), hubs },
       state,
       counters: state.counters,
+      faults: {
+        addRule: (rule) => addFaultRule(state.limits, rule),
+        removeRule: (id) => removeFaultRule(state.limits, id),
+        rules: () => state.limits.faults.rules.map((rule) => ({ ...rule })),
+        clear: () => {
+          state.limits.faults = createLimitsState().faults;
+        },
+      },
+      reset: () => resetEmulator(state),
       stateFile,
       saveState: () => saver?.save() ?? Promise.resolve(),
       async stop() {

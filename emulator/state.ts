@@ -99,15 +99,29 @@ export interface QuotaConfig {
   overrides: Partial<Record<QuotaClass, number>>;
 }
 
+export type FaultPhase = 'before' | 'after';
+
 export interface FaultRule {
   id: string;
   surface?: Surface;
   /** Hub name (emulator key) the rule is limited to. */
   hub?: string;
-  /** Operation name as classified below, or '*'. */
+  /** Operation name as limits/classify.ts gives it, or its write counter's name (counters.ts), or '*'. */
   operation: string;
-  status: number;
-  /** Remaining failures; the rule is removed when it reaches 0. */
+  /**
+   * The answer instead of the real one: an HTTP status (400–599; over MQTT, the status of the response topic), or 0
+   * to drop the connection without answering. Omitted: the call is only delayed by `latencyMs`.
+   */
+  status?: number;
+  /** Delay for matching calls only: before the call runs (phase `before`) or before its answer (phase `after`). */
+  latencyMs?: number;
+  /**
+   * `before`: the call is not applied. `after`: the call is applied, and then its answer is replaced, dropped or
+   * delayed, so the client cannot tell that its write happened. An `after` rule is used up only by calls that
+   * succeeded (a failed call wrote nothing, so it is answered as it is).
+   */
+  phase: FaultPhase;
+  /** Remaining matching calls; the rule is removed when it reaches 0. */
   times: number;
   code?: string;
   message?: string;

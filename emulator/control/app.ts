@@ -9,9 +9,9 @@ import { configureDps, dpsSettings } from '../dps/runtime';
 import { linkHubToDps, unlinkHubFromDps } from '../dps/linked-hubs';
 import { AzureError } from '../hub/errors';
 import { createHub, deviceToWire, twinToWire } from '../hub/registry';
-import { addFaultRule } from '../limits/decide';
+import { addFaultRule, removeFaultRule, type FaultRuleInput } from '../limits/decide';
 import { mintCertificate, type EmulatorPki } from '../security/certs';
-import { policyConnectionString, type EmulatorState, type HubState } from '../state';
+import { createLimitsState, policyConnectionString, type EmulatorState, type HubState } from '../state';
 import { eventGridRouter } from './eventgrid-routes';
 import { mqttControlRouter } from './mqtt-routes';
 import { resetEmulator } from './reset';
@@ -68,22 +68,11 @@ const quotasBody = z.object({
   overrides: z.partialRecord(quotaClass, z.number().positive()).optional(),
 });
 
-const surface = z.enum(['hub', 'dpsService', 'dpsDevice', 'mqtt']);
 
 const faultsBody = z.object({
   errorRate: z.number().min(0).max(1).optional(),
   errorStatus: z.number().int().min(400).max(599).optional(),
   latencyMs: z.number().int().min(0).max(120_000).optional(),
-});
-
-const faultRuleBody = z.object({
-  operation: z.string().min(1),
-  status: z.number().int().min(400).max(599),
-  times: z.number().int().min(1).default(1),
-  surface: surface.optional(),
-  hub: z.string().optional(),
-  code: z.string().optional(),
-  message: z.string().optional(),
 });
 
 const countersQuery = z.strictObject({
@@ -270,10 +259,14 @@ export function controlApp(ctx: ControlContext): express.Express {
     res.json(state.limits.faults);
   });
   app.post('/faults/rules', (req, res) => {
-    res.status(201).json(addFaultRule(state.limits, faultRuleBody.parse(req.body)));
+    res.status(201).json(addFaultRule(state.limits, req.body as FaultRuleInput));
+  });
+  app.delete('/faults/rules/:id', (req, res) => {
+    if (!removeFaultRule(state.limits, req.params.id)) throw new ControlError(404, `No fault rule ${req.params.id}`);
+    res.status(204).end();
   });
   app.delete('/faults', (_req, res) => {
-    state.limits.faults = { errorRate: 0, errorStatus: 500, latencyMs: 0, rules: [] };
+    state.limits.faults = createLimitsState().faults;
     res.status(204).end();
   });
 

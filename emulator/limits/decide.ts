@@ -7,6 +7,7 @@
  * per-tier/per-unit formulas, scale by a factor for fast tests, and be inspectable and resettable at runtime —
  * a dozen lines that a generic limiter would not save.
  */
+import { z } from 'zod';
 import type { HubTier } from '../hub/model';
 import {
   createLimitsState,
@@ -83,16 +84,45 @@ function takeToken(limits: LimitsState, key: string, rate: Rate, now: number): n
 export interface OperationContext {
   surface: Surface;
   operation: string;
+  /** The write counter's name for the call, which rules may use instead of `operation`. */
+  write?: string;
   quotaClass?: QuotaClass;
   hub?: HubState;
   /** Narrows the bucket, e.g. the registration id for DPS status polls. */
   key?: string;
+  /** False where a call has no answer to replace after it is applied (MQTT connect): `after` rules do not apply. */
+  answered?: boolean;
+}
+
+/** What replaces, drops or delays the answer of a call that was applied (a rule with phase `after`). */
+export interface AfterFault {
+  /** Undefined: the answer is only delayed. 0: the connection is dropped. */
+  status?: number;
+  latencyMs: number;
+  code?: string;
+  message?: string;
 }
 
 export type LimitDecision =
-  | { kind: 'pass'; delayMs: number }
+  | {
+      kind: 'pass';
+      delayMs: number;
+      /**
+       * A rule with phase `after` matched: once the call has run, `settle(succeeded)` uses the rule up (when the call
+       * succeeded and the rule is still there) and tells what to do with the answer.
+       */
+      after?: { settle(succeeded: boolean): AfterFault | undefined };
+    }
   | { kind: 'fault'; delayMs: number; status: number; code?: string; message?: string }
   | { kind: 'throttle'; delayMs: number; retryAfterSeconds: number };
+
+function useRule(faults: LimitsState['faults'], rule: FaultRule): void {
+  rule.times -= 1;
+  if (rule.times <= 0) {
+    const index = faults.rules.indexOf(rule);
+    if (index >= 0) faults.rules.splice(index, 1);
+  }
+}
 
 /**
  * Decides whether one call passes, fails by injection, or is throttled. Synchronous, so rule counters and
@@ -100,19 +130,35 @@ export type LimitDecision =
  */
 export function evaluateLimits(state: EmulatorState, ctx: OperationContext, now = Date.now()): LimitDecision {
   const { faults, quotas } = state.limits;
-  const delayMs = faults.latencyMs;
+  let delayMs = faults.latencyMs;
+  const named = (operation: string): boolean =>
+    operation === '*' ||
+    operation.toLowerCase() === ctx.operation.toLowerCase() ||
+    (ctx.write !== undefined && operation.toLowerCase() === ctx.write.toLowerCase());
 
-  const ruleIndex = faults.rules.findIndex(
+  const rule = faults.rules.find(
     (r) =>
       (r.surface === undefined || r.surface === ctx.surface) &&
       (r.hub === undefined || r.hub === ctx.hub?.name) &&
-      (r.operation === '*' || r.operation.toLowerCase() === ctx.operation.toLowerCase()),
+      named(r.operation) &&
+      (r.phase === 'before' || ctx.answered !== false),
   );
-  if (ruleIndex >= 0) {
-    const rule = faults.rules[ruleIndex];
-    rule.times -= 1;
-    if (rule.times <= 0) faults.rules.splice(ruleIndex, 1);
-    return { kind: 'fault', delayMs, status: rule.status, code: rule.code, message: rule.message };
+  let after: { settle(succeeded: boolean): AfterFault | undefined } | undefined;
+  if (rule?.phase === 'before') {
+    useRule(faults, rule);
+    delayMs += rule.latencyMs ?? 0;
+    if (rule.status !== undefined) {
+      return { kind: 'fault', delayMs, status: rule.status, code: rule.code, message: rule.message };
+    }
+  } else if (rule) {
+    after = {
+      settle(succeeded) {
+        // Another call may have used the rule up meanwhile.
+        if (!succeeded || !faults.rules.includes(rule)) return undefined;
+        useRule(faults, rule);
+        return { status: rule.status, latencyMs: rule.latencyMs ?? 0, code: rule.code, message: rule.message };
+      },
+    };
   }
   if (faults.errorRate > 0 && Math.random() < faults.errorRate) {
     return { kind: 'fault', delayMs, status: faults.errorStatus };
@@ -126,11 +172,46 @@ export function evaluateLimits(state: EmulatorState, ctx: OperationContext, now 
     const retryAfterSeconds = takeToken(state.limits, key, rate, now);
     if (retryAfterSeconds !== undefined) return { kind: 'throttle', delayMs, retryAfterSeconds };
   }
-  return { kind: 'pass', delayMs };
+  return { kind: 'pass', delayMs, ...(after ? { after } : {}) };
 }
 
-export function addFaultRule(limits: LimitsState, rule: Omit<FaultRule, 'id'>): FaultRule {
-  const created = { ...rule, id: String(limits.nextRuleId++) };
+/**
+ * A fault rule as callers give it (control API body or in-process): `phase` defaults to `before`, `times` to 1.
+ * Bad input throws a ZodError (the control API answers 400 with its issues).
+ */
+export const faultRuleSchema = z
+  .strictObject({
+    operation: z.string().min(1),
+    /** 400–599, or 0 to drop the connection without answering; omitted for a latency-only rule. */
+    status: z.union([z.literal(0), z.number().int().min(400).max(599)]).optional(),
+    latencyMs: z.number().int().min(0).max(600_000).optional(),
+    phase: z.enum(['before', 'after']).default('before'),
+    times: z.number().int().min(1).default(1),
+    surface: z.enum(['hub', 'dpsService', 'dpsDevice', 'mqtt']).optional(),
+    hub: z.string().min(1).optional(),
+    code: z.string().optional(),
+    message: z.string().optional(),
+  })
+  .refine((rule) => rule.status !== undefined || rule.latencyMs !== undefined, {
+    message: 'a fault rule needs a status, a latencyMs, or both',
+    path: ['status'],
+  })
+  .refine(
+    (rule) => !(rule.phase === 'after' && rule.surface === 'mqtt' && rule.operation.toLowerCase() === 'connect'),
+    { message: 'phase "after" does not apply to MQTT connect: a refused CONNECT applies nothing', path: ['phase'] },
+  );
+
+export type FaultRuleInput = z.input<typeof faultRuleSchema>;
+
+export function addFaultRule(limits: LimitsState, rule: FaultRuleInput): FaultRule {
+  const created: FaultRule = { ...faultRuleSchema.parse(rule), id: String(limits.nextRuleId++) };
   limits.faults.rules.push(created);
   return created;
+}
+
+export function removeFaultRule(limits: LimitsState, id: string): boolean {
+  const index = limits.faults.rules.findIndex((r) => r.id === id);
+  if (index < 0) return false;
+  limits.faults.rules.splice(index, 1);
+  return true;
 }

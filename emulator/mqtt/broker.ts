@@ -302,8 +302,11 @@ export class DeviceBroker {
       authorizePublish: (client, packet, done) => {
         const session = client && this.dpsSessions.get(client);
         if (!client || !session) return done(new Error('not connected'));
-        const handled = session.publish(packet.topic, packet.payload as Buffer, (topic, payload) =>
-          this.send(client, topic, payload),
+        const handled = session.publish(
+          packet.topic,
+          packet.payload as Buffer,
+          (topic, payload) => this.send(client, topic, payload),
+          () => client.close(),
         );
         this.onActivity();
         done(handled ? null : new Error(`Topic ${packet.topic} is not a DPS topic`));
@@ -337,8 +340,14 @@ export class DeviceBroker {
           operation: 'connect',
           quotaClass: 'connection',
           hub,
+          answered: false,
         });
         const finish = (): void => {
+          if (decision.kind === 'fault' && decision.status === 0) {
+            // An injected fault with status 0: the connection drops without a CONNACK.
+            (client.conn as tls.TLSSocket).destroy();
+            return done(authErrorOf(SERVER_UNAVAILABLE, 'Connection dropped'), false);
+          }
           if (decision.kind !== 'pass') {
             // Throttled or an injected fault: IoT Hub answers "server unavailable", which the SDK retries.
             return done(authErrorOf(SERVER_UNAVAILABLE, 'Server unavailable'), false);
@@ -562,16 +571,26 @@ export class DeviceBroker {
       quotaClass: read ? 'twinRead' : 'twinUpdate',
       hub: session.hub,
     });
+    const fault = (status: number, message: string | undefined): void => {
+      if (status === 0) client.close();
+      else reply(status, { errorCode: status * 1000 + 1, message: message ?? 'Injected fault' });
+    };
     const answer = (): void => {
       if (decision.kind === 'throttle') {
         reply(429, { errorCode: 429001, message: 'Twin operations are being throttled' });
       } else if (decision.kind === 'fault') {
-        reply(decision.status, {
-          errorCode: decision.status * 1000 + 1,
-          message: decision.message ?? 'Injected fault',
-        });
+        fault(decision.status, decision.message);
       } else {
-        this.answerTwinRequest(session, read, payload, reply);
+        // A rule with phase `after` sees the request applied, then replaces, drops or delays its answer.
+        this.answerTwinRequest(session, read, payload, (status, body, extra) => {
+          const after = decision.after?.settle(status < 300);
+          const deliver = (): void => {
+            if (after?.status !== undefined) fault(after.status, after.message);
+            else reply(status, body, extra);
+          };
+          if (after?.latencyMs) setTimeout(deliver, after.latencyMs);
+          else deliver();
+        });
       }
     };
     if (decision.delayMs > 0) setTimeout(answer, decision.delayMs);

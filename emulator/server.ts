@@ -58,8 +58,8 @@ export interface EmulatorOptions {
   /** Reuse a CA (so a trusted ca.pem stays valid across restarts); default: a new CA. */
   ca?: { certPem: string; keyPem: string };
   /**
-   * Keep the state in this JSON file (see emulator/persistence/state-file.ts): loaded at start if it exists (it then wins over
-   * `dps`; hubs of `hubs` that it lacks are added), saved about a second after changes and on `stop()`.
+   * Keep the state in this JSON file (see emulator/persistence/state-file.ts): loaded at start if it exists (it then
+   * wins over `dps`; hubs of `hubs` that it lacks are added), saved about a second after changes and on `stop()`.
    */
   stateFile?: string;
 }

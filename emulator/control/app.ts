@@ -68,7 +68,6 @@ const quotasBody = z.object({
   overrides: z.partialRecord(quotaClass, z.number().positive()).optional(),
 });
 
-
 const faultsBody = z.object({
   errorRate: z.number().min(0).max(1).optional(),
   errorStatus: z.number().int().min(400).max(599).optional(),

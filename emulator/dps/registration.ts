@@ -296,10 +296,19 @@ function applyInitialTwin(hub: HubState, deviceId: string, initialTwin: InitialT
   if (device) device.twin.reported = {};
 }
 
+/**
+ * The twin as it was on the previous hub: tags, desired and reported properties with their versions (Microsoft's
+ * reprovisioning e2e test expects the migrated reported properties at the version the device left them).
+ */
 function migrateTwin(hub: HubState, deviceId: string, from: DeviceRecord): void {
   replaceTwin(hub, deviceId, { tags: from.twin.tags, desired: from.twin.desired });
   const device = findDevice(hub, deviceId);
-  if (device) device.twin.reported = structuredClone(from.twin.reported);
+  if (!device) return;
+  device.twin.reported = structuredClone(from.twin.reported);
+  device.twin.reportedVersion = from.twin.reportedVersion;
+  device.twin.lastReportedUpdate = from.twin.lastReportedUpdate;
+  device.twin.desiredVersion = from.twin.desiredVersion;
+  device.twin.lastDesiredUpdate = from.twin.lastDesiredUpdate;
 }
 
 interface Assignment {
@@ -324,7 +333,7 @@ function assign(state: EmulatorState, attested: Attested, registrationId: string
   const previousHost = previous?.assignedHub?.toLowerCase();
   let hubHost = target;
   let substatus: RegistrationSubstatus;
-  let moveFrom: { hub: HubState; deviceId: string } | undefined;
+  let moveFrom: { hub: HubState; device: DeviceRecord } | undefined;
   if (!previousHost) {
     substatus = 'initialAssignment';
   } else if (previousHost === target) {
@@ -334,15 +343,24 @@ function assign(state: EmulatorState, attested: Attested, registrationId: string
     hubHost = previousHost;
     substatus = 'reprovisionedToInitialAssignment';
   } else {
-    substatus = enrollment.reprovisionPolicy.migrateDeviceData ? 'deviceDataMigrated' : 'deviceDataReset';
     const oldHub = findHubByHost(state, previousHost);
-    if (oldHub) moveFrom = { hub: oldHub, deviceId: previous?.deviceId ?? deviceId };
+    const oldDevice = oldHub ? findDevice(oldHub, previous?.deviceId ?? deviceId) : undefined;
+    if (oldHub && oldDevice) moveFrom = { hub: oldHub, device: oldDevice };
+    // Migration copies the device's data from its identity on the previously assigned hub, whatever that identity's
+    // status (a disabled one too). When the identity is gone (an operator deleted it first) there is nothing to
+    // migrate, and Azure's documents do not say what DPS reports then (concepts-device-reprovision, how-to-reprovision,
+    // the DeviceRegistrationState substatus definitions of the DPS REST reference). The emulator then gives the
+    // device the enrollment's initial twin and reports deviceDataReset, the substatus whose documented meaning is
+    // what happened ("its device data was populated from the initial state stored in the enrollment"); reporting
+    // deviceDataMigrated ("migrated from the previously assigned IoT hub") would claim data that does not exist.
+    substatus = enrollment.reprovisionPolicy.migrateDeviceData && moveFrom ? 'deviceDataMigrated' : 'deviceDataReset';
   }
 
   const hub = findHubByHost(state, hubHost);
   if (!hub) throw new AssignmentFailure(404209, `IoT hub ${hubHost} does not exist.`);
-  const oldDevice = moveFrom ? findDevice(moveFrom.hub, moveFrom.deviceId) : undefined;
-  const capabilities = { iotEdge: !!enrollment.capabilities?.iotEdge };
+  const migrateFrom = substatus === 'deviceDataMigrated' ? moveFrom?.device : undefined;
+  // "Migrate the device's data (twin, device capabilities, and device ID)" (ReprovisionPolicy.migrateDeviceData).
+  const capabilities = { iotEdge: !!(migrateFrom ?? enrollment).capabilities?.iotEdge };
 
   try {
     const existing = findDevice(hub, deviceId);
@@ -360,15 +378,15 @@ function assign(state: EmulatorState, attested: Attested, registrationId: string
     } else {
       createDevice(hub, { deviceId, capabilities, authentication: attested.auth });
     }
-    if (substatus === 'deviceDataMigrated' && oldDevice) migrateTwin(hub, deviceId, oldDevice);
+    if (migrateFrom) migrateTwin(hub, deviceId, migrateFrom);
     else if (substatus === 'deviceDataReset' || !existing) applyInitialTwin(hub, deviceId, enrollment.initialTwin);
   } catch (err) {
     if (err instanceof AzureError) throw new AssignmentFailure(err.status * 1000 + 9, err.message);
     throw err;
   }
-  if (moveFrom && oldDevice) {
+  if (moveFrom) {
     // "Device data was removed from the previously assigned IoT hub": this also ends its live connections.
-    deleteDevice(moveFrom.hub, oldDevice.deviceId);
+    deleteDevice(moveFrom.hub, moveFrom.device.deviceId);
   }
   return { hubHost: hub.hostName, deviceId, substatus };
 }

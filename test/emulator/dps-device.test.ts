@@ -427,6 +427,39 @@ describe('reprovisioning when the enrollment points to another hub', () => {
     });
   });
 
+  it('migrates from a disabled identity on the old hub: twin and versions carried, old identity removed', async () => {
+    // The promotion's "disable" removal: the device is refused on the test hub, re-registers, and its data moves
+    // (ReprovisioningE2ETests KeepTwin: migrated reported properties keep their version).
+    const { id, key } = await provisionToTest({ updateHubAssignment: true, migrateDeviceData: true });
+    const old = hubDevice(testHub, id)!;
+    old.status = 'disabled';
+    const reportedVersion = old.twin.reportedVersion;
+    expect(reportedVersion).toBe(2);
+    const result = await registerWithKey('http', id, key);
+    expect(result).toMatchObject({ assignedHub: productionHub.hostName, substatus: 'deviceDataMigrated' });
+    const moved = hubDevice(productionHub, id)!;
+    expect(moved).toMatchObject({ status: 'enabled' });
+    expect(moved.twin).toMatchObject({
+      tags: { stage: 'tested' },
+      desired: { interval: 5 },
+      reported: { firmware: '1.2.3' },
+      reportedVersion,
+    });
+    expect(hubDevice(testHub, id)).toBeUndefined();
+  });
+
+  it('reports deviceDataReset with the initial twin when the old hub has no identity left to migrate', async () => {
+    // Azure does not document this case; deviceDataReset is the substatus whose definition matches ("its device data
+    // was populated from the initial state stored in the enrollment"). See assign() in emulator/dps/registration.ts.
+    const { id, key } = await provisionToTest({ updateHubAssignment: true, migrateDeviceData: true });
+    testHub.devices.delete(id);
+    const result = await registerWithKey('mqtt', id, key);
+    expect(result).toMatchObject({ assignedHub: productionHub.hostName, substatus: 'deviceDataReset' });
+    const moved = hubDevice(productionHub, id)!;
+    expect(moved.twin).toMatchObject({ tags: { stage: 'initial' }, desired: { interval: 60 }, reported: {} });
+    expect((await service.getDeviceRegistrationState(id)).responseBody.substatus).toBe('deviceDataReset');
+  });
+
   it('moves the device with the initial twin (deviceDataReset) when data is not migrated', async () => {
     const { id, key } = await provisionToTest({ updateHubAssignment: true, migrateDeviceData: false });
     const result = await registerWithKey('http', id, key);
@@ -435,6 +468,8 @@ describe('reprovisioning when the enrollment points to another hub', () => {
     expect(moved.twin.tags).toEqual({ stage: 'initial' });
     expect(moved.twin.desired).toEqual({ interval: 60 });
     expect(moved.twin.reported).toEqual({});
+    // ReprovisioningE2ETests ResetTwin: no reported properties, at version 1.
+    expect(moved.twin.reportedVersion).toBe(1);
     expect(hubDevice(testHub, id)).toBeUndefined();
   });
 

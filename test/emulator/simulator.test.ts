@@ -103,7 +103,8 @@ const toTest = (): Record<string, unknown> => ({ iotHubs: [hosts.test], allocati
 /**
  * The promotion path the seed describes: the device runs on the test hub; the operator re-points its enrollment to
  * production and removes it from the test hub; the device is rejected on reconnect, re-runs DPS, and lands on
- * production with the substatus the reprovision policy implies.
+ * production with the substatus the reprovision policy and the removal imply (a deleted identity leaves nothing to
+ * migrate).
  */
 async function expectMovesToProduction(
   device: SimulatedDevice,
@@ -155,7 +156,8 @@ describe('simulated devices', () => {
       { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
       'http',
     );
-    await expectMovesToProduction(device, { kind: 'individual', id: registrationId }, 'delete', 'deviceDataMigrated');
+    // Deleted from the test hub first: nothing is left to migrate, so its data is reset (emulator/dps/registration.ts).
+    await expectMovesToProduction(device, { kind: 'individual', id: registrationId }, 'delete', 'deviceDataReset');
   });
 
   it('group-derived symmetric key (DPS over MQTT) moves when disabled on the test hub, resetting its data', async () => {
@@ -174,7 +176,7 @@ describe('simulated devices', () => {
     await expectMovesToProduction(device, { kind: 'group', id: groupId }, 'disable', 'deviceDataReset');
   });
 
-  it('X.509 client certificate (DPS over HTTP) moves to production when removed from the test hub', async () => {
+  it('X.509 client certificate (DPS over HTTP) moves to production when disabled on the test hub, migrating its data', async () => {
     const registrationId = uniqueId('sim-x509');
     const cert = mintCertificate({ commonName: registrationId });
     const attestation = { type: 'x509', x509: { clientCertificates: { primary: { certificate: cert.certPem } } } };
@@ -187,7 +189,7 @@ describe('simulated devices', () => {
     await expectMovesToProduction(
       device,
       { kind: 'individual', id: registrationId, x509Attestation: attestation },
-      'delete',
+      'disable',
       'deviceDataMigrated',
     );
   });
@@ -209,7 +211,7 @@ describe('simulated devices', () => {
       device,
       { kind: 'group', id: groupId, x509Attestation: attestation },
       'delete',
-      'deviceDataMigrated',
+      'deviceDataReset',
     );
   });
 

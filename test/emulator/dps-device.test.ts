@@ -231,6 +231,21 @@ describe('symmetric-key enrollment groups', () => {
     expect((await registerWithKey('http', id, derived)).status).toBe('assigned');
   });
 
+  it('refuses a group member whose registration id has a disabled individual enrollment with other keys', async () => {
+    // DPS matches the individual enrollment first and does not fall back to the group.
+    const group = await createGroup({ enrollmentGroupId: uniqueId('symgroup'), attestation: { type: 'symmetricKey' } });
+    const id = uniqueId('blocked');
+    const derived = deriveDeviceKey(group.attestation.symmetricKey!.primaryKey, id);
+    await createEnrollment({
+      registrationId: id,
+      attestation: { type: 'symmetricKey' },
+      provisioningStatus: 'disabled',
+    });
+    const err = await registerWithKey('mqtt', id, derived).catch((e: unknown) => e);
+    expectSdkError(err, 'UnauthorizedError');
+    expect(hubDevice(testHub, id) ?? hubDevice(productionHub, id)).toBeUndefined();
+  });
+
   it('fails registrations of a disabled group', async () => {
     const group = await createGroup({
       enrollmentGroupId: uniqueId('symgroup'),
@@ -300,6 +315,33 @@ describe.each<Transport>(['http', 'mqtt'])('X.509 over %s', (kind) => {
     expectSdkError(await registerWithCert(kind, id, stranger).catch((e: unknown) => e), 'UnauthorizedError');
     const otherName = uniqueId('x509');
     expectSdkError(await registerWithCert(kind, otherName, enrolled).catch((e: unknown) => e), 'UnauthorizedError');
+  });
+
+  it('blocks one device of an enabled X.509 CA group with a disabled individual enrollment of its certificate', async () => {
+    // how-to-revoke-device-access-portal, "Disallow specific devices in an enrollment group": "If the service finds a
+    // disabled individual enrollment for the device, it prevents the device from connecting", even with an enabled
+    // group for a CA in its chain. The rest of the group still registers.
+    const root = mintCertificate({ commonName: uniqueId('root'), isCa: true });
+    await createGroup({
+      enrollmentGroupId: uniqueId('cagroup'),
+      attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: root.certPem } } } },
+    });
+    const blockedId = uniqueId('leaf');
+    const blocked = mintCertificate({ commonName: blockedId, issuer: root });
+    await createEnrollment({
+      registrationId: blockedId,
+      attestation: { type: 'x509', x509: { clientCertificates: { primary: { certificate: blocked.certPem } } } },
+      provisioningStatus: 'disabled',
+    });
+    const refused = (await registerWithCert(kind, blockedId, blocked).catch((e: unknown) => e)) as {
+      result?: { status: string };
+    };
+    expect(refused.result?.status).toBe('disabled');
+    expect(hubDevice(testHub, blockedId) ?? hubDevice(productionHub, blockedId)).toBeUndefined();
+
+    const otherId = uniqueId('leaf');
+    const other = mintCertificate({ commonName: otherId, issuer: root });
+    expect((await registerWithCert(kind, otherId, other)).status).toBe('assigned');
   });
 
   it('provisions a device of an X.509 CA group as a selfSigned device with its leaf thumbprint', async () => {

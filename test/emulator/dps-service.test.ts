@@ -141,6 +141,24 @@ describe('individual enrollments', () => {
     expect(failure(gone)).toEqual({ status: 404, errorCode: 404201 });
   });
 
+  it('deletes under If-Match: an enrollment object carries its etag (412 when stale), "*" or none deletes', async () => {
+    // Revocation deletes only the enrollment it validated; DPS answers 412 PreconditionFailed to a stale etag.
+    const id = uniqueId('del');
+    const first = (await client.createOrUpdateIndividualEnrollment(symmetricEnrollment(id))).responseBody;
+    const second = (await client.createOrUpdateIndividualEnrollment({ ...first, provisioningStatus: 'disabled' }))
+      .responseBody;
+    const stale = await client.deleteIndividualEnrollment(first).catch((e: unknown) => e);
+    expect(failure(stale)).toEqual({ status: 412, errorCode: 412201 });
+    expect((await client.getIndividualEnrollment(id)).responseBody.etag).toBe(second.etag);
+    await client.deleteIndividualEnrollment(second);
+    expect(failure(await client.getIndividualEnrollment(id).catch((e: unknown) => e)).status).toBe(404);
+
+    const other = uniqueId('del');
+    await client.createOrUpdateIndividualEnrollment(symmetricEnrollment(other));
+    await client.deleteIndividualEnrollment(other, '*');
+    expect(failure(await client.deleteIndividualEnrollment(other).catch((e: unknown) => e)).status).toBe(404);
+  });
+
   it('stores X.509 client certificates as info with thumbprints and never returns the certificate', async () => {
     const id = uniqueId('x509');
     const device = mintCertificate({ commonName: id });

@@ -306,6 +306,28 @@ describe('MQTT device connections', () => {
     await expect(client.open()).rejects.toThrow(/Not authorized/);
   });
 
+  it('closes a disabled device, refuses it until re-enabled, then lets it in again (revocation and its undo)', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const device = (await registry.get(deviceId)).responseBody;
+    const dropped = nextDisconnect(client);
+    await registry.update({ ...device, status: 'disabled', statusReason: 'revoked' });
+    await dropped;
+    await expect(client.open()).rejects.toThrow(/Not authorized/);
+
+    const hub = emulator.state.hubs.get('test')!;
+    const devicePolicy = hub.policies.find((p) => p.keyName === 'device')!;
+    const viaPolicy = await tokenClient(
+      deviceId,
+      createSasToken({ resource: `${hubHost}/devices/${deviceId}`, key: devicePolicy.primaryKey, keyName: 'device' }),
+    );
+    await expect(viaPolicy.open()).rejects.toThrow(/Not authorized/);
+
+    await registry.update({ ...device, status: 'enabled' });
+    await expect(client.open()).resolves.toBeDefined();
+  });
+
   it('disconnects a device that is disabled or whose key is replaced', async () => {
     const { deviceId, key } = await createSasDevice();
     const client = await sasClient(deviceId, key);

@@ -7,11 +7,11 @@
  *
  * Hub devices authenticate against the hub's registry (hub/registry.ts, mqtt/credentials.ts) with a SAS token
  * (device key, or a hub policy with DeviceConnect) or an X.509 client certificate (thumbprint for `selfSigned`,
- * chain to a verified CA for `certificateAuthority`). Refusals are CONNACK 5 "not authorized" (4 "bad username or
- * password" for a malformed username or password; 2 "identifier rejected" when the client id is not the device
- * id). A device may only use its own topics; publishing elsewhere closes the connection and subscribing elsewhere
- * is refused in the SUBACK. Server-originated messages are written to the one client they are for, never through
- * topic routing (every device subscribes to the same `$iothub/...` names).
+ * chain to a verified CA for `certificateAuthority`). Every refusal is CONNACK 5 "not authorized", as on IoT Hub
+ * (see NOT_AUTHORIZED), followed by the close of the connection. A device may only use its own topics; publishing
+ * elsewhere closes the connection and subscribing elsewhere is refused in the SUBACK. Server-originated messages are
+ * written to the one client they are for, never through topic routing (every device subscribes to the same
+ * `$iothub/...` names).
  *
  * The registry drives live connections: deleting or disabling a device, or changing its credentials so that the
  * one it connected with no longer holds, closes its connection (that is how a device learns it was removed), and a
@@ -30,10 +30,13 @@ import { parseSasToken } from '../security/sas';
 import type { DeviceEvent, DeviceUpdatedEvent, EmulatorState, HubState, TwinDesiredUpdatedEvent } from '../state';
 import { credentialHolds, normalizeThumbprint, type Credential } from './credentials';
 
-/** CONNACK return codes (MQTT 3.1.1). */
-const IDENTIFIER_REJECTED = 2;
-const SERVER_UNAVAILABLE = 3;
-const BAD_USERNAME_OR_PASSWORD = 4;
+/**
+ * The only CONNACK refusal IoT Hub sends: "The Azure IoT Hub does not support all the MQTT CONNECT return code values
+ * defined in the MQTT v3.1.1 specification, always returning Not Authorized (MQTT CONNECT Return Code 5) on MQTT
+ * CONNECT failure" (azure-iot-sdk-c doc/connection_and_messaging_reliability.md, "Azure IoT Hub Limitations on MQTT
+ * CONNECT Result Codes"). A device therefore cannot tell a deleted identity from a bad key or a busy hub. aedes
+ * closes the connection right after writing the CONNACK, as MQTT 3.1.1 (3.2.2.3) requires.
+ */
 const NOT_AUTHORIZED = 5;
 
 interface HubSession {
@@ -346,11 +349,11 @@ export class DeviceBroker {
           if (decision.kind === 'fault' && decision.status === 0) {
             // An injected fault with status 0: the connection drops without a CONNACK.
             (client.conn as tls.TLSSocket).destroy();
-            return done(authErrorOf(SERVER_UNAVAILABLE, 'Connection dropped'), false);
+            return done(authErrorOf(NOT_AUTHORIZED, 'Connection dropped'), false);
           }
           if (decision.kind !== 'pass') {
-            // Throttled or an injected fault: IoT Hub answers "server unavailable", which the SDK retries.
-            return done(authErrorOf(SERVER_UNAVAILABLE, 'Server unavailable'), false);
+            // Throttled or an injected fault: refused like any other CONNECT failure (see NOT_AUTHORIZED).
+            return done(authErrorOf(NOT_AUTHORIZED, 'Server unavailable'), false);
           }
           try {
             const session = this.authenticate(hub, client, username ?? '', password);
@@ -399,9 +402,9 @@ export class DeviceBroker {
     // `{hostName}/{deviceId}/?api-version=…` (a module would add a segment; modules are not emulated).
     const [host, deviceId, rest] = username.split('/');
     if (!host || !deviceId || rest === undefined || !rest.startsWith('?')) {
-      throw authErrorOf(BAD_USERNAME_OR_PASSWORD, `Malformed username ${username}`);
+      throw authErrorOf(NOT_AUTHORIZED, `Malformed username ${username}`);
     }
-    if (client.id !== deviceId) throw authErrorOf(IDENTIFIER_REJECTED, 'Client id must be the device id');
+    if (client.id !== deviceId) throw authErrorOf(NOT_AUTHORIZED, 'Client id must be the device id');
     const device = hub.devices.get(deviceId);
     if (!device) throw authErrorOf(NOT_AUTHORIZED, `Device ${deviceId} is not registered`);
     if (device.status !== 'enabled') throw authErrorOf(NOT_AUTHORIZED, `Device ${deviceId} is disabled`);
@@ -430,7 +433,7 @@ export class DeviceBroker {
     try {
       skn = parseSasToken(token).skn;
     } catch {
-      throw authErrorOf(BAD_USERNAME_OR_PASSWORD, 'Malformed SharedAccessSignature');
+      throw authErrorOf(NOT_AUTHORIZED, 'Malformed SharedAccessSignature');
     }
     const credential: Credential = skn ? { kind: 'policy', token, policy: skn } : { kind: 'deviceKey', token };
     return credentialHolds(hub, device, credential, this.deviceResource(hub, device.deviceId)) ? credential : undefined;

@@ -11,6 +11,8 @@ import {
 } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { MqttBase } from 'azure-iot-mqtt-base';
+import tls from 'node:tls';
+import mqttPacket, { type IConnackPacket } from 'mqtt-packet';
 import { NoRetry } from 'azure-iot-common';
 import { Registry } from 'azure-iothub';
 import { mintCertificate } from '../../emulator/security/certs';
@@ -176,10 +178,64 @@ describe('MQTT device connections', () => {
     );
   });
 
+  it('answers every refused CONNECT with CONNACK 5 and then closes the connection, as IoT Hub does', async () => {
+    // "The Azure IoT Hub ... always returning Not Authorized (MQTT CONNECT Return Code 5) on MQTT CONNECT failure"
+    // (azure-iot-sdk-c doc/connection_and_messaging_reliability.md).
+    const { deviceId, key } = await createSasDevice();
+    const disabled = await createSasDevice(uniqueId('off'), 'disabled');
+    const token = (id: string, k: string): string => createSasToken({ resource: `${hubHost}/devices/${id}`, key: k });
+    const attempts: Array<{ clientId: string; username: string; password: string }> = [
+      { clientId: deviceId, username: `${hubHost}/${deviceId}`, password: token(deviceId, key) }, // malformed
+      {
+        clientId: 'someone-else',
+        username: `${hubHost}/${deviceId}/?api-version=2021-04-12`,
+        password: token(deviceId, key),
+      },
+      { clientId: 'ghost', username: `${hubHost}/ghost/?api-version=2021-04-12`, password: token('ghost', key) },
+      {
+        clientId: disabled.deviceId,
+        username: `${hubHost}/${disabled.deviceId}/?api-version=2021-04-12`,
+        password: token(disabled.deviceId, disabled.key),
+      },
+      {
+        clientId: deviceId,
+        username: `${hubHost}/${deviceId}/?api-version=2021-04-12`,
+        password: 'SharedAccessSignature x',
+      },
+    ];
+    for (const attempt of attempts) {
+      const socket = tls.connect({
+        host: '127.0.0.1',
+        port: emulator.mqttPort,
+        ca: emulator.caPem,
+        servername: hubHost,
+      });
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      const connack = new Promise<IConnackPacket>((resolve) => {
+        const parser = mqttPacket.parser();
+        parser.on('packet', (packet) => resolve(packet as IConnackPacket));
+        socket.on('data', (chunk: Buffer) => parser.parse(chunk));
+      });
+      socket.write(
+        mqttPacket.generate({
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clean: false,
+          keepalive: 180,
+          ...attempt,
+          password: Buffer.from(attempt.password),
+        }),
+      );
+      expect(await connack).toMatchObject({ cmd: 'connack', returnCode: 5 });
+      await closed;
+    }
+  });
+
   it('refuses a device key that is not the device’s', async () => {
     const { deviceId } = await createSasDevice();
     const client = await sasClient(deviceId, Buffer.alloc(32, 7).toString('base64'));
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
     expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
   });
 
@@ -198,7 +254,7 @@ describe('MQTT device connections', () => {
       expiry: Math.floor(Date.now() / 1000) - 10,
     });
     const client = await tokenClient(deviceId, token);
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('refuses a token issued for another device', async () => {
@@ -206,13 +262,13 @@ describe('MQTT device connections', () => {
     const other = await createSasDevice();
     const token = createSasToken({ resource: `${hubHost}/devices/${other.deviceId}`, key: other.key });
     const client = await tokenClient(victim.deviceId, token);
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('refuses a device-key token scoped to the whole hub', async () => {
     const { deviceId, key } = await createSasDevice();
     const client = await tokenClient(deviceId, createSasToken({ resource: hubHost, key }));
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('accepts a hub policy token with DeviceConnect and refuses one without it', async () => {
@@ -226,7 +282,7 @@ describe('MQTT device connections', () => {
       deviceId,
       createSasToken({ resource, key: readPolicy.primaryKey, keyName: 'registryRead' }),
     );
-    await expect(refused.open()).rejects.toThrow(/Not authorized/);
+    await expect(refused.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     const accepted = await tokenClient(
       deviceId,
@@ -237,11 +293,11 @@ describe('MQTT device connections', () => {
 
   it('refuses unknown and disabled devices', async () => {
     const unknown = await sasClient(uniqueId('ghost'), Buffer.alloc(32, 1).toString('base64'));
-    await expect(unknown.open()).rejects.toThrow(/Not authorized/);
+    await expect(unknown.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     const { deviceId, key } = await createSasDevice(uniqueId('off'), 'disabled');
     const disabled = await sasClient(deviceId, key);
-    await expect(disabled.open()).rejects.toThrow(/Not authorized/);
+    await expect(disabled.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('closes the connection when the SAS token expires', async () => {
@@ -270,7 +326,7 @@ describe('MQTT device connections', () => {
     });
 
     const wrong = await x509Client(deviceId, stranger);
-    await expect(wrong.open()).rejects.toThrow(/Not authorized/);
+    await expect(wrong.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     const client = await x509Client(deviceId, cert);
     await client.open();
@@ -287,7 +343,7 @@ describe('MQTT device connections', () => {
     >[0]);
 
     const unverified = await x509Client(deviceId, { certPem: leaf.chainPem, keyPem: leaf.keyPem });
-    await expect(unverified.open()).rejects.toThrow(/Not authorized/);
+    await expect(unverified.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     deviceBroker(emulator.state)!.addVerifiedCaCertificate('test', root.certPem);
     const client = await x509Client(deviceId, { certPem: leaf.chainPem, keyPem: leaf.keyPem });
@@ -303,7 +359,7 @@ describe('MQTT device connections', () => {
     await registry.delete(deviceId);
     await dropped;
     await announced;
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('closes a disabled device, refuses it until re-enabled, then lets it in again (revocation and its undo)', async () => {
@@ -314,7 +370,7 @@ describe('MQTT device connections', () => {
     const dropped = nextDisconnect(client);
     await registry.update({ ...device, status: 'disabled', statusReason: 'revoked' });
     await dropped;
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     const hub = emulator.state.hubs.get('test')!;
     const devicePolicy = hub.policies.find((p) => p.keyName === 'device')!;
@@ -322,7 +378,7 @@ describe('MQTT device connections', () => {
       deviceId,
       createSasToken({ resource: `${hubHost}/devices/${deviceId}`, key: devicePolicy.primaryKey, keyName: 'device' }),
     );
-    await expect(viaPolicy.open()).rejects.toThrow(/Not authorized/);
+    await expect(viaPolicy.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     await registry.update({ ...device, status: 'enabled' });
     await expect(client.open()).resolves.toBeDefined();
@@ -459,7 +515,7 @@ describe('MQTT device connections', () => {
     expect((await registry.get(deviceId)).responseBody.cloudToDeviceMessageCount).toBe(1);
   });
 
-  it('answers over-quota connections with server unavailable and injected twin faults with their status', async () => {
+  it('refuses over-quota connections with CONNACK 5 and answers injected twin faults with their status', async () => {
     const { limits } = emulator.state;
     const { deviceId, key } = await createSasDevice();
     limits.quotas = { enabled: true, scale: 1, overrides: { connection: 1 } };
@@ -468,7 +524,7 @@ describe('MQTT device connections', () => {
       await first.open();
       await first.close();
       const second = await sasClient(deviceId, key);
-      await expect(second.open()).rejects.toThrow(/Server unavailable/);
+      await expect(second.open()).rejects.toThrow(/Connection refused: Not authorized/);
     } finally {
       resetLimits(limits);
     }

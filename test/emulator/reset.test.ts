@@ -149,7 +149,7 @@ describe('POST /reset', () => {
     expect(broker.verifiedCaCertificates('test')).toEqual([]);
     const stale = deviceClient(hubHost, deviceId, key);
     await stale.setOptions({ ca: emulator.caPem });
-    await expect(stale.open()).rejects.toThrow(/Not authorized/);
+    await expect(stale.open()).rejects.toThrow(/Connection refused: Not authorized/);
     const newKey = (await registry.create({ deviceId })).responseBody.authentication!.symmetricKey!.primaryKey!;
     const fresh = deviceClient(hubHost, deviceId, newKey);
     await fresh.setOptions({ ca: emulator.caPem });

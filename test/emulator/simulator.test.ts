@@ -47,7 +47,12 @@ afterAll(async () => {
   await emulator.stop();
 });
 
-function simulate(registrationId: string, attestation: Attestation, dpsTransport: 'http' | 'mqtt'): SimulatedDevice {
+function simulate(
+  registrationId: string,
+  attestation: Attestation,
+  dpsTransport: 'http' | 'mqtt',
+  backoff = { initialMs: 50, maxMs: 400 },
+): SimulatedDevice {
   const address = `127.0.0.1:${emulator.mqttPort}`;
   const device = new SimulatedDevice({
     registrationId,
@@ -57,7 +62,7 @@ function simulate(registrationId: string, attestation: Attestation, dpsTransport
     dpsMqttAddress: address,
     hubMqttAddress: address,
     ca: emulator.caPem,
-    backoff: { initialMs: 50, maxMs: 400 },
+    backoff,
     reportedProperties: { simulator: true },
   });
   running.push(device);
@@ -213,6 +218,57 @@ describe('simulated devices', () => {
       'delete',
       'deviceDataReset',
     );
+  });
+
+  it('asks DPS again at once when its hub refuses it, however long its back-off', async () => {
+    // The seed's step 5: removed from the test hub, the device re-registers and shows up on production. A refusal is
+    // answered by re-registration (DPS how-to-troubleshoot-dps), not by the back-off meant for failures.
+    const registrationId = uniqueId('sim-prompt');
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulate(
+      registrationId,
+      { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
+      'http',
+      { initialMs: 30_000, maxMs: 60_000 },
+    );
+    await device.waitFor(connectedTo(hosts.test));
+    await repoint({ kind: 'individual', id: registrationId }, hosts.production);
+    const removed = Date.now();
+    await registries.test.delete(registrationId);
+    const connected = await device.waitFor(connectedTo(hosts.production), 5_000);
+    expect(Date.parse(connected.time) - removed).toBeLessThan(5_000);
+    expect(device.state.history).toContainEqual(
+      expect.objectContaining({ type: 'connectFailed', hub: hosts.test, refused: true }),
+    );
+  });
+
+  it('retries its hub with back-off when a connection fails without a refusal, and keeps its assignment', async () => {
+    const registrationId = uniqueId('sim-flaky');
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulate(
+      registrationId,
+      { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
+      'http',
+    );
+    await device.waitFor(connectedTo(hosts.test));
+    // Two connection attempts die without a CONNACK, as over a failing network.
+    emulator.faults.addRule({ surface: 'mqtt', hub: 'test', operation: 'connect', status: 0, times: 2 });
+    deviceBroker(emulator.state)!.disconnectDevice('test', device.state.deviceId!);
+    await device.waitFor(
+      (e) => e.type === 'connected' && device.state.history.filter((h) => h.type === 'connected').length === 2,
+    );
+    const failed = device.state.history.filter((e) => e.type === 'connectFailed');
+    expect(failed).toHaveLength(2);
+    expect(failed.every((e) => e.type === 'connectFailed' && !e.refused)).toBe(true);
+    expect(device.state.history.filter((e) => e.type === 'provisioned')).toHaveLength(1);
   });
 
   it('reconnects to the same hub without re-provisioning when merely dropped', async () => {

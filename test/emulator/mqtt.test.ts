@@ -291,6 +291,18 @@ describe('MQTT device connections', () => {
     await expect(accepted.open()).resolves.toBeDefined();
   });
 
+  it('accepts one DeviceConnect policy token with sr=<hub>/devices for every device, as a protocol gateway uses', async () => {
+    // iot-hub-dev-guide-sas: "A protocol gateway could use the same token for all devices simply setting the resource
+    // URI to myhub.azure-devices.net/devices".
+    const first = await createSasDevice();
+    const second = await createSasDevice();
+    const policy = emulator.state.hubs.get('test')!.policies.find((p) => p.keyName === 'device')!;
+    const token = createSasToken({ resource: `${hubHost}/devices`, key: policy.primaryKey, keyName: 'device' });
+    for (const { deviceId } of [first, second]) {
+      await expect((await tokenClient(deviceId, token)).open()).resolves.toBeDefined();
+    }
+  });
+
   it('refuses unknown and disabled devices', async () => {
     const unknown = await sasClient(uniqueId('ghost'), Buffer.alloc(32, 1).toString('base64'));
     await expect(unknown.open()).rejects.toThrow(/Connection refused: Not authorized/);

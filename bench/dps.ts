@@ -10,7 +10,7 @@
 import { ProvisioningDeviceClient, type RegistrationResult } from 'azure-iot-provisioning-device';
 import { Http as ProvisioningHttp } from 'azure-iot-provisioning-device-http';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
-import { deriveDeviceKey } from '../emulator/sas';
+import { deriveDeviceKey } from '../emulator/security/sas';
 import type { RunningEmulator } from '../emulator/server';
 import { GLOBAL_DPS_HOST } from '../emulator/state';
 import { enrollSymmetricKeyGroup, forEachConcurrently, hubHost, percentile, timed } from './harness';

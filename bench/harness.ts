@@ -6,9 +6,9 @@ import { randomBytes } from 'node:crypto';
 import https from 'node:https';
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup } from 'azure-iot-provisioning-service/dist/interfaces';
-import { configureDps } from '../emulator/dps';
-import { resetLimits } from '../emulator/limits';
-import { installAzureEndpointRouting } from '../emulator/routing';
+import { configureDps } from '../emulator/dps/runtime';
+import { resetLimits } from '../emulator/limits/decide';
+import { installAzureEndpointRouting } from '../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../emulator/server';
 
 export type Defer = (stop: () => unknown) => void;

@@ -5,7 +5,7 @@
  * Target: Azure's identity registry quota on the top tier, S3, one unit: 5,000 operations/min = 83.3/s
  * (/work/shared/notes/azure-wire.md "Quotas"; the same figure as S1 with 50 units). With quotas off, a
  * rehearsal against the emulator must not be slower than the hub it stands in for. A bulk call is counted as
- * one registry operation, which is how the emulator's quota classifies it (emulator/limits.ts); the notes give
+ * one registry operation, which is how the emulator's quota classifies it (emulator/limits/classify.ts); the notes give
  * 100 devices per bulk call as Azure's cap.
  */
 import { Registry } from 'azure-iothub';

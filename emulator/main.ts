@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { loadConfig } from '../common/config';
 import { stopOnSignals } from '../common/shutdown';
-import { persistCa, readPersistedCa } from './persisted-ca';
+import { persistCa, readPersistedCa } from './persistence/ca';
 import { startEmulator } from './server';
 
 interface EmulatorConfig {

@@ -6,16 +6,19 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { AzureError, sendHubError } from './azure-errors';
-import { createEmulatorPki, type EmulatorPki } from './certs';
-import { controlApp } from './control';
-import { dpsDeviceRouter } from './dps-device';
-import { closeEventGrid } from './eventgrid';
-import { dpsServiceRouter } from './dps-service';
-import { createHub, linkHubToDps, type CreateHubOptions } from './hub';
-import { hubRouter } from './hub-rest';
-import { limitsMiddleware } from './limits';
-import { startMqtt, type MqttListener } from './mqtt';
+import { controlApp } from './control/app';
+import { resetEmulator } from './control/reset';
+import type { WriteCounters } from './counters';
+import { dpsDeviceRouter } from './dps/device-rest';
+import { linkHubToDps } from './dps/linked-hubs';
+import { dpsServiceRouter } from './dps/service-rest';
+import { closeEventGrid } from './eventgrid/event-grid';
+import { AzureError, sendHubError } from './hub/errors';
+import { createHub, type CreateHubOptions } from './hub/registry';
+import { hubRouter } from './hub/rest';
+import { addFaultRule, removeFaultRule, type FaultRuleInput } from './limits/decide';
+import { limitsMiddleware } from './limits/middleware';
+import { startMqtt, type MqttListener } from './mqtt/listener';
 import {
   StateFileError,
   createStateSaver,
@@ -25,13 +28,16 @@ import {
   saveOnStateEvents,
   takeSnapshot,
   type StateSaver,
-} from './persistence';
+} from './persistence/state-file';
+import { createEmulatorPki, type EmulatorPki } from './security/certs';
 import {
   GLOBAL_DPS_HOST,
   createEmulatorState,
+  createLimitsState,
   policyConnectionString,
   type DpsOptions,
   type EmulatorState,
+  type FaultRule,
   type HubState,
 } from './state';
 
@@ -52,8 +58,8 @@ export interface EmulatorOptions {
   /** Reuse a CA (so a trusted ca.pem stays valid across restarts); default: a new CA. */
   ca?: { certPem: string; keyPem: string };
   /**
-   * Keep the state in this JSON file (see emulator/persistence.ts): loaded at start if it exists (it then wins over
-   * `dps`; hubs of `hubs` that it lacks are added), saved about a second after changes and on `stop()`.
+   * Keep the state in this JSON file (see emulator/persistence/state-file.ts): loaded at start if it exists (it then
+   * wins over `dps`; hubs of `hubs` that it lacks are added), saved about a second after changes and on `stop()`.
    */
   stateFile?: string;
 }
@@ -70,6 +76,26 @@ export interface RunningEmulator {
   /** Owner connection strings (iothubowner / provisioningserviceowner) at start. */
   connectionStrings: { dps: string; hubs: Record<string, string> };
   state: EmulatorState;
+  /**
+   * Successful writes per surface, hub, operation and resource, e.g.
+   * `counters.get({ surface: 'hub', hub: 'test', operation: 'deviceDelete', id: 'dev-1' })`; `snapshot()` and
+   * `diff(snapshot)` tell what a piece of work wrote. See emulator/counters.ts.
+   */
+  counters: WriteCounters;
+  /**
+   * Fault injection in-process, as `POST /faults/rules` does it: `addRule({ surface, hub, operation, status, latencyMs,
+   * phase, times })` (see FaultRule in emulator/state.ts: phase `after` applies the call and then replaces, drops
+   * (status 0) or delays its answer); `removeRule(id)`; `rules()`; `clear()` drops every rule, error rate and
+   * latency.
+   */
+  faults: {
+    addRule(rule: FaultRuleInput): FaultRule;
+    removeRule(id: string): boolean;
+    rules(): FaultRule[];
+    clear(): void;
+  };
+  /** What `POST /reset` does (see emulator/control/reset.ts). */
+  reset(): Promise<void>;
   /** The state file, when persistence is on. */
   stateFile?: string;
   /** Writes the state file now (changes made in-process, outside requests, are otherwise saved with the next). */
@@ -221,6 +247,16 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       idScope: state.dps.idScope,
       connectionStrings: { dps: dpsConnectionString(state), hubs },
       state,
+      counters: state.counters,
+      faults: {
+        addRule: (rule) => addFaultRule(state.limits, rule),
+        removeRule: (id) => removeFaultRule(state.limits, id),
+        rules: () => state.limits.faults.rules.map((rule) => ({ ...rule })),
+        clear: () => {
+          state.limits.faults = createLimitsState().faults;
+        },
+      },
+      reset: () => resetEmulator(state),
       stateFile,
       saveState: () => saver?.save() ?? Promise.resolve(),
       async stop() {

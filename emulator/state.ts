@@ -1,82 +1,19 @@
 /**
- * In-memory state of the emulator: IoT hubs, one DPS instance, and the event bus that ties them together.
+ * The emulator's shared state: IoT hubs, one DPS instance, quotas and faults, and the event bus that ties them
+ * together, plus the write counters. Every service module (hub/, dps/, mqtt/, eventgrid/, control/) works on this;
+ * it imports none of them, only the record shapes (hub/model.ts, dps/model.ts), SAS keys and the counters.
  *
  * Node is single-threaded: every read-modify-write of this state must stay synchronous (no `await` between the
  * read and the write), so concurrent requests cannot lose updates.
  */
 import { EventEmitter } from 'node:events';
-import { generateKey } from './sas';
-import { createLimitsState, type LimitsState } from './limits';
-
-// ---------------------------------------------------------------------------------------------------------------
-// Shared access policies
-
-/** Azure's shared-access rights (IoT Hub and DPS use different subsets). */
-export type AccessRight =
-  | 'RegistryRead'
-  | 'RegistryWrite'
-  | 'ServiceConnect'
-  | 'DeviceConnect'
-  | 'ServiceConfig'
-  | 'EnrollmentRead'
-  | 'EnrollmentWrite'
-  | 'RegistrationStatusRead'
-  | 'RegistrationStatusWrite';
-
-export interface SharedAccessPolicy {
-  keyName: string;
-  primaryKey: string;
-  secondaryKey: string;
-  rights: AccessRight[];
-}
+import { WriteCounters } from './counters';
+import type { DeviceRecord, HubTier } from './hub/model';
+import type { DeviceRegistrationState, EnrollmentGroup, IndividualEnrollment, LinkedHub } from './dps/model';
+import { generateKey, type AccessRight, type SharedAccessPolicy } from './security/sas';
 
 // ---------------------------------------------------------------------------------------------------------------
 // IoT hub
-
-export type DeviceStatus = 'enabled' | 'disabled';
-export type ConnectionState = 'Connected' | 'Disconnected';
-export type AuthenticationType = 'sas' | 'selfSigned' | 'certificateAuthority' | 'none';
-
-export interface DeviceAuthentication {
-  type: AuthenticationType;
-  symmetricKey: { primaryKey: string | null; secondaryKey: string | null };
-  x509Thumbprint: { primaryThumbprint: string | null; secondaryThumbprint: string | null };
-}
-
-/** Twin properties without the `$metadata`/`$version` decorations (they are rendered on the way out). */
-export type TwinProperties = Record<string, unknown>;
-
-export interface TwinRecord {
-  tags: Record<string, unknown>;
-  desired: TwinProperties;
-  desiredVersion: number;
-  reported: TwinProperties;
-  reportedVersion: number;
-  /** Increments on every twin change (tags, desired, reported). */
-  version: number;
-  etag: string;
-  lastDesiredUpdate: string;
-  lastReportedUpdate: string;
-}
-
-export interface DeviceRecord {
-  deviceId: string;
-  generationId: string;
-  etag: string;
-  status: DeviceStatus;
-  statusReason: string | null;
-  statusUpdatedTime: string;
-  connectionState: ConnectionState;
-  connectionStateUpdatedTime: string;
-  lastActivityTime: string;
-  cloudToDeviceMessageCount: number;
-  capabilities: { iotEdge: boolean };
-  authentication: DeviceAuthentication;
-  deviceScope?: string;
-  twin: TwinRecord;
-}
-
-export type HubTier = 'F1' | 'B1' | 'B2' | 'B3' | 'S1' | 'S2' | 'S3';
 
 export interface HubState {
   /** Emulator-side key (e.g. `test`); the Azure hub name is the first label of `hostName`. */
@@ -91,106 +28,7 @@ export interface HubState {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// DPS (wire shapes of api-version 2021-10-01; the DPS module owns their behaviour)
-
-export interface X509CertificateInfo {
-  subjectName: string;
-  sha1Thumbprint: string;
-  sha256Thumbprint: string;
-  issuerName: string;
-  notBeforeUtc: string;
-  notAfterUtc: string;
-  serialNumber: string;
-  version: number;
-}
-
-export interface X509CertificateWithInfo {
-  certificate?: string;
-  info?: X509CertificateInfo;
-}
-
-export interface X509Certificates {
-  primary?: X509CertificateWithInfo;
-  secondary?: X509CertificateWithInfo;
-}
-
-export interface X509Attestation {
-  clientCertificates?: X509Certificates;
-  signingCertificates?: X509Certificates;
-  caReferences?: { primary?: string; secondary?: string };
-}
-
-export interface AttestationMechanism {
-  type: 'tpm' | 'x509' | 'symmetricKey';
-  tpm?: { endorsementKey: string; storageRootKey?: string };
-  x509?: X509Attestation;
-  symmetricKey?: { primaryKey: string; secondaryKey: string };
-}
-
-export interface ReprovisionPolicy {
-  updateHubAssignment: boolean;
-  migrateDeviceData: boolean;
-}
-
-export interface InitialTwin {
-  tags?: Record<string, unknown>;
-  properties?: { desired?: Record<string, unknown> };
-}
-
-export type AllocationPolicy = 'hashed' | 'geoLatency' | 'static' | 'custom';
-export type ProvisioningStatus = 'enabled' | 'disabled';
-
-interface EnrollmentCommon {
-  attestation: AttestationMechanism;
-  iotHubHostName?: string;
-  iotHubs?: string[];
-  initialTwin?: InitialTwin;
-  etag: string;
-  provisioningStatus: ProvisioningStatus;
-  reprovisionPolicy: ReprovisionPolicy;
-  allocationPolicy?: AllocationPolicy;
-  customAllocationDefinition?: { webhookUrl: string; apiVersion: string };
-  capabilities?: { iotEdge: boolean };
-  createdDateTimeUtc: string;
-  lastUpdatedDateTimeUtc: string;
-}
-
-export interface IndividualEnrollment extends EnrollmentCommon {
-  registrationId: string;
-  deviceId?: string;
-}
-
-export interface EnrollmentGroup extends EnrollmentCommon {
-  enrollmentGroupId: string;
-}
-
-export type RegistrationStatus = 'unassigned' | 'assigning' | 'assigned' | 'failed' | 'disabled';
-export type RegistrationSubstatus =
-  'initialAssignment' | 'deviceDataMigrated' | 'deviceDataReset' | 'reprovisionedToInitialAssignment';
-
-export interface DeviceRegistrationState {
-  registrationId: string;
-  deviceId?: string;
-  assignedHub?: string;
-  status: RegistrationStatus;
-  substatus?: RegistrationSubstatus;
-  errorCode?: number;
-  errorMessage?: string;
-  etag: string;
-  createdDateTimeUtc: string;
-  lastUpdatedDateTimeUtc: string;
-  payload?: unknown;
-  /** Emulator bookkeeping (not on the wire): which enrollment group matched, for per-group queries. */
-  enrollmentGroupId?: string;
-}
-
-export interface LinkedHub {
-  hostName: string;
-  connectionString: string;
-  allocationWeight: number;
-  applyAllocationPolicy: boolean;
-  location: string;
-}
+// DPS
 
 export interface DpsState {
   name: string;
@@ -239,12 +77,97 @@ export interface EmulatorEventMap {
 export type EmulatorEvents = EventEmitter<EmulatorEventMap>;
 
 // ---------------------------------------------------------------------------------------------------------------
+// Quotas and fault injection (configured through the control API; limits/ applies them)
+
+export type Surface = 'hub' | 'dpsService' | 'dpsDevice' | 'mqtt';
+
+export type QuotaClass =
+  | 'registry'
+  | 'query'
+  | 'twinRead'
+  | 'twinUpdate'
+  | 'connection'
+  | 'dpsOperation'
+  | 'dpsRegistration'
+  | 'dpsStatusPoll';
+
+export interface QuotaConfig {
+  enabled: boolean;
+  /** Multiplies every rate (and burst): 0.01 makes quotas bite after a few calls in a test. */
+  scale: number;
+  /** Per-minute rates that replace the Azure formula for a class. */
+  overrides: Partial<Record<QuotaClass, number>>;
+}
+
+export type FaultPhase = 'before' | 'after';
+
+export interface FaultRule {
+  id: string;
+  surface?: Surface;
+  /** Hub name (emulator key) the rule is limited to. */
+  hub?: string;
+  /** Operation name as limits/classify.ts gives it, or its write counter's name (counters.ts), or '*'. */
+  operation: string;
+  /**
+   * The answer instead of the real one: an HTTP status (400–599; over MQTT, the status of the response topic), or 0
+   * to drop the connection without answering. Omitted: the call is only delayed by `latencyMs`.
+   */
+  status?: number;
+  /** Delay for matching calls only: before the call runs (phase `before`) or before its answer (phase `after`). */
+  latencyMs?: number;
+  /**
+   * `before`: the call is not applied. `after`: the call is applied, and then its answer is replaced, dropped or
+   * delayed, so the client cannot tell that its write happened. An `after` rule is used up only by calls that
+   * succeeded (a failed call wrote nothing, so it is answered as it is).
+   */
+  phase: FaultPhase;
+  /** Remaining matching calls; the rule is removed when it reaches 0. */
+  times: number;
+  code?: string;
+  message?: string;
+}
+
+export interface FaultConfig {
+  /** Probability (0–1) that any call fails with `errorStatus`. */
+  errorRate: number;
+  errorStatus: number;
+  /** Added latency for every call, in milliseconds. */
+  latencyMs: number;
+  rules: FaultRule[];
+}
+
+export interface Bucket {
+  tokens: number;
+  capacity: number;
+  perMs: number;
+  updatedAt: number;
+}
+
+export interface LimitsState {
+  quotas: QuotaConfig;
+  faults: FaultConfig;
+  buckets: Map<string, Bucket>;
+  nextRuleId: number;
+}
+
+export function createLimitsState(): LimitsState {
+  return {
+    quotas: { enabled: false, scale: 1, overrides: {} },
+    faults: { errorRate: 0, errorStatus: 500, latencyMs: 0, rules: [] },
+    buckets: new Map(),
+    nextRuleId: 1,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 
 export interface EmulatorState {
   hubs: Map<string, HubState>;
   dps: DpsState;
   events: EmulatorEvents;
   limits: LimitsState;
+  /** Successful writes per surface, hub, operation and resource (emulator/counters.ts). */
+  counters: WriteCounters;
 }
 
 export const DEFAULT_DPS_HOST = 'emulator-dps.azure-devices-provisioning.net';
@@ -305,6 +228,7 @@ export function createEmulatorState(dpsOptions: DpsOptions = {}): EmulatorState 
     hubs: new Map(),
     events,
     limits: createLimitsState(),
+    counters: new WriteCounters(),
     dps: {
       name: dpsOptions.name ?? hostName.split('.')[0],
       hostName,

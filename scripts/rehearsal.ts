@@ -1,7 +1,7 @@
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { Logger } from '../common/logger';
 import type { RunningEmulator } from '../emulator';
-import { eventGridFor } from '../emulator/eventgrid';
+import { eventGridFor } from '../emulator/eventgrid/event-grid';
 import { SimulatedDevice } from '../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../emulator/simulator/enroll';
 

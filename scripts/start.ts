@@ -11,8 +11,9 @@ import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
-import { installAzureEndpointRouting, startEmulator, type RunningEmulator } from '../emulator';
-import { persistCa, readPersistedCa } from '../emulator/persisted-ca';
+import { installAzureEndpointRouting } from '../common/azure-routing';
+import { startEmulator, type RunningEmulator } from '../emulator';
+import { persistCa, readPersistedCa } from '../emulator/persistence/ca';
 import { startRehearsal, type DevicePlacement, type Rehearsal } from './rehearsal';
 
 /** Ranks of the parts in shutdown order: intake first, the Temporal server last. */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../common/config';
-import { installAzureEndpointRouting } from '../emulator/routing';
+import { installAzureEndpointRouting } from '../common/azure-routing';
 
 /**
  * Applies AZURE_ENDPOINT_ADDRESS / AZURE_CA_FILE: Azure host names keep their names (SNI, Host header, SAS `sr`)

@@ -1,8 +1,10 @@
 /**
  * A simulated device built on the real Azure device SDKs, behaving like a field device that uses DPS for late
  * binding: it provisions through DPS, connects to the assigned hub over MQTT, and when the hub drops it, it
- * reconnects; when the hub rejects it (e.g. the device was removed), it re-runs DPS registration and connects where
- * DPS now sends it, with exponential back-off between failed attempts.
+ * reconnects; when the hub refuses it (e.g. the device was removed), it re-runs DPS registration at once and connects
+ * where DPS now sends it. Failed attempts are spaced by exponential back-off. The SDK's own retry policy is off: with
+ * its default one a refused device keeps reconnecting for about four minutes (a CONNACK refusal on a reconnection is
+ * a retryable NotConnectedError to the SDK), which would keep it from DPS.
  *
  * Secrets (symmetric keys, private keys) come only from the options of the device; nothing is read from the
  * environment.
@@ -18,7 +20,7 @@ import { Http as ProvisioningHttp } from 'azure-iot-provisioning-device-http';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { X509Security } from 'azure-iot-security-x509';
-import { deriveDeviceKey } from '../sas';
+import { deriveDeviceKey } from '../security/sas';
 
 export type Attestation =
   /** Individual enrollment with a symmetric key. */
@@ -66,7 +68,7 @@ export type SimulatorEvent =
   | { type: 'provisioned'; time: string; assignedHub: string; deviceId: string; substatus?: string }
   | { type: 'provisioningFailed'; time: string; error: string }
   | { type: 'connected'; time: string; hub: string; deviceId: string }
-  | { type: 'connectFailed'; time: string; hub: string; error: string }
+  | { type: 'connectFailed'; time: string; hub: string; error: string; refused: boolean }
   | { type: 'disconnected'; time: string; hub: string; error?: string }
   | { type: 'twinReported'; time: string; hub: string }
   | { type: 'telemetrySent'; time: string; hub: string; count: number }
@@ -92,6 +94,19 @@ const HISTORY_LIMIT = 200;
 
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Connection attempts that fail without an answer from the hub before the device asks DPS again. */
+const HUB_FAILURES_BEFORE_DPS = 3;
+
+/**
+ * Whether a failed open was the hub refusing the device (a CONNACK refusal; IoT Hub only ever sends 5, "not
+ * authorized") rather than the connection failing. mqtt.js reports a refusal as "Connection refused: <reason>"; the
+ * device SDK keeps that text, inside its own message on a client's first connection.
+ */
+function refusedByHub(err: unknown): boolean {
+  const e = err as { message?: unknown; transportError?: { message?: unknown } } | undefined;
+  return /Connection refused: /.test(`${String(e?.message)} ${String(e?.transportError?.message)}`);
 }
 
 type RegistrationClient = ReturnType<typeof ProvisioningDeviceClient.create>;
@@ -180,6 +195,9 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
 
   private async run(): Promise<void> {
     let failures = 0;
+    let hubFailures = 0;
+    // Whether the assignment in hand came from DPS just now (rather than from before a drop).
+    let fresh = false;
     const wait = async (): Promise<void> => {
       this.phase = 'waiting';
       const ms = Math.min(this.backoff.initialMs * this.backoff.factor ** failures, this.backoff.maxMs);
@@ -191,6 +209,7 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
         this.phase = 'provisioning';
         try {
           this.assignment = await this.provision();
+          fresh = true;
         } catch (err) {
           if (this.stopped) break;
           this.record({ type: 'provisioningFailed', time: new Date().toISOString(), error: message(err) });
@@ -205,13 +224,31 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
         ({ dropped } = await this.connect(this.assignment));
       } catch (err) {
         if (this.stopped) break;
-        // Rejected by (or unreachable) hub: ask DPS where this device belongs now.
-        this.record({ type: 'connectFailed', time: new Date().toISOString(), hub, error: message(err) });
-        this.assignment = undefined;
-        await wait();
+        const refused = refusedByHub(err);
+        this.record({ type: 'connectFailed', time: new Date().toISOString(), hub, error: message(err), refused });
+        if (refused) {
+          // The hub refused this device (deleted, disabled, or its credentials changed): ask DPS where it belongs
+          // now — "for 401 Unauthorized, 403 Forbidden, 404 Not Found errors, perform a full re-registration"
+          // (DPS how-to-troubleshoot-dps). At once, unless DPS has just sent it here: then back off first, so a device
+          // that no hub accepts does not hammer DPS.
+          this.assignment = undefined;
+          if (fresh) await wait();
+        } else {
+          // Not an answer from the hub (network, TLS): retry the same hub with back-off, and ask DPS only after
+          // repeated failures, since the hub may be gone.
+          hubFailures += 1;
+          if (hubFailures >= HUB_FAILURES_BEFORE_DPS) {
+            this.assignment = undefined;
+            hubFailures = 0;
+          }
+          await wait();
+        }
+        fresh = false;
         continue;
       }
       failures = 0;
+      hubFailures = 0;
+      fresh = false;
       const error = await dropped;
       if (this.stopped) break;
       this.record({
@@ -220,7 +257,7 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
         hub,
         ...(error ? { error: message(error) } : {}),
       });
-      // A dropped device first tries to reconnect to its hub (the loop does that); only a rejection sends it to DPS.
+      // A dropped device first tries to reconnect to its hub (the loop does that); only a refusal sends it to DPS.
     }
     this.phase = 'stopped';
     this.record({ type: 'stopped', time: new Date().toISOString() });

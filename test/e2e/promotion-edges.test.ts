@@ -11,8 +11,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult, PromotionStatus } from '../../common/promotion';
-import { mintCertificate } from '../../emulator/certs';
-import { addFaultRule, resetLimits } from '../../emulator/limits';
+import { mintCertificate } from '../../emulator/security/certs';
+import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { connectedTo, enrollDevice, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
 

@@ -7,8 +7,8 @@ import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from 
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { promotionWorkflowId } from '../../common/messages';
 import { PROMOTION_REPORT_MEMO, type PromotionReport, type PromotionResult } from '../../common/promotion';
-import { addFaultRule, resetLimits } from '../../emulator/limits';
-import { eventGridFor } from '../../emulator/eventgrid';
+import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
+import { eventGridFor } from '../../emulator/eventgrid/event-grid';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { recordHistory } from '../helpers/histories';
 import {

@@ -8,7 +8,7 @@ import {
   isIssuedBy,
   mintCertificate,
   splitPemChain,
-} from '../../emulator/certs';
+} from '../../emulator/security/certs';
 
 describe('test certificate helper', () => {
   const root = mintCertificate({ commonName: 'Test Root CA', isCa: true });

@@ -6,8 +6,8 @@ import { Client as DeviceClient } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { NoRetry } from 'azure-iot-common';
 import { Client as ServiceClient, Registry } from 'azure-iothub';
-import { deviceBroker } from '../../emulator/mqtt';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { deviceBroker } from '../../emulator/mqtt/listener';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { hubConnectionString, startEmulator, type RunningEmulator } from '../../emulator/server';
 
 let emulator: RunningEmulator;

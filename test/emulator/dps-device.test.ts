@@ -11,18 +11,14 @@ import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioni
 import type { Query } from 'azure-iot-provisioning-service/dist/query';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { X509Security } from 'azure-iot-security-x509';
-import {
-  deriveDeviceKey,
-  installAzureEndpointRouting,
-  mintCertificate,
-  startEmulator,
-  type MintedCert,
-  type RunningEmulator,
-} from '../../emulator';
-import { configureDps } from '../../emulator/dps';
-import { findDevice, linkHubToDps, patchReported, patchTwin, unlinkHubFromDps } from '../../emulator/hub';
-import { addFaultRule, resetLimits } from '../../emulator/limits';
-import type { DeviceRecord, HubState } from '../../emulator/state';
+import { deriveDeviceKey, mintCertificate, startEmulator, type MintedCert, type RunningEmulator } from '../../emulator';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
+import { configureDps } from '../../emulator/dps/runtime';
+import { linkHubToDps, unlinkHubFromDps } from '../../emulator/dps/linked-hubs';
+import { findDevice, patchReported, patchTwin } from '../../emulator/hub/registry';
+import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
+import type { DeviceRecord } from '../../emulator/hub/model';
+import type { HubState } from '../../emulator/state';
 
 let emulator: RunningEmulator;
 let uninstall: () => void;
@@ -235,6 +231,21 @@ describe('symmetric-key enrollment groups', () => {
     expect((await registerWithKey('http', id, derived)).status).toBe('assigned');
   });
 
+  it('refuses a group member whose registration id has a disabled individual enrollment with other keys', async () => {
+    // DPS matches the individual enrollment first and does not fall back to the group.
+    const group = await createGroup({ enrollmentGroupId: uniqueId('symgroup'), attestation: { type: 'symmetricKey' } });
+    const id = uniqueId('blocked');
+    const derived = deriveDeviceKey(group.attestation.symmetricKey!.primaryKey, id);
+    await createEnrollment({
+      registrationId: id,
+      attestation: { type: 'symmetricKey' },
+      provisioningStatus: 'disabled',
+    });
+    const err = await registerWithKey('mqtt', id, derived).catch((e: unknown) => e);
+    expectSdkError(err, 'UnauthorizedError');
+    expect(hubDevice(testHub, id) ?? hubDevice(productionHub, id)).toBeUndefined();
+  });
+
   it('fails registrations of a disabled group', async () => {
     const group = await createGroup({
       enrollmentGroupId: uniqueId('symgroup'),
@@ -306,6 +317,33 @@ describe.each<Transport>(['http', 'mqtt'])('X.509 over %s', (kind) => {
     expectSdkError(await registerWithCert(kind, otherName, enrolled).catch((e: unknown) => e), 'UnauthorizedError');
   });
 
+  it('blocks one device of an enabled X.509 CA group with a disabled individual enrollment of its certificate', async () => {
+    // how-to-revoke-device-access-portal, "Disallow specific devices in an enrollment group": "If the service finds a
+    // disabled individual enrollment for the device, it prevents the device from connecting", even with an enabled
+    // group for a CA in its chain. The rest of the group still registers.
+    const root = mintCertificate({ commonName: uniqueId('root'), isCa: true });
+    await createGroup({
+      enrollmentGroupId: uniqueId('cagroup'),
+      attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: root.certPem } } } },
+    });
+    const blockedId = uniqueId('leaf');
+    const blocked = mintCertificate({ commonName: blockedId, issuer: root });
+    await createEnrollment({
+      registrationId: blockedId,
+      attestation: { type: 'x509', x509: { clientCertificates: { primary: { certificate: blocked.certPem } } } },
+      provisioningStatus: 'disabled',
+    });
+    const refused = (await registerWithCert(kind, blockedId, blocked).catch((e: unknown) => e)) as {
+      result?: { status: string };
+    };
+    expect(refused.result?.status).toBe('disabled');
+    expect(hubDevice(testHub, blockedId) ?? hubDevice(productionHub, blockedId)).toBeUndefined();
+
+    const otherId = uniqueId('leaf');
+    const other = mintCertificate({ commonName: otherId, issuer: root });
+    expect((await registerWithCert(kind, otherId, other)).status).toBe('assigned');
+  });
+
   it('provisions a device of an X.509 CA group as a selfSigned device with its leaf thumbprint', async () => {
     const root = mintCertificate({ commonName: uniqueId('root'), isCa: true });
     const intermediate = mintCertificate({ commonName: uniqueId('intermediate'), isCa: true, issuer: root });
@@ -330,6 +368,68 @@ describe.each<Transport>(['http', 'mqtt'])('X.509 over %s', (kind) => {
     const foreignId = uniqueId('leaf');
     const foreign = mintCertificate({ commonName: foreignId, issuer: foreignRoot });
     expectSdkError(await registerWithCert(kind, foreignId, foreign).catch((e: unknown) => e), 'UnauthorizedError');
+  });
+});
+
+/**
+ * Microsoft's reprovisioning e2e test (azure-iot-sdk-csharp e2e/test/provisioning/ReprovisioningE2ETests.cs,
+ * UpdateEnrollmentToForceReprovisionAsync) updates an enrollment with exactly what GET returned, keys redacted, plus
+ * new iotHubs, and the device then registers with its original credentials.
+ */
+describe('an update that sends back what GET returned (ReprovisioningE2ETests: GET → change iotHubs → PUT)', () => {
+  it('keeps the keys of an individual enrollment, so the device registers again with its original key', async () => {
+    const { id, key } = await symmetricEnrollment({ allocationPolicy: 'static', iotHubs: [testHub.hostName] });
+    const stored = (await service.getIndividualEnrollmentAttestationMechanism(id)).responseBody;
+    expect((await registerWithKey('http', id, key)).assignedHub).toBe(testHub.hostName);
+
+    const current = (await service.getIndividualEnrollment(id)).responseBody;
+    expect(current.attestation.symmetricKey?.primaryKey).toBeUndefined();
+    await service.createOrUpdateIndividualEnrollment({ ...current, iotHubs: [productionHub.hostName] });
+
+    expect((await service.getIndividualEnrollmentAttestationMechanism(id)).responseBody).toEqual(stored);
+    expect(await registerWithKey('mqtt', id, key)).toMatchObject({
+      assignedHub: productionHub.hostName,
+      substatus: 'deviceDataMigrated',
+    });
+  });
+
+  it('keeps the keys of a symmetric-key group, so its devices keep their derived keys', async () => {
+    const groupId = uniqueId('symgroup');
+    const group = await createGroup({
+      enrollmentGroupId: groupId,
+      attestation: { type: 'symmetricKey' },
+      allocationPolicy: 'static',
+      iotHubs: [testHub.hostName],
+    });
+    const id = uniqueId('gdev');
+    const derived = deriveDeviceKey(group.attestation.symmetricKey!.primaryKey, id);
+    expect((await registerWithKey('http', id, derived)).assignedHub).toBe(testHub.hostName);
+
+    const current = (await service.getEnrollmentGroup(groupId)).responseBody;
+    await service.createOrUpdateEnrollmentGroup({ ...current, iotHubs: [productionHub.hostName] });
+
+    expect((await service.getEnrollmentGroupAttestationMechanism(groupId)).responseBody.symmetricKey).toEqual(
+      group.attestation.symmetricKey,
+    );
+    expect((await registerWithKey('http', id, derived)).assignedHub).toBe(productionHub.hostName);
+  });
+
+  it('keeps the signing certificate of an X.509 CA group, of which GET returns only the info', async () => {
+    const root = mintCertificate({ commonName: uniqueId('root'), isCa: true });
+    const groupId = uniqueId('cagroup');
+    await createGroup({
+      enrollmentGroupId: groupId,
+      attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: root.certPem } } } },
+      allocationPolicy: 'static',
+      iotHubs: [testHub.hostName],
+    });
+    const id = uniqueId('leaf');
+    const leaf = mintCertificate({ commonName: id, issuer: root });
+    expect((await registerWithCert('http', id, leaf)).assignedHub).toBe(testHub.hostName);
+
+    const current = (await service.getEnrollmentGroup(groupId)).responseBody;
+    await service.createOrUpdateEnrollmentGroup({ ...current, iotHubs: [productionHub.hostName] });
+    expect((await registerWithCert('http', id, leaf)).assignedHub).toBe(productionHub.hostName);
   });
 });
 
@@ -369,6 +469,39 @@ describe('reprovisioning when the enrollment points to another hub', () => {
     });
   });
 
+  it('migrates from a disabled identity on the old hub: twin and versions carried, old identity removed', async () => {
+    // The promotion's "disable" removal: the device is refused on the test hub, re-registers, and its data moves
+    // (ReprovisioningE2ETests KeepTwin: migrated reported properties keep their version).
+    const { id, key } = await provisionToTest({ updateHubAssignment: true, migrateDeviceData: true });
+    const old = hubDevice(testHub, id)!;
+    old.status = 'disabled';
+    const reportedVersion = old.twin.reportedVersion;
+    expect(reportedVersion).toBe(2);
+    const result = await registerWithKey('http', id, key);
+    expect(result).toMatchObject({ assignedHub: productionHub.hostName, substatus: 'deviceDataMigrated' });
+    const moved = hubDevice(productionHub, id)!;
+    expect(moved).toMatchObject({ status: 'enabled' });
+    expect(moved.twin).toMatchObject({
+      tags: { stage: 'tested' },
+      desired: { interval: 5 },
+      reported: { firmware: '1.2.3' },
+      reportedVersion,
+    });
+    expect(hubDevice(testHub, id)).toBeUndefined();
+  });
+
+  it('reports deviceDataReset with the initial twin when the old hub has no identity left to migrate', async () => {
+    // Azure does not document this case; deviceDataReset is the substatus whose definition matches ("its device data
+    // was populated from the initial state stored in the enrollment"). See assign() in emulator/dps/registration.ts.
+    const { id, key } = await provisionToTest({ updateHubAssignment: true, migrateDeviceData: true });
+    testHub.devices.delete(id);
+    const result = await registerWithKey('mqtt', id, key);
+    expect(result).toMatchObject({ assignedHub: productionHub.hostName, substatus: 'deviceDataReset' });
+    const moved = hubDevice(productionHub, id)!;
+    expect(moved.twin).toMatchObject({ tags: { stage: 'initial' }, desired: { interval: 60 }, reported: {} });
+    expect((await service.getDeviceRegistrationState(id)).responseBody.substatus).toBe('deviceDataReset');
+  });
+
   it('moves the device with the initial twin (deviceDataReset) when data is not migrated', async () => {
     const { id, key } = await provisionToTest({ updateHubAssignment: true, migrateDeviceData: false });
     const result = await registerWithKey('http', id, key);
@@ -377,6 +510,8 @@ describe('reprovisioning when the enrollment points to another hub', () => {
     expect(moved.twin.tags).toEqual({ stage: 'initial' });
     expect(moved.twin.desired).toEqual({ interval: 60 });
     expect(moved.twin.reported).toEqual({});
+    // ReprovisioningE2ETests ResetTwin: no reported properties, at version 1.
+    expect(moved.twin.reportedVersion).toBe(1);
     expect(hubDevice(testHub, id)).toBeUndefined();
   });
 

@@ -9,8 +9,9 @@ import type {
   EnrollmentGroup,
   IndividualEnrollment,
 } from 'azure-iot-provisioning-service/dist/interfaces';
-import { installAzureEndpointRouting, mintCertificate, startEmulator, type RunningEmulator } from '../../emulator';
-import { createSasToken } from '../../emulator/sas';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
+import { mintCertificate, startEmulator, type RunningEmulator } from '../../emulator';
+import { createSasToken } from '../../emulator/security/sas';
 
 let emulator: RunningEmulator;
 let uninstall: () => void;
@@ -140,6 +141,24 @@ describe('individual enrollments', () => {
     expect(failure(gone)).toEqual({ status: 404, errorCode: 404201 });
   });
 
+  it('deletes under If-Match: an enrollment object carries its etag (412 when stale), "*" or none deletes', async () => {
+    // Revocation deletes only the enrollment it validated; DPS answers 412 PreconditionFailed to a stale etag.
+    const id = uniqueId('del');
+    const first = (await client.createOrUpdateIndividualEnrollment(symmetricEnrollment(id))).responseBody;
+    const second = (await client.createOrUpdateIndividualEnrollment({ ...first, provisioningStatus: 'disabled' }))
+      .responseBody;
+    const stale = await client.deleteIndividualEnrollment(first).catch((e: unknown) => e);
+    expect(failure(stale)).toEqual({ status: 412, errorCode: 412201 });
+    expect((await client.getIndividualEnrollment(id)).responseBody.etag).toBe(second.etag);
+    await client.deleteIndividualEnrollment(second);
+    expect(failure(await client.getIndividualEnrollment(id).catch((e: unknown) => e)).status).toBe(404);
+
+    const other = uniqueId('del');
+    await client.createOrUpdateIndividualEnrollment(symmetricEnrollment(other));
+    await client.deleteIndividualEnrollment(other, '*');
+    expect(failure(await client.deleteIndividualEnrollment(other).catch((e: unknown) => e)).status).toBe(404);
+  });
+
   it('stores X.509 client certificates as info with thumbprints and never returns the certificate', async () => {
     const id = uniqueId('x509');
     const device = mintCertificate({ commonName: id });
@@ -176,6 +195,26 @@ describe('individual enrollments', () => {
       .createOrUpdateIndividualEnrollment(symmetricEnrollment(uniqueId('hub'), { iotHubs: ['nope.azure-devices.net'] }))
       .catch((e: unknown) => e);
     expectSdkError(unlinked, 'ArgumentError');
+  });
+
+  it('accepts a token whose sr is a path prefix of the call, like the hub does', async () => {
+    const dpsHost = emulator.state.dps.hostName;
+    const owner = emulator.state.dps.policies.find((p) => p.keyName === 'provisioningserviceowner')!;
+    const id = uniqueId('scoped');
+    await client.createOrUpdateIndividualEnrollment(symmetricEnrollment(id));
+    const scopedTo = (resource: string): ProvisioningServiceClient =>
+      new ProvisioningServiceClient({
+        host: dpsHost,
+        sharedAccessSignature: createSasToken({ resource, key: owner.primaryKey, keyName: owner.keyName }),
+      });
+    await expect(scopedTo(`${dpsHost}/enrollments`).getIndividualEnrollment(id)).resolves.toBeDefined();
+    await expect(scopedTo(`${dpsHost}/enrollments/${id}`).getIndividualEnrollment(id)).resolves.toBeDefined();
+    expectSdkError(
+      await scopedTo(`${dpsHost}/enrollmentGroups`)
+        .getIndividualEnrollment(id)
+        .catch((e: unknown) => e),
+      'UnauthorizedError',
+    );
   });
 
   it('refuses a wrong key, an expired token and a read-only policy writing', async () => {

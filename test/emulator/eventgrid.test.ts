@@ -8,8 +8,8 @@ import type { AddressInfo } from 'node:net';
 import { Client } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { Registry } from 'azure-iothub';
-import { eventGridFor, type EventGridEvent } from '../../emulator/eventgrid';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { eventGridFor, type EventGridEvent } from '../../emulator/eventgrid/event-grid';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 
 interface Received {

@@ -11,13 +11,15 @@ import {
 } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { MqttBase } from 'azure-iot-mqtt-base';
+import tls from 'node:tls';
+import mqttPacket, { type IConnackPacket } from 'mqtt-packet';
 import { NoRetry } from 'azure-iot-common';
 import { Registry } from 'azure-iothub';
-import { mintCertificate } from '../../emulator/certs';
-import { addFaultRule, resetLimits } from '../../emulator/limits';
-import { deviceBroker } from '../../emulator/mqtt';
-import { installAzureEndpointRouting } from '../../emulator/routing';
-import { createSasToken } from '../../emulator/sas';
+import { mintCertificate } from '../../emulator/security/certs';
+import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
+import { deviceBroker } from '../../emulator/mqtt/listener';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
+import { createSasToken } from '../../emulator/security/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import type { DeviceEvent } from '../../emulator/state';
 
@@ -140,10 +142,100 @@ describe('MQTT device connections', () => {
     expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
   });
 
+  it('updates lastActivityTime when the device connects, sends or receives, not on keep-alive pings', async () => {
+    // "The last time the device authenticated, sent a message, or received a message" (azure-iothub Device).
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    // setOptions replaces the transport options: the CA again, plus a 1 s keep-alive.
+    await client.setOptions({ ca: emulator.caPem, keepalive: 1 });
+    const connected = nextBusEvent('deviceConnected', deviceId);
+    await client.open();
+    await connected;
+    const atConnect = (await registry.get(deviceId)).responseBody;
+    expect(atConnect.lastActivityTime).toBe(atConnect.connectionStateUpdatedTime);
+
+    await new Promise((resolve) => setTimeout(resolve, 2_500)); // two keep-alive pings
+    expect((await registry.get(deviceId)).responseBody.lastActivityTime).toBe(atConnect.lastActivityTime);
+
+    const received = new Promise<void>((resolve) => client.on('message', () => resolve()));
+    await untilSubscribed(deviceId, `devices/${deviceId}/messages/devicebound/#`);
+    deviceBroker(emulator.state)!.sendCloudToDevice('test', deviceId, { payload: 'hi' });
+    await received;
+    const afterC2d = (await registry.get(deviceId)).responseBody.lastActivityTime!;
+    expect(Date.parse(afterC2d)).toBeGreaterThan(Date.parse(atConnect.lastActivityTime!));
+
+    await client.sendEvent(new Message('{"t":1}'));
+    const afterSend = (await registry.get(deviceId)).responseBody.lastActivityTime!;
+    expect(Date.parse(afterSend)).toBeGreaterThanOrEqual(Date.parse(afterC2d));
+
+    const disconnected = nextBusEvent('deviceDisconnected', deviceId);
+    await client.close();
+    await disconnected;
+    const after = (await registry.get(deviceId)).responseBody;
+    expect(after.lastActivityTime).toBe(afterSend);
+    expect(Date.parse(after.connectionStateUpdatedTime!)).toBeGreaterThan(
+      Date.parse(atConnect.connectionStateUpdatedTime!),
+    );
+  });
+
+  it('answers every refused CONNECT with CONNACK 5 and then closes the connection, as IoT Hub does', async () => {
+    // "The Azure IoT Hub ... always returning Not Authorized (MQTT CONNECT Return Code 5) on MQTT CONNECT failure"
+    // (azure-iot-sdk-c doc/connection_and_messaging_reliability.md).
+    const { deviceId, key } = await createSasDevice();
+    const disabled = await createSasDevice(uniqueId('off'), 'disabled');
+    const token = (id: string, k: string): string => createSasToken({ resource: `${hubHost}/devices/${id}`, key: k });
+    const attempts: Array<{ clientId: string; username: string; password: string }> = [
+      { clientId: deviceId, username: `${hubHost}/${deviceId}`, password: token(deviceId, key) }, // malformed
+      {
+        clientId: 'someone-else',
+        username: `${hubHost}/${deviceId}/?api-version=2021-04-12`,
+        password: token(deviceId, key),
+      },
+      { clientId: 'ghost', username: `${hubHost}/ghost/?api-version=2021-04-12`, password: token('ghost', key) },
+      {
+        clientId: disabled.deviceId,
+        username: `${hubHost}/${disabled.deviceId}/?api-version=2021-04-12`,
+        password: token(disabled.deviceId, disabled.key),
+      },
+      {
+        clientId: deviceId,
+        username: `${hubHost}/${deviceId}/?api-version=2021-04-12`,
+        password: 'SharedAccessSignature x',
+      },
+    ];
+    for (const attempt of attempts) {
+      const socket = tls.connect({
+        host: '127.0.0.1',
+        port: emulator.mqttPort,
+        ca: emulator.caPem,
+        servername: hubHost,
+      });
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      const connack = new Promise<IConnackPacket>((resolve) => {
+        const parser = mqttPacket.parser();
+        parser.on('packet', (packet) => resolve(packet as IConnackPacket));
+        socket.on('data', (chunk: Buffer) => parser.parse(chunk));
+      });
+      socket.write(
+        mqttPacket.generate({
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clean: false,
+          keepalive: 180,
+          ...attempt,
+          password: Buffer.from(attempt.password),
+        }),
+      );
+      expect(await connack).toMatchObject({ cmd: 'connack', returnCode: 5 });
+      await closed;
+    }
+  });
+
   it('refuses a device key that is not the device’s', async () => {
     const { deviceId } = await createSasDevice();
     const client = await sasClient(deviceId, Buffer.alloc(32, 7).toString('base64'));
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
     expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
   });
 
@@ -162,7 +254,7 @@ describe('MQTT device connections', () => {
       expiry: Math.floor(Date.now() / 1000) - 10,
     });
     const client = await tokenClient(deviceId, token);
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('refuses a token issued for another device', async () => {
@@ -170,13 +262,13 @@ describe('MQTT device connections', () => {
     const other = await createSasDevice();
     const token = createSasToken({ resource: `${hubHost}/devices/${other.deviceId}`, key: other.key });
     const client = await tokenClient(victim.deviceId, token);
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('refuses a device-key token scoped to the whole hub', async () => {
     const { deviceId, key } = await createSasDevice();
     const client = await tokenClient(deviceId, createSasToken({ resource: hubHost, key }));
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('accepts a hub policy token with DeviceConnect and refuses one without it', async () => {
@@ -190,7 +282,7 @@ describe('MQTT device connections', () => {
       deviceId,
       createSasToken({ resource, key: readPolicy.primaryKey, keyName: 'registryRead' }),
     );
-    await expect(refused.open()).rejects.toThrow(/Not authorized/);
+    await expect(refused.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     const accepted = await tokenClient(
       deviceId,
@@ -199,13 +291,25 @@ describe('MQTT device connections', () => {
     await expect(accepted.open()).resolves.toBeDefined();
   });
 
+  it('accepts one DeviceConnect policy token with sr=<hub>/devices for every device, as a protocol gateway uses', async () => {
+    // iot-hub-dev-guide-sas: "A protocol gateway could use the same token for all devices simply setting the resource
+    // URI to myhub.azure-devices.net/devices".
+    const first = await createSasDevice();
+    const second = await createSasDevice();
+    const policy = emulator.state.hubs.get('test')!.policies.find((p) => p.keyName === 'device')!;
+    const token = createSasToken({ resource: `${hubHost}/devices`, key: policy.primaryKey, keyName: 'device' });
+    for (const { deviceId } of [first, second]) {
+      await expect((await tokenClient(deviceId, token)).open()).resolves.toBeDefined();
+    }
+  });
+
   it('refuses unknown and disabled devices', async () => {
     const unknown = await sasClient(uniqueId('ghost'), Buffer.alloc(32, 1).toString('base64'));
-    await expect(unknown.open()).rejects.toThrow(/Not authorized/);
+    await expect(unknown.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     const { deviceId, key } = await createSasDevice(uniqueId('off'), 'disabled');
     const disabled = await sasClient(deviceId, key);
-    await expect(disabled.open()).rejects.toThrow(/Not authorized/);
+    await expect(disabled.open()).rejects.toThrow(/Connection refused: Not authorized/);
   });
 
   it('closes the connection when the SAS token expires', async () => {
@@ -234,7 +338,7 @@ describe('MQTT device connections', () => {
     });
 
     const wrong = await x509Client(deviceId, stranger);
-    await expect(wrong.open()).rejects.toThrow(/Not authorized/);
+    await expect(wrong.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     const client = await x509Client(deviceId, cert);
     await client.open();
@@ -251,7 +355,7 @@ describe('MQTT device connections', () => {
     >[0]);
 
     const unverified = await x509Client(deviceId, { certPem: leaf.chainPem, keyPem: leaf.keyPem });
-    await expect(unverified.open()).rejects.toThrow(/Not authorized/);
+    await expect(unverified.open()).rejects.toThrow(/Connection refused: Not authorized/);
 
     deviceBroker(emulator.state)!.addVerifiedCaCertificate('test', root.certPem);
     const client = await x509Client(deviceId, { certPem: leaf.chainPem, keyPem: leaf.keyPem });
@@ -267,7 +371,29 @@ describe('MQTT device connections', () => {
     await registry.delete(deviceId);
     await dropped;
     await announced;
-    await expect(client.open()).rejects.toThrow(/Not authorized/);
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
+  });
+
+  it('closes a disabled device, refuses it until re-enabled, then lets it in again (revocation and its undo)', async () => {
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const device = (await registry.get(deviceId)).responseBody;
+    const dropped = nextDisconnect(client);
+    await registry.update({ ...device, status: 'disabled', statusReason: 'revoked' });
+    await dropped;
+    await expect(client.open()).rejects.toThrow(/Connection refused: Not authorized/);
+
+    const hub = emulator.state.hubs.get('test')!;
+    const devicePolicy = hub.policies.find((p) => p.keyName === 'device')!;
+    const viaPolicy = await tokenClient(
+      deviceId,
+      createSasToken({ resource: `${hubHost}/devices/${deviceId}`, key: devicePolicy.primaryKey, keyName: 'device' }),
+    );
+    await expect(viaPolicy.open()).rejects.toThrow(/Connection refused: Not authorized/);
+
+    await registry.update({ ...device, status: 'enabled' });
+    await expect(client.open()).resolves.toBeDefined();
   });
 
   it('disconnects a device that is disabled or whose key is replaced', async () => {
@@ -401,7 +527,7 @@ describe('MQTT device connections', () => {
     expect((await registry.get(deviceId)).responseBody.cloudToDeviceMessageCount).toBe(1);
   });
 
-  it('answers over-quota connections with server unavailable and injected twin faults with their status', async () => {
+  it('refuses over-quota connections with CONNACK 5 and answers injected twin faults with their status', async () => {
     const { limits } = emulator.state;
     const { deviceId, key } = await createSasDevice();
     limits.quotas = { enabled: true, scale: 1, overrides: { connection: 1 } };
@@ -410,7 +536,7 @@ describe('MQTT device connections', () => {
       await first.open();
       await first.close();
       const second = await sasClient(deviceId, key);
-      await expect(second.open()).rejects.toThrow(/Server unavailable/);
+      await expect(second.open()).rejects.toThrow(/Connection refused: Not authorized/);
     } finally {
       resetLimits(limits);
     }

@@ -16,12 +16,12 @@ import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { Registry } from 'azure-iothub';
-import { mintCertificate } from '../../emulator/certs';
-import { addDpsCaCertificate, configureDps, listDpsCaCertificates } from '../../emulator/dps';
-import { deviceBroker } from '../../emulator/mqtt';
-import { StateFileError } from '../../emulator/persistence';
-import { installAzureEndpointRouting } from '../../emulator/routing';
-import { deriveDeviceKey } from '../../emulator/sas';
+import { mintCertificate } from '../../emulator/security/certs';
+import { addDpsCaCertificate, configureDps, listDpsCaCertificates } from '../../emulator/dps/runtime';
+import { deviceBroker } from '../../emulator/mqtt/listener';
+import { StateFileError } from '../../emulator/persistence/state-file';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
+import { deriveDeviceKey } from '../../emulator/security/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { WebhookSubscriber } from './webhook-subscriber';
 

@@ -4,7 +4,7 @@
  */
 import { SharedAccessSignature, anHourFromNow } from 'azure-iot-common';
 import { Registry } from 'azure-iothub';
-import { createSasToken } from '../../emulator/sas';
+import { createSasToken } from '../../emulator/security/sas';
 import { policyOf, startRegistryFixture, type RegistryFixture } from './registry-helpers';
 
 let fx: RegistryFixture & { stop(): Promise<void> };
@@ -100,6 +100,38 @@ describe('shared access signatures', () => {
     await expect(service.getTwin('svc')).resolves.toBeDefined();
     await expect(service.updateTwin('svc', { tags: { a: 1 } }, '*')).resolves.toBeDefined();
     await expect(service.get('svc')).rejects.toMatchObject({ name: 'UnauthorizedError' });
+  });
+
+  it('accepts sr=<hub>/devices with registryRead for the identity registry (iot-hub-dev-guide-sas example)', async () => {
+    await fx.registry.create({ deviceId: 'scoped' });
+    const token = policyToken('test', 'registryRead', { resource: `${fx.hostName}/devices` });
+    const reader = new Registry({ host: fx.hostName, sharedAccessSignature: token });
+    await expect(reader.get('scoped')).resolves.toMatchObject({ responseBody: { deviceId: 'scoped' } });
+    await expect(reader.list()).resolves.toBeDefined();
+    // The policy's rights still apply inside the scope.
+    await expect(reader.create({ deviceId: 'nope' })).rejects.toMatchObject({ name: 'UnauthorizedError' });
+  });
+
+  it('accepts sr=<hub>/devices/<id> for that device only, matching by whole path segments', async () => {
+    await fx.registry.addDevices([{ deviceId: 'dev-1' }, { deviceId: 'dev-10' }, { deviceId: 'dev-2' }]);
+    const token = policyToken('test', 'registryReadWrite', { resource: `${fx.hostName}/devices/dev-1` });
+    const scoped = new Registry({ host: fx.hostName, sharedAccessSignature: token });
+    await expect(scoped.get('dev-1')).resolves.toBeDefined();
+    await expect(scoped.delete('dev-1')).resolves.toBeDefined();
+    for (const other of ['dev-10', 'dev-2']) {
+      await expect(scoped.get(other)).rejects.toMatchObject({ name: 'UnauthorizedError' });
+    }
+    // The registry-wide list is outside a one-device scope.
+    await expect(scoped.list()).rejects.toMatchObject({ name: 'UnauthorizedError' });
+  });
+
+  it('refuses a scoped token for another hub or another path', async () => {
+    const otherHub = fx.emulator.state.hubs.get('production')!.hostName;
+    for (const resource of [`${otherHub}/devices`, `${fx.hostName}/jobs`]) {
+      const token = policyToken('test', 'iothubowner', { resource });
+      const reg = new Registry({ host: fx.hostName, sharedAccessSignature: token });
+      await expect(reg.list()).rejects.toMatchObject({ name: 'UnauthorizedError' });
+    }
   });
 
   it('lets a registryReadWrite policy create and delete', async () => {

@@ -4,7 +4,7 @@ import { RestApiClient } from 'azure-iot-http-base';
 
 type HttpMethodVerb = Parameters<RestApiClient['executeApiCall']>[0];
 import { Registry } from 'azure-iothub';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../../emulator/server';
 
 export interface RegistryFixture {

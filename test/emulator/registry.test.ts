@@ -3,6 +3,7 @@
  * statistics, and Azure's error answers.
  */
 import { Registry } from 'azure-iothub';
+import type { DeviceIdentity } from 'azure-iothub/dist/device';
 import { startRegistryFixture, type RegistryFixture } from './registry-helpers';
 
 let fx: RegistryFixture & { stop(): Promise<void> };
@@ -23,6 +24,14 @@ beforeEach(async () => {
 
 const THUMB_A = 'A'.repeat(40);
 const THUMB_B = 'B'.repeat(64);
+
+/** The SDK's Device class lacks the scope fields its DeviceIdentity has. */
+const createIdentity = async (d: DeviceIdentity): Promise<DeviceIdentity> =>
+  (await registry.create(d as Parameters<Registry['create']>[0])).responseBody as DeviceIdentity;
+const updateIdentity = async (d: DeviceIdentity): Promise<DeviceIdentity> =>
+  (await registry.update(d as Parameters<Registry['update']>[0])).responseBody as DeviceIdentity;
+const getIdentity = async (id: string): Promise<DeviceIdentity> =>
+  (await registry.get(id)).responseBody as DeviceIdentity;
 
 describe('devices', () => {
   it('creates a sas device with service-generated keys and Azure default fields', async () => {
@@ -68,6 +77,65 @@ describe('devices', () => {
       symmetricKey: { primaryKey: null, secondaryKey: null },
       x509Thumbprint: { primaryThumbprint: null, secondaryThumbprint: null },
     });
+  });
+
+  it('keeps edge scopes as IoT Hub does: generated for an edge, parentScopes set or copied from a leaf scope', async () => {
+    // After azure-iot-sdk-csharp e2e RegistryManagerE2ETests.RegistryManager_AddAndRemoveDeviceWithScope.
+    const edge1 = await createIdentity({ deviceId: 'edge-1', capabilities: { iotEdge: true } });
+    expect(edge1.capabilities).toEqual({ iotEdge: true });
+    expect(edge1.deviceScope).toMatch(/^ms-azure-iot-edge:\/\/edge-1-\d+$/);
+    expect(edge1.parentScopes).toEqual([]);
+    const edge2 = await createIdentity({
+      deviceId: 'edge-2',
+      capabilities: { iotEdge: true },
+      parentScopes: [edge1.deviceScope!],
+    });
+    expect(edge2.parentScopes).toEqual([edge1.deviceScope]);
+    const leaf = await createIdentity({ deviceId: 'leaf', deviceScope: edge2.deviceScope });
+    expect(leaf).toMatchObject({ deviceScope: edge2.deviceScope, parentScopes: [edge2.deviceScope] });
+    expect(await getIdentity('leaf')).toMatchObject({
+      deviceScope: edge2.deviceScope,
+      parentScopes: [edge2.deviceScope],
+      capabilities: { iotEdge: false },
+    });
+  });
+
+  it('updates by replacing every settable field: sent fields round-trip, left-out ones reset, identity stays', async () => {
+    const edge = await createIdentity({ deviceId: 'edge', capabilities: { iotEdge: true } });
+    const leaf = await createIdentity({ deviceId: 'child', deviceScope: edge.deviceScope });
+
+    const updated = await updateIdentity({ ...leaf, status: 'disabled', statusReason: 'revoked' });
+    expect(updated).toMatchObject({
+      status: 'disabled',
+      statusReason: 'revoked',
+      deviceScope: edge.deviceScope,
+      parentScopes: [edge.deviceScope],
+      generationId: leaf.generationId,
+      authentication: leaf.authentication,
+    });
+    expect(updated.etag).not.toBe(leaf.etag);
+
+    // Registry.update documents that what is left out is reset (statusReason, capabilities, deviceScope).
+    const bare = await updateIdentity({
+      deviceId: 'child',
+      status: 'enabled',
+      authentication: leaf.authentication,
+    });
+    expect(bare).toMatchObject({ statusReason: null, capabilities: { iotEdge: false }, parentScopes: [] });
+    expect(bare.deviceScope).toBeUndefined();
+
+    // An edge device's own scope is immutable.
+    const edgeAgain = await updateIdentity({ ...edge, statusReason: 'maintenance' });
+    expect(edgeAgain).toMatchObject({ deviceScope: edge.deviceScope, capabilities: { iotEdge: true } });
+  });
+
+  it('copies a bulk-created leaf scope to its parentScopes (RegistryManager_AddDevices2Async_Works)', async () => {
+    await registry.addDevices([
+      { deviceId: 'bulk-edge', deviceScope: 'someScope-1' },
+      { deviceId: 'bulk-leaf', deviceScope: 'someScope-1' },
+    ]);
+    expect((await getIdentity('bulk-edge')).deviceScope).toBe('someScope-1');
+    expect((await getIdentity('bulk-leaf')).parentScopes).toEqual(['someScope-1']);
   });
 
   it('gets a device with the etag it was created with', async () => {

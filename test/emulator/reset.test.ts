@@ -11,9 +11,9 @@ import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { Client as ServiceClient, Registry } from 'azure-iothub';
-import { mintCertificate } from '../../emulator/certs';
-import { deviceBroker } from '../../emulator/mqtt';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { mintCertificate } from '../../emulator/security/certs';
+import { deviceBroker } from '../../emulator/mqtt/listener';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { WebhookSubscriber } from './webhook-subscriber';
 
@@ -149,7 +149,7 @@ describe('POST /reset', () => {
     expect(broker.verifiedCaCertificates('test')).toEqual([]);
     const stale = deviceClient(hubHost, deviceId, key);
     await stale.setOptions({ ca: emulator.caPem });
-    await expect(stale.open()).rejects.toThrow(/Not authorized/);
+    await expect(stale.open()).rejects.toThrow(/Connection refused: Not authorized/);
     const newKey = (await registry.create({ deviceId })).responseBody.authentication!.symmetricKey!.primaryKey!;
     const fresh = deviceClient(hubHost, deviceId, newKey);
     await fresh.setOptions({ ca: emulator.caPem });

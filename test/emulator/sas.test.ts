@@ -9,9 +9,10 @@ import {
   generateKey,
   isValidSymmetricKey,
   parseSasToken,
+  requestResource,
   resourceCovers,
-} from '../../emulator/sas';
-import type { SharedAccessPolicy } from '../../emulator/state';
+  type SharedAccessPolicy,
+} from '../../emulator/security/sas';
 
 const HOST = 'test-hub.azure-devices.net';
 
@@ -181,6 +182,22 @@ describe('resource coverage', () => {
     expect(resourceCovers(`${HOST}/devices/x`, HOST)).toBe(false);
     expect(resourceCovers(`${HOST}/devices/x`, `${HOST}/devices/X`)).toBe(false);
     expect(resourceCovers(`https://${HOST}/`, HOST)).toBe(true);
+  });
+});
+
+describe('the resource a REST call touches', () => {
+  it('is the host followed by the url-decoded path, without query string or trailing slash', () => {
+    expect(requestResource(HOST, '/devices/')).toBe(`${HOST}/devices`);
+    expect(requestResource(HOST, '/devices/dev%231?api-version=2021-04-12')).toBe(`${HOST}/devices/dev#1`);
+    expect(requestResource(HOST, '/')).toBe(HOST);
+  });
+
+  it('is covered by sr=<host>/devices and sr=<host>/devices/<id>, not by another device', () => {
+    const call = requestResource(HOST, '/devices/dev-1');
+    expect(resourceCovers(`${HOST}/devices`, call)).toBe(true);
+    expect(resourceCovers(`${HOST}/devices/dev-1`, call)).toBe(true);
+    expect(resourceCovers(`${HOST}/devices/dev-10`, call)).toBe(false);
+    expect(resourceCovers(`${HOST}/twins`, call)).toBe(false);
   });
 });
 

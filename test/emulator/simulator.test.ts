@@ -6,10 +6,10 @@
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { Registry } from 'azure-iothub';
-import { mintCertificate } from '../../emulator/certs';
-import { configureDps } from '../../emulator/dps';
-import { deviceBroker } from '../../emulator/mqtt';
-import { installAzureEndpointRouting } from '../../emulator/routing';
+import { mintCertificate } from '../../emulator/security/certs';
+import { configureDps } from '../../emulator/dps/runtime';
+import { deviceBroker } from '../../emulator/mqtt/listener';
+import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { SimulatedDevice, type Attestation, type SimulatorEvent } from '../../emulator/simulator/device';
 import { numberedRegistrationIds, startFleet, type Fleet } from '../../emulator/simulator/fleet';
@@ -47,7 +47,12 @@ afterAll(async () => {
   await emulator.stop();
 });
 
-function simulate(registrationId: string, attestation: Attestation, dpsTransport: 'http' | 'mqtt'): SimulatedDevice {
+function simulate(
+  registrationId: string,
+  attestation: Attestation,
+  dpsTransport: 'http' | 'mqtt',
+  backoff = { initialMs: 50, maxMs: 400 },
+): SimulatedDevice {
   const address = `127.0.0.1:${emulator.mqttPort}`;
   const device = new SimulatedDevice({
     registrationId,
@@ -57,7 +62,7 @@ function simulate(registrationId: string, attestation: Attestation, dpsTransport
     dpsMqttAddress: address,
     hubMqttAddress: address,
     ca: emulator.caPem,
-    backoff: { initialMs: 50, maxMs: 400 },
+    backoff,
     reportedProperties: { simulator: true },
   });
   running.push(device);
@@ -103,7 +108,8 @@ const toTest = (): Record<string, unknown> => ({ iotHubs: [hosts.test], allocati
 /**
  * The promotion path the seed describes: the device runs on the test hub; the operator re-points its enrollment to
  * production and removes it from the test hub; the device is rejected on reconnect, re-runs DPS, and lands on
- * production with the substatus the reprovision policy implies.
+ * production with the substatus the reprovision policy and the removal imply (a deleted identity leaves nothing to
+ * migrate).
  */
 async function expectMovesToProduction(
   device: SimulatedDevice,
@@ -155,7 +161,8 @@ describe('simulated devices', () => {
       { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
       'http',
     );
-    await expectMovesToProduction(device, { kind: 'individual', id: registrationId }, 'delete', 'deviceDataMigrated');
+    // Deleted from the test hub first: nothing is left to migrate, so its data is reset (emulator/dps/registration.ts).
+    await expectMovesToProduction(device, { kind: 'individual', id: registrationId }, 'delete', 'deviceDataReset');
   });
 
   it('group-derived symmetric key (DPS over MQTT) moves when disabled on the test hub, resetting its data', async () => {
@@ -174,7 +181,7 @@ describe('simulated devices', () => {
     await expectMovesToProduction(device, { kind: 'group', id: groupId }, 'disable', 'deviceDataReset');
   });
 
-  it('X.509 client certificate (DPS over HTTP) moves to production when removed from the test hub', async () => {
+  it('X.509 client certificate (DPS over HTTP) moves to production when disabled on the test hub, migrating its data', async () => {
     const registrationId = uniqueId('sim-x509');
     const cert = mintCertificate({ commonName: registrationId });
     const attestation = { type: 'x509', x509: { clientCertificates: { primary: { certificate: cert.certPem } } } };
@@ -187,7 +194,7 @@ describe('simulated devices', () => {
     await expectMovesToProduction(
       device,
       { kind: 'individual', id: registrationId, x509Attestation: attestation },
-      'delete',
+      'disable',
       'deviceDataMigrated',
     );
   });
@@ -209,8 +216,59 @@ describe('simulated devices', () => {
       device,
       { kind: 'group', id: groupId, x509Attestation: attestation },
       'delete',
-      'deviceDataMigrated',
+      'deviceDataReset',
     );
+  });
+
+  it('asks DPS again at once when its hub refuses it, however long its back-off', async () => {
+    // The seed's step 5: removed from the test hub, the device re-registers and shows up on production. A refusal is
+    // answered by re-registration (DPS how-to-troubleshoot-dps), not by the back-off meant for failures.
+    const registrationId = uniqueId('sim-prompt');
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulate(
+      registrationId,
+      { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
+      'http',
+      { initialMs: 30_000, maxMs: 60_000 },
+    );
+    await device.waitFor(connectedTo(hosts.test));
+    await repoint({ kind: 'individual', id: registrationId }, hosts.production);
+    const removed = Date.now();
+    await registries.test.delete(registrationId);
+    const connected = await device.waitFor(connectedTo(hosts.production), 5_000);
+    expect(Date.parse(connected.time) - removed).toBeLessThan(5_000);
+    expect(device.state.history).toContainEqual(
+      expect.objectContaining({ type: 'connectFailed', hub: hosts.test, refused: true }),
+    );
+  });
+
+  it('retries its hub with back-off when a connection fails without a refusal, and keeps its assignment', async () => {
+    const registrationId = uniqueId('sim-flaky');
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulate(
+      registrationId,
+      { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey },
+      'http',
+    );
+    await device.waitFor(connectedTo(hosts.test));
+    // Two connection attempts die without a CONNACK, as over a failing network.
+    emulator.faults.addRule({ surface: 'mqtt', hub: 'test', operation: 'connect', status: 0, times: 2 });
+    deviceBroker(emulator.state)!.disconnectDevice('test', device.state.deviceId!);
+    await device.waitFor(
+      (e) => e.type === 'connected' && device.state.history.filter((h) => h.type === 'connected').length === 2,
+    );
+    const failed = device.state.history.filter((e) => e.type === 'connectFailed');
+    expect(failed).toHaveLength(2);
+    expect(failed.every((e) => e.type === 'connectFailed' && !e.refused)).toBe(true);
+    expect(device.state.history.filter((e) => e.type === 'provisioned')).toHaveLength(1);
   });
 
   it('reconnects to the same hub without re-provisioning when merely dropped', async () => {

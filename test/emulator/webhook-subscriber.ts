@@ -1,7 +1,7 @@
 /** A minimal Event Grid webhook for tests: answers the validation handshake and records every notification. */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { EventGridEvent } from '../../emulator/eventgrid';
+import type { EventGridEvent } from '../../emulator/eventgrid/event-grid';
 
 export class WebhookSubscriber {
   readonly notifications: EventGridEvent[] = [];

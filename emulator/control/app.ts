@@ -4,14 +4,17 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
-import { AzureError } from './azure-errors';
-import { mintCertificate, type EmulatorPki } from './certs';
-import { configureDps, dpsSettings, resetDpsRuntime } from './dps';
-import { createHub, deleteDevice, deviceToWire, linkHubToDps, twinToWire, unlinkHubFromDps } from './hub';
-import { closeEventGrid, eventGridRouter } from './eventgrid';
-import { addFaultRule, resetLimits } from './limits';
-import { deviceBroker, mqttControlRouter } from './mqtt';
-import { policyConnectionString, type EmulatorState, type HubState } from './state';
+import { DPS_WRITE_OPERATIONS, HUB_WRITE_OPERATIONS } from '../counters';
+import { configureDps, dpsSettings } from '../dps/runtime';
+import { linkHubToDps, unlinkHubFromDps } from '../dps/linked-hubs';
+import { AzureError } from '../hub/errors';
+import { createHub, deviceToWire, twinToWire } from '../hub/registry';
+import { addFaultRule, removeFaultRule, type FaultRuleInput } from '../limits/decide';
+import { mintCertificate, type EmulatorPki } from '../security/certs';
+import { createLimitsState, policyConnectionString, type EmulatorState, type HubState } from '../state';
+import { eventGridRouter } from './eventgrid-routes';
+import { mqttControlRouter } from './mqtt-routes';
+import { resetEmulator } from './reset';
 
 export interface ControlContext {
   state: EmulatorState;
@@ -65,22 +68,17 @@ const quotasBody = z.object({
   overrides: z.partialRecord(quotaClass, z.number().positive()).optional(),
 });
 
-const surface = z.enum(['hub', 'dpsService', 'dpsDevice', 'mqtt']);
-
 const faultsBody = z.object({
   errorRate: z.number().min(0).max(1).optional(),
   errorStatus: z.number().int().min(400).max(599).optional(),
   latencyMs: z.number().int().min(0).max(120_000).optional(),
 });
 
-const faultRuleBody = z.object({
-  operation: z.string().min(1),
-  status: z.number().int().min(400).max(599),
-  times: z.number().int().min(1).default(1),
-  surface: surface.optional(),
-  hub: z.string().optional(),
-  code: z.string().optional(),
-  message: z.string().optional(),
+const countersQuery = z.strictObject({
+  surface: z.enum(['hub', 'dps']).optional(),
+  hub: z.string().min(1).optional(),
+  operation: z.enum([...HUB_WRITE_OPERATIONS, ...DPS_WRITE_OPERATIONS]).optional(),
+  id: z.string().min(1).optional(),
 });
 
 const dpsSettingsBody = z.strictObject({ retryAfterSeconds: z.number().int().min(0).max(300) });
@@ -140,29 +138,6 @@ function one<T>(map: Map<string, T>, id: string, what: string): T {
   const value = map.get(id);
   if (value === undefined) throw new ControlError(404, `No ${what} ${id}`);
   return value;
-}
-
-/**
- * Returns the emulator to how it started: hubs, DPS links and policy keys stay; devices, enrollments, groups,
- * registrations, DPS operations, CA certificates, Event Grid subscriptions (with their counters and dead letters),
- * device connections, quotas and faults go, and settings (DPS, Event Grid, quotas) are back to their defaults. The
- * state changes all at once (no await in between); only closing the old connections' brokers is awaited.
- */
-export async function resetEmulator(state: EmulatorState): Promise<void> {
-  // Event Grid first, so that nothing the reset does is delivered; a fresh one starts on next use.
-  closeEventGrid(state);
-  // Connections next, without disconnect events: their devices go below.
-  const connectionsDropped = deviceBroker(state)?.reset();
-  for (const hub of state.hubs.values()) {
-    // Through deleteDevice so that state listeners hear about it.
-    for (const deviceId of [...hub.devices.keys()]) deleteDevice(hub, deviceId);
-  }
-  state.dps.enrollments.clear();
-  state.dps.enrollmentGroups.clear();
-  state.dps.registrations.clear();
-  resetDpsRuntime(state.dps);
-  resetLimits(state.limits);
-  await connectionsDropped;
 }
 
 export function controlApp(ctx: ControlContext): express.Express {
@@ -283,10 +258,25 @@ export function controlApp(ctx: ControlContext): express.Express {
     res.json(state.limits.faults);
   });
   app.post('/faults/rules', (req, res) => {
-    res.status(201).json(addFaultRule(state.limits, faultRuleBody.parse(req.body)));
+    res.status(201).json(addFaultRule(state.limits, req.body as FaultRuleInput));
+  });
+  app.delete('/faults/rules/:id', (req, res) => {
+    if (!removeFaultRule(state.limits, req.params.id)) throw new ControlError(404, `No fault rule ${req.params.id}`);
+    res.status(204).end();
   });
   app.delete('/faults', (_req, res) => {
-    state.limits.faults = { errorRate: 0, errorStatus: 500, latencyMs: 0, rules: [] };
+    state.limits.faults = createLimitsState().faults;
+    res.status(204).end();
+  });
+
+  // Write counters (emulator/counters.ts): `GET /counters?surface=&hub=&operation=&id=` answers the total and each
+  // matching counter; `DELETE /counters` sets them back to zero.
+  app.get('/counters', (req, res) => {
+    const filter = countersQuery.parse(req.query);
+    res.json({ total: state.counters.get(filter), counters: state.counters.list(filter) });
+  });
+  app.delete('/counters', (_req, res) => {
+    state.counters.reset();
     res.status(204).end();
   });
 

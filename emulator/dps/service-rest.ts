@@ -4,28 +4,28 @@
  * Routes match case-insensitively (the SDK mixes `/enrollmentGroups/` and `/enrollmentgroups/`).
  */
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
-import { sendDpsError } from './azure-errors';
 import {
-  DpsError,
   bulkEnrollments,
   deleteEnrollment,
   deleteEnrollmentGroup,
   deleteRegistrationState,
-  dpsErrors,
   getEnrollment,
   getEnrollmentAttestation,
   getEnrollmentGroup,
   getEnrollmentGroupAttestation,
   getRegistrationState,
+  idKey,
   putEnrollment,
   putEnrollmentGroup,
   queryEnrollmentGroups,
   queryEnrollments,
   queryGroupRegistrations,
   type QueryPage,
-} from './dps';
-import { SasError, authorizeWithPolicy } from './sas';
-import type { AccessRight, EmulatorState } from './state';
+} from './enrollments';
+import { SasError, authorizeWithPolicy, requestResource, type AccessRight } from '../security/sas';
+import type { DpsWriteOperation } from '../counters';
+import type { EmulatorState } from '../state';
+import { DpsError, dpsErrors, sendDpsError } from './errors';
 
 /** Service api-versions DPS accepts (the SDK sends 2021-10-01). */
 const API_VERSIONS = new Set([
@@ -67,7 +67,8 @@ function queryOptions(req: Request): { pageSize?: number; continuationToken?: st
 export function dpsServiceRouter(state: EmulatorState): Router {
   const router = express.Router({ caseSensitive: false });
 
-  // Every call is signed with a DPS policy for the DPS host name and carries a supported api-version.
+  // Every call is signed with a DPS policy whose `sr` covers the call (the DPS host name, or a prefix of the path)
+  // and carries a supported api-version.
   const authorize =
     (...rights: AccessRight[]) =>
     (req: Request, _res: Response, next: NextFunction): void => {
@@ -77,7 +78,8 @@ export function dpsServiceRouter(state: EmulatorState): Router {
       }
       try {
         authorizeWithPolicy(req.header('authorization'), state.dps.policies, {
-          resource: state.dps.hostName,
+          resource: requestResource(state.dps.hostName, req.path),
+          ignoreCase: true,
           anyOf: rights,
         });
       } catch (err) {
@@ -97,20 +99,32 @@ export function dpsServiceRouter(state: EmulatorState): Router {
   router.post('/enrollments/query', read, (req, res) => {
     sendPage(res, queryEnrollments(state, req.body, queryOptions(req)), 'Enrollment');
   });
+  const count = (operation: DpsWriteOperation, id?: string): void =>
+    state.counters.record({ surface: 'dps', operation, ...(id !== undefined ? { id } : {}) });
+  const exists = (records: Map<string, unknown>, id: string): boolean => records.has(idKey(id));
+
   router.post('/enrollments', write, (req, res) => {
-    res.status(200).json(bulkEnrollments(state, req.body));
+    const operations = { create: 'enrollmentCreate', update: 'enrollmentUpdate', delete: 'enrollmentDelete' } as const;
+    const result = bulkEnrollments(state, req.body, (applied, id) => count(operations[applied], id));
+    count('enrollmentBulk');
+    res.status(200).json(result);
   });
   router.post('/enrollments/:id/attestationmechanism', read, (req, res) => {
     res.status(200).json(getEnrollmentAttestation(state, req.params.id as string));
   });
   router.put('/enrollments/:id', write, (req, res) => {
-    res.status(200).json(putEnrollment(state, req.params.id as string, req.body, ifMatch(req)));
+    const id = req.params.id as string;
+    const existed = exists(state.dps.enrollments, id);
+    const enrollment = putEnrollment(state, id, req.body, ifMatch(req));
+    count(existed ? 'enrollmentUpdate' : 'enrollmentCreate', id);
+    res.status(200).json(enrollment);
   });
   router.get('/enrollments/:id', read, (req, res) => {
     res.status(200).json(getEnrollment(state, req.params.id as string));
   });
   router.delete('/enrollments/:id', write, (req, res) => {
     deleteEnrollment(state, req.params.id as string, ifMatch(req));
+    count('enrollmentDelete', req.params.id as string);
     res.status(204).end();
   });
 
@@ -122,13 +136,18 @@ export function dpsServiceRouter(state: EmulatorState): Router {
     res.status(200).json(getEnrollmentGroupAttestation(state, req.params.id as string));
   });
   router.put('/enrollmentGroups/:id', write, (req, res) => {
-    res.status(200).json(putEnrollmentGroup(state, req.params.id as string, req.body, ifMatch(req)));
+    const id = req.params.id as string;
+    const existed = exists(state.dps.enrollmentGroups, id);
+    const group = putEnrollmentGroup(state, id, req.body, ifMatch(req));
+    count(existed ? 'enrollmentGroupUpdate' : 'enrollmentGroupCreate', id);
+    res.status(200).json(group);
   });
   router.get('/enrollmentGroups/:id', read, (req, res) => {
     res.status(200).json(getEnrollmentGroup(state, req.params.id as string));
   });
   router.delete('/enrollmentGroups/:id', write, (req, res) => {
     deleteEnrollmentGroup(state, req.params.id as string, ifMatch(req));
+    count('enrollmentGroupDelete', req.params.id as string);
     res.status(204).end();
   });
 
@@ -145,6 +164,7 @@ export function dpsServiceRouter(state: EmulatorState): Router {
   });
   router.delete('/registrations/:id', statusWrite, (req, res) => {
     deleteRegistrationState(state, req.params.id as string, ifMatch(req));
+    count('registrationStateDelete', req.params.id as string);
     res.status(204).end();
   });
 

@@ -1,5 +1,5 @@
 /**
- * DPS device registration over MQTT (api-version 2019-03-31). The broker (mqtt.ts) hands over the clients whose
+ * DPS device registration over MQTT (api-version 2019-03-31). The broker (mqtt/broker.ts) hands over the clients whose
  * username is `{idScope}/registrations/{registrationId}/api-version=…`; this module authenticates them and
  * answers their two request topics:
  *
@@ -10,18 +10,11 @@
  * refuse the CONNECT: it is answered with a 401 on the response topic.
  */
 import type { TLSSocket } from 'node:tls';
-import {
-  DpsError,
-  dpsErrorBody,
-  dpsErrors,
-  getOperationStatus,
-  registerDevice,
-  type DeviceCredential,
-  type RegistrationAnswer,
-} from './dps';
-import { peerCertificateChain } from './dps-device';
-import { evaluateLimits, type OperationContext } from './limits';
-import type { EmulatorState } from './state';
+import { evaluateLimits, type OperationContext } from '../limits/decide';
+import { peerCertificateChain } from '../security/certs';
+import type { EmulatorState } from '../state';
+import { DpsError, dpsErrorBody, dpsErrors } from './errors';
+import { getOperationStatus, registerDevice, type DeviceCredential, type RegistrationAnswer } from './registration';
 
 export interface DpsMqttConnect {
   clientId: string;
@@ -35,9 +28,10 @@ export interface DpsMqttConnect {
 export interface DpsMqttSession {
   /**
    * Handles one PUBLISH of the client. Returns true when the topic is a DPS request (then it must not be
-   * forwarded); `reply` delivers a PUBLISH to this client only and may be called later.
+   * forwarded); `reply` delivers a PUBLISH to this client only and may be called later; `drop` closes the client's
+   * connection (an injected fault with status 0).
    */
-  publish(topic: string, payload: Buffer, reply: (topic: string, payload: Buffer) => void): boolean;
+  publish(topic: string, payload: Buffer, reply: (topic: string, payload: Buffer) => void, drop: () => void): boolean;
   close(): void;
 }
 
@@ -84,7 +78,7 @@ export function createDpsMqttHandler(state: EmulatorState): DpsMqttHandler {
       const registrationId = decodeURIComponent(rawRegistrationId);
 
       const password = info.password === undefined || info.password === null ? '' : info.password.toString();
-      const chain = password ? [] : peerCertificateChain(info.socket);
+      const chain = password ? [] : peerCertificateChain(info.socket).map((cert) => cert.toString());
       const credential: DeviceCredential = password
         ? { kind: 'sas', token: password }
         : chain.length
@@ -97,61 +91,79 @@ export function createDpsMqttHandler(state: EmulatorState): DpsMqttHandler {
       const answer = (
         rid: string,
         reply: (topic: string, payload: Buffer) => void,
+        drop: () => void,
         ctx: OperationContext,
         run: () => RegistrationAnswer,
       ): void => {
         const decision = evaluateLimits(state, ctx);
-        let status: number;
-        let body: unknown;
-        let retryAfter: number | undefined;
-        if (decision.kind === 'throttle') {
-          status = 429;
-          retryAfter = decision.retryAfterSeconds;
-          body = dpsErrorBody(new DpsError(429, 429001, 'Operations are being throttled: quota exceeded'));
-        } else if (decision.kind === 'fault') {
-          status = decision.status;
-          body = dpsErrorBody(
-            new DpsError(status, status * 1000 + 1, decision.message ?? `Injected fault for ${ctx.operation}`),
-          );
-        } else {
+        const later = (ms: number, fn: () => void): void => {
+          const timer = setTimeout(() => {
+            timers.delete(timer);
+            if (!closed) fn();
+          }, ms);
+          timers.add(timer);
+        };
+        const send = (status: number, body: unknown, retryAfter?: number): void =>
+          reply(responseTopic(status, rid, retryAfter), Buffer.from(JSON.stringify(body)));
+        const fault = (status: number, message: string | undefined): void => {
+          if (status === 0) drop();
+          else
+            send(
+              status,
+              dpsErrorBody(new DpsError(status, status * 1000 + 1, message ?? `Injected fault for ${ctx.operation}`)),
+            );
+        };
+        // The answer always comes after the broker has acknowledged the request, as a service round trip would.
+        later(decision.delayMs, () => {
+          if (decision.kind === 'throttle') {
+            const throttled = new DpsError(429, 429001, 'Operations are being throttled: quota exceeded');
+            send(429, dpsErrorBody(throttled), decision.retryAfterSeconds);
+            return;
+          }
+          if (decision.kind === 'fault') {
+            fault(decision.status, decision.message);
+            return;
+          }
+          let result: RegistrationAnswer;
           try {
-            const result = run();
-            status = result.status;
-            body = result.body;
-            retryAfter = result.retryAfterSeconds;
+            result = run();
           } catch (err) {
             if (!(err instanceof DpsError)) throw err;
-            status = err.status;
-            body = dpsErrorBody(err);
+            decision.after?.settle(false);
+            send(err.status, dpsErrorBody(err));
+            return;
           }
-        }
-        const send = (): void => {
-          if (!closed) reply(responseTopic(status, rid, retryAfter), Buffer.from(JSON.stringify(body)));
-        };
-        // Answer after the broker has acknowledged the request, as a service round trip would.
-        const timer = setTimeout(() => {
-          timers.delete(timer);
-          send();
-        }, decision.delayMs);
-        timers.add(timer);
+          const after = decision.after?.settle(result.status < 300);
+          const deliver = (): void => {
+            if (after?.status !== undefined) fault(after.status, after.message);
+            else send(result.status, result.body, result.retryAfterSeconds);
+          };
+          if (after?.latencyMs) later(after.latencyMs, deliver);
+          else deliver();
+        });
       };
 
       const session: DpsMqttSession = {
-        publish(topic, payload, reply) {
+        publish(topic, payload, reply, drop) {
           const register = REGISTER.exec(topic);
           const status = register ? undefined : OPERATION_STATUS.exec(topic);
           if (!register && !status) return false;
           const params = new URLSearchParams((register ?? status)![1]);
           const rid = params.get('$rid') ?? '';
           if (register) {
-            answer(rid, reply, { surface: 'dpsDevice', operation: 'register', quotaClass: 'dpsRegistration' }, () =>
-              registerDevice(state, idScope, registrationId, parseBody(payload), credential),
+            answer(
+              rid,
+              reply,
+              drop,
+              { surface: 'dpsDevice', operation: 'register', write: 'register', quotaClass: 'dpsRegistration' },
+              () => registerDevice(state, idScope, registrationId, parseBody(payload), credential),
             );
           } else {
             const operationId = params.get('operationId') ?? '';
             answer(
               rid,
               reply,
+              drop,
               { surface: 'dpsDevice', operation: 'operationStatus', quotaClass: 'dpsStatusPoll', key: registrationId },
               () => getOperationStatus(state, idScope, registrationId, operationId, credential),
             );

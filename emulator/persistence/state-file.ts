@@ -16,27 +16,20 @@ import { mkdir, open, rename } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { addDpsCaCertificate, idKey, listDpsCaCertificates, type DpsCaCertificate } from './dps';
+import { idKey } from '../dps/enrollments';
+import type { DeviceRegistrationState, EnrollmentGroup, IndividualEnrollment, LinkedHub } from '../dps/model';
+import { addDpsCaCertificate, listDpsCaCertificates, type DpsCaCertificate } from '../dps/runtime';
 import {
   IOT_HUB_EVENT_TYPES,
   exportEventSubscriptions,
   restoreEventSubscriptions,
   type EventSubscriptionRecord,
-} from './eventgrid';
-import { continueEtagsAfter } from './hub';
-import type { DeviceBroker } from './mqtt';
-import {
-  createEmulatorState,
-  type DeviceRecord,
-  type DeviceRegistrationState,
-  type EmulatorEventMap,
-  type EmulatorState,
-  type EnrollmentGroup,
-  type HubState,
-  type IndividualEnrollment,
-  type LinkedHub,
-  type SharedAccessPolicy,
-} from './state';
+} from '../eventgrid/event-grid';
+import type { DeviceRecord } from '../hub/model';
+import { continueEtagsAfter } from '../hub/registry';
+import type { DeviceBroker } from '../mqtt/broker';
+import type { SharedAccessPolicy } from '../security/sas';
+import { createEmulatorState, type EmulatorEventMap, type EmulatorState, type HubState } from '../state';
 
 const FORMAT = 'iot-lifecycle-emulator-state';
 
@@ -229,7 +222,12 @@ export function restoreState(snapshot: StateSnapshot): EmulatorState {
   for (const r of dps.registrations) state.dps.registrations.set(idKey(r.registrationId), r);
   for (const cert of dps.caCertificates) addDpsCaCertificate(state.dps, cert);
   for (const saved of snapshot.hubs) {
-    const devices = saved.devices.map((d): DeviceRecord => ({ ...d, connectionState: 'Disconnected' }));
+    // State files written before parentScopes was kept have none.
+    const devices = saved.devices.map((d): DeviceRecord => ({
+      ...d,
+      parentScopes: d.parentScopes ?? [],
+      connectionState: 'Disconnected',
+    }));
     continueEtagsAfter(devices);
     state.hubs.set(saved.name, {
       name: saved.name,

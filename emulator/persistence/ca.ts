@@ -1,6 +1,6 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { EmulatorPki } from './certs';
+import type { EmulatorPki } from '../security/certs';
 
 /**
  * The emulator's CA kept in a folder (ca.pem, ca-key.pem), so that a ca.pem that clients trust stays valid across

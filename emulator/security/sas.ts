@@ -7,7 +7,25 @@
  * `idScope/registrations/regId`).
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { AccessRight, SharedAccessPolicy } from './state';
+
+/** Azure's shared-access rights (IoT Hub and DPS use different subsets). */
+export type AccessRight =
+  | 'RegistryRead'
+  | 'RegistryWrite'
+  | 'ServiceConnect'
+  | 'DeviceConnect'
+  | 'ServiceConfig'
+  | 'EnrollmentRead'
+  | 'EnrollmentWrite'
+  | 'RegistrationStatusRead'
+  | 'RegistrationStatusWrite';
+
+export interface SharedAccessPolicy {
+  keyName: string;
+  primaryKey: string;
+  secondaryKey: string;
+  rights: AccessRight[];
+}
 
 export interface ParsedSas {
   /** `sr` as it appears in the token (signed form). */
@@ -107,19 +125,44 @@ export function createSasToken(options: CreateSasOptions): string {
 /**
  * Whether a token's resource covers `resource` (e.g. `host` or `host/devices/id`): case-insensitive host,
  * then path-segment prefix, as Azure does (`host` covers `host/devices/x`; `host/devices/a` does not cover
- * `host/devices/ab`).
+ * `host/devices/ab`). `ignoreCase` also compares the path case-insensitively (DPS, whose ids and routes are).
  */
-export function resourceCovers(tokenResource: string, resource: string): boolean {
+export function resourceCovers(
+  tokenResource: string,
+  resource: string,
+  options: { ignoreCase?: boolean } = {},
+): boolean {
   const norm = (r: string): string[] =>
     r
       .replace(/^[a-z]+:\/\//i, '')
       .replace(/\/+$/, '')
       .split('/')
-      .map((seg, i) => (i === 0 ? seg.toLowerCase() : seg));
+      .map((seg, i) => (i === 0 || options.ignoreCase ? seg.toLowerCase() : seg));
   const granted = norm(tokenResource);
   const wanted = norm(resource);
   if (granted.length > wanted.length) return false;
   return granted.every((seg, i) => seg === wanted[i]);
+}
+
+/**
+ * The resource a REST call touches, as `sr` names it: the host name followed by the request path (url-decoded,
+ * without query string or trailing slash), e.g. `myhub.azure-devices.net/devices/dev-1` for `PUT /devices/dev-1`.
+ * IoT Hub's SAS documentation (iot-hub-dev-guide-sas, "Use security tokens from service components") has
+ * `sr=myhub.azure-devices.net%2fdevices` with `skn=registryRead` grant access to the device identities.
+ */
+export function requestResource(host: string, path: string): string {
+  const segments = path
+    .split('?')[0]
+    .split('/')
+    .filter((segment) => segment !== '')
+    .map((segment) => {
+      try {
+        return decodeURIComponent(segment);
+      } catch {
+        return segment;
+      }
+    });
+  return [host, ...segments].join('/');
 }
 
 function sameSignature(a: string, b: string): boolean {
@@ -136,6 +179,8 @@ export function signatureMatches(parsed: ParsedSas, keys: Array<string | null | 
 export interface VerifyOptions {
   /** What the request touches, e.g. the hub host name or `host/devices/id`. */
   resource: string;
+  /** Compare the path of `resource` case-insensitively (DPS). */
+  ignoreCase?: boolean;
   /** Epoch seconds; default now. */
   now?: number;
 }
@@ -143,7 +188,7 @@ export interface VerifyOptions {
 function checkResourceAndExpiry(parsed: ParsedSas, options: VerifyOptions): void {
   const now = options.now ?? Date.now() / 1000;
   if (parsed.se <= now) throw new SasError('expired', 'SharedAccessSignature is expired');
-  if (!resourceCovers(parsed.resource, options.resource)) {
+  if (!resourceCovers(parsed.resource, options.resource, { ignoreCase: options.ignoreCase })) {
     throw new SasError('wrongResource', 'SharedAccessSignature is not valid for this resource');
   }
 }

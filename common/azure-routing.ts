@@ -1,5 +1,6 @@
 /**
- * The one setting that points the unchanged Azure SDK clients at the emulator.
+ * The one setting that points the unchanged Azure SDK clients at another address, e.g. the emulator. It lives in
+ * common/ because the worker (AZURE_ENDPOINT_ADDRESS) and the emulator's own tools both need it.
  *
  * Connections to `*.azure-devices.net` and `*.azure-devices-provisioning.net` go to the emulator's address while
  * TLS SNI and the `Host` header keep the real name (so hubs and DPS are told apart, and SAS `sr` values stay

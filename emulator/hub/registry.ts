@@ -1,21 +1,19 @@
 /**
- * IoT hub registry logic, independent of transport: the REST layer (hub-rest.ts), DPS registration and MQTT
+ * IoT hub registry logic, independent of transport: the REST layer (hub/rest.ts), DPS registration and MQTT
  * authentication all go through these functions. Every function is synchronous so read-modify-write cycles
  * cannot interleave.
  */
-import { AzureError, hubErrors } from './azure-errors';
-import { generateKey, isValidSymmetricKey } from './sas';
+import { generateKey, isValidSymmetricKey } from '../security/sas';
+import { defaultHubPolicies, type EmulatorState, type HubState } from '../state';
+import { AzureError, hubErrors } from './errors';
 import type {
   AuthenticationType,
   DeviceAuthentication,
   DeviceRecord,
   DeviceStatus,
-  EmulatorState,
-  HubState,
   HubTier,
   TwinProperties,
-} from './state';
-import { defaultHubPolicies } from './state';
+} from './model';
 
 export const NEVER = '0001-01-01T00:00:00Z';
 
@@ -125,7 +123,8 @@ export interface DeviceInput {
     symmetricKey?: { primaryKey?: string | null; secondaryKey?: string | null } | null;
     x509Thumbprint?: { primaryThumbprint?: string | null; secondaryThumbprint?: string | null } | null;
   } | null;
-  deviceScope?: string;
+  deviceScope?: string | null;
+  parentScopes?: string[] | null;
 }
 
 const DEVICE_ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}$/;
@@ -231,13 +230,46 @@ export function getDevice(hub: HubState, deviceId: string): DeviceRecord {
   return device;
 }
 
+/**
+ * deviceScope and parentScopes as IoT Hub keeps them. An edge device's scope is generated at creation and immutable
+ * ("Auto-generated and immutable for edge devices and modifiable in leaf devices to create child/parent
+ * relationship", the service SDKs' Device.Scope); a leaf device's parentScopes is its deviceScope unless given
+ * (azure-iot-sdk-csharp e2e RegistryManagerE2ETests: "The service should have copied the edge's scope to the leaf
+ * device's parent scope array"); an edge device's parentScopes are kept as set.
+ */
+function scopesOf(
+  input: DeviceInput,
+  iotEdge: boolean,
+  deviceId: string,
+  generationId: string,
+  previous?: DeviceRecord,
+): { deviceScope?: string; parentScopes: string[] } {
+  const given = typeof input.deviceScope === 'string' && input.deviceScope !== '' ? input.deviceScope : undefined;
+  if (input.parentScopes !== undefined && input.parentScopes !== null) {
+    if (!Array.isArray(input.parentScopes) || input.parentScopes.some((s) => typeof s !== 'string')) {
+      throw hubErrors.argument('parentScopes must be an array of scopes');
+    }
+  }
+  const parents = input.parentScopes?.length ? [...input.parentScopes] : undefined;
+  if (iotEdge) {
+    const own =
+      previous?.capabilities.iotEdge && previous.deviceScope
+        ? previous.deviceScope
+        : (given ?? `ms-azure-iot-edge://${deviceId}-${generationId}`);
+    return { deviceScope: own, parentScopes: parents ?? [] };
+  }
+  return { deviceScope: given, parentScopes: parents ?? (given ? [given] : []) };
+}
+
 /** Creates a device; 409 DeviceAlreadyExists if the id is taken. */
 export function createDevice(hub: HubState, input: DeviceInput): DeviceRecord {
   const deviceId = validateDeviceId(input.deviceId);
   if (hub.devices.has(deviceId)) throw hubErrors.deviceAlreadyExists(deviceId);
+  const generationId = newGenerationId();
+  const iotEdge = !!input.capabilities?.iotEdge;
   const device: DeviceRecord = {
     deviceId,
-    generationId: newGenerationId(),
+    generationId,
     etag: newDeviceEtag(),
     status: parseStatus(input.status),
     statusReason: input.statusReason ?? null,
@@ -246,9 +278,9 @@ export function createDevice(hub: HubState, input: DeviceInput): DeviceRecord {
     connectionStateUpdatedTime: NEVER,
     lastActivityTime: NEVER,
     cloudToDeviceMessageCount: 0,
-    capabilities: { iotEdge: !!input.capabilities?.iotEdge },
+    capabilities: { iotEdge },
     authentication: parseAuthentication(input.authentication),
-    deviceScope: input.deviceScope,
+    ...scopesOf(input, iotEdge, deviceId, generationId),
     twin: emptyTwin(),
   };
   hub.devices.set(deviceId, device);
@@ -269,10 +301,15 @@ export function updateDevice(hub: HubState, input: DeviceInput, ifMatch?: string
   const previous = snapshot(device);
   if (status !== device.status) device.statusUpdatedTime = now();
   device.status = status;
+  // PUT replaces every settable field: one left out goes back to its default, as the service SDKs document for
+  // Registry.update ("those properties will be reset").
+  const iotEdge = !!input.capabilities?.iotEdge;
+  const scopes = scopesOf(input, iotEdge, deviceId, device.generationId, previous);
   device.statusReason = input.statusReason ?? null;
-  device.capabilities = { iotEdge: !!input.capabilities?.iotEdge };
+  device.capabilities = { iotEdge };
   device.authentication = authentication;
-  if (input.deviceScope !== undefined) device.deviceScope = input.deviceScope;
+  device.deviceScope = scopes.deviceScope;
+  device.parentScopes = scopes.parentScopes;
   device.etag = newDeviceEtag();
   hub.events.emit('deviceUpdated', { ...hubEvent(hub, device), previous });
   return device;
@@ -346,9 +383,13 @@ export const BULK_MAX = 100;
 
 /**
  * Bulk registry operation (POST /devices): each item independently; failures are reported per device and the
- * successful ones stay applied, as on Azure.
+ * successful ones stay applied, as on Azure. `onApplied` hears of each device written.
  */
-export function bulkDevices(hub: HubState, items: unknown): BulkResult {
+export function bulkDevices(
+  hub: HubState,
+  items: unknown,
+  onApplied: (write: 'create' | 'update' | 'delete', deviceId: string) => void = () => undefined,
+): BulkResult {
   if (!Array.isArray(items)) throw hubErrors.argument('The request body must be an array of devices');
   if (items.length === 0 || items.length > BULK_MAX) {
     throw hubErrors.argument(`The number of devices in a bulk operation must be between 1 and ${BULK_MAX}`);
@@ -363,18 +404,23 @@ export function bulkDevices(hub: HubState, items: unknown): BulkResult {
       switch (mode) {
         case 'create':
           createDevice(hub, input);
+          onApplied('create', deviceId);
           break;
         case 'update':
           updateDevice(hub, input);
+          onApplied('update', deviceId);
           break;
         case 'updateifmatchetag':
           updateDevice(hub, input, etag ?? '');
+          onApplied('update', deviceId);
           break;
         case 'delete':
           deleteDevice(hub, validateDeviceId(deviceId));
+          onApplied('delete', deviceId);
           break;
         case 'deleteifmatchetag':
           deleteDevice(hub, validateDeviceId(deviceId), etag ?? '');
+          onApplied('delete', deviceId);
           break;
         default:
           throw hubErrors.argument(`Unknown importMode ${raw.importMode}`);
@@ -453,6 +499,45 @@ export function patchTwin(hub: HubState, deviceId: string, body: unknown, ifMatc
   return device;
 }
 
+/** A twin document's properties without the `$metadata`/`$version` decorations GET adds. */
+function undecorated(value: unknown, what: string): Record<string, unknown> {
+  if (value === undefined || value === null) return {};
+  if (!isPlainObject(value)) throw hubErrors.argument(`${what} must be an object`);
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) if (!key.startsWith('$')) out[key] = structuredClone(v);
+  return out;
+}
+
+/**
+ * Service-side twin PUT ("Replace Twin", `PUT /twins/{id}`): tags and desired properties replaced wholesale; reported
+ * properties are the device's and are left as they are (a twin sent back as GET returned it carries them). 412 on
+ * etag mismatch. Connected devices get the change as a desired patch, removed keys as null.
+ */
+export function putTwin(hub: HubState, deviceId: string, body: unknown, ifMatch?: string): DeviceRecord {
+  const device = getDevice(hub, deviceId);
+  if (!isPlainObject(body)) throw hubErrors.argument('The twin must be an object');
+  const tags = undecorated(body.tags, 'tags');
+  const desired = undecorated(isPlainObject(body.properties) ? body.properties.desired : undefined, 'desired');
+  if (!etagMatches(ifMatch, device.twin.etag)) throw hubErrors.preconditionFailed(deviceId);
+  const twin = device.twin;
+  const removed = Object.keys(twin.desired).filter((key) => !(key in desired));
+  twin.tags = tags;
+  twin.desired = desired;
+  twin.desiredVersion += 1;
+  twin.lastDesiredUpdate = now();
+  bumpTwin(twin);
+  const patch: Record<string, unknown> = structuredClone(desired);
+  for (const key of removed) patch[key] = null;
+  hub.events.emit('twinDesiredUpdated', {
+    hubName: hub.name,
+    hubHostName: hub.hostName,
+    deviceId,
+    patch: { ...patch, $version: twin.desiredVersion },
+    version: twin.desiredVersion,
+  });
+  return device;
+}
+
 /** Replaces tags and desired properties wholesale (DPS initial twin / data reset). */
 export function replaceTwin(
   hub: HubState,
@@ -499,6 +584,7 @@ export function deviceToWire(device: DeviceRecord): Record<string, unknown> {
     authentication: structuredClone(device.authentication),
     capabilities: { ...device.capabilities },
     ...(device.deviceScope ? { deviceScope: device.deviceScope } : {}),
+    parentScopes: [...device.parentScopes],
   };
 }
 
@@ -533,35 +619,4 @@ export function twinToWire(device: DeviceRecord): Record<string, unknown> {
     },
     capabilities: { ...device.capabilities },
   };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Linking hubs to the DPS
-
-export interface LinkOptions {
-  allocationWeight?: number;
-  applyAllocationPolicy?: boolean;
-  location?: string;
-}
-
-/** Links a hub to the DPS (idempotent: relinking updates weight/policy), with the hub's iothubowner string. */
-export function linkHubToDps(state: EmulatorState, hub: HubState, options: LinkOptions = {}): void {
-  const owner = hub.policies.find((p) => p.keyName === 'iothubowner');
-  if (!owner) throw hubErrors.argument(`Hub ${hub.name} has no iothubowner policy`);
-  const link = {
-    hostName: hub.hostName,
-    connectionString: `HostName=${hub.hostName};SharedAccessKeyName=${owner.keyName};SharedAccessKey=${owner.primaryKey}`,
-    allocationWeight: options.allocationWeight ?? 1,
-    applyAllocationPolicy: options.applyAllocationPolicy ?? true,
-    location: options.location ?? 'emulator',
-  };
-  const existing = state.dps.linkedHubs.findIndex((l) => l.hostName === hub.hostName);
-  if (existing >= 0) state.dps.linkedHubs[existing] = link;
-  else state.dps.linkedHubs.push(link);
-}
-
-export function unlinkHubFromDps(state: EmulatorState, hostName: string): boolean {
-  const before = state.dps.linkedHubs.length;
-  state.dps.linkedHubs = state.dps.linkedHubs.filter((l) => l.hostName !== hostName.toLowerCase());
-  return state.dps.linkedHubs.length !== before;
 }

@@ -6,8 +6,20 @@
  * native RSA generator because forge's pure-JS one is slow.
  */
 import { X509Certificate, generateKeyPairSync, randomBytes } from 'node:crypto';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import forge from 'node-forge';
-import type { X509CertificateInfo } from './state';
+
+/** The `info` DPS shows for an enrollment's X.509 certificate. */
+export interface X509CertificateInfo {
+  subjectName: string;
+  sha1Thumbprint: string;
+  sha256Thumbprint: string;
+  issuerName: string;
+  notBeforeUtc: string;
+  notAfterUtc: string;
+  serialNumber: string;
+  version: number;
+}
 
 export interface MintedCert {
   certPem: string;
@@ -163,11 +175,39 @@ export function splitPemChain(pem: string): string[] {
   );
 }
 
+/** A certificate given as PEM (the first of a bundle) or base64 DER; undefined when it does not parse. */
+export function parseCertificate(pemOrBase64: string): X509Certificate | undefined {
+  try {
+    const text = pemOrBase64.trim();
+    if (text.includes('-----BEGIN CERTIFICATE-----')) return new X509Certificate(splitPemChain(text)[0] ?? text);
+    return new X509Certificate(Buffer.from(text, 'base64'));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether `certPem` was signed by `issuerPem` (signature and subject/issuer names). */
 export function isIssuedBy(certPem: string, issuerPem: string): boolean {
   const cert = new X509Certificate(certPem);
   const issuer = new X509Certificate(issuerPem);
   return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+}
+
+/**
+ * The certificates a TLS client presented, leaf first (Node links them through `issuerCertificate`): DPS X.509
+ * attestation and hub X.509 authentication judge them themselves rather than letting TLS reject unknown issuers.
+ */
+export function peerCertificateChain(socket: TLSSocket | undefined): X509Certificate[] {
+  if (!socket || typeof socket.getPeerCertificate !== 'function') return [];
+  const chain: X509Certificate[] = [];
+  const seen = new Set<string>();
+  let cert: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (cert && cert.raw && !seen.has(cert.fingerprint256)) {
+    seen.add(cert.fingerprint256);
+    chain.push(new X509Certificate(cert.raw));
+    cert = cert.issuerCertificate;
+  }
+  return chain;
 }
 
 export const SERVER_CERT_NAMES = [

@@ -4,7 +4,7 @@
  * on twin paths (deviceId, status, connectionState, tags.*, properties.reported.*, …) joined by AND, OR, NOT
  * and parentheses. Anything else is a 400, as Azure answers for queries it cannot parse.
  */
-import { hubErrors } from './azure-errors';
+import { hubErrors } from './errors';
 
 type Token = { kind: 'word' | 'string' | 'number' | 'op' | 'punct'; value: string };
 

@@ -1,5 +1,5 @@
 /**
- * Error responses in the shapes Azure uses, so the real SDKs raise their own error classes.
+ * IoT hub error responses in the shape Azure uses, so the real SDKs raise their own error classes.
  */
 import { randomUUID } from 'node:crypto';
 import type { Response } from 'express';
@@ -47,21 +47,4 @@ export function sendHubError(res: Response, error: AzureError, retryAfterSeconds
       ExceptionMessage: `Tracking ID:${trackingId()}-G:0-TimeStamp:${timestamp}`,
     }),
   );
-}
-
-/**
- * DPS error body `{errorCode, trackingId, message, timestampUtc}`; errorCode is the six-digit DPS code whose
- * first three digits are the HTTP status (e.g. 404201), as DPS answers.
- */
-export function sendDpsError(
-  res: Response,
-  status: number,
-  errorCode: number,
-  message: string,
-  retryAfterSeconds?: number,
-): void {
-  if (retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(retryAfterSeconds));
-  res.status(status);
-  res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  res.send(JSON.stringify({ errorCode, trackingId: randomUUID(), message, timestampUtc: new Date().toISOString() }));
 }

@@ -1,71 +1,43 @@
 /**
- * MQTT over TLS for devices: one listener for IoT hub device connections and DPS registration over MQTT.
+ * The device side of every IoT hub over MQTT, and the hand-over of DPS clients: the listener (mqtt/listener.ts)
+ * reads each connection's CONNECT and passes it here, to route by username: `{idScope}/registrations/{regId}/…` goes
+ * to DPS (dps/device-mqtt.ts), `{hubHostName}/{deviceId}/?api-version=…` to that hub's own aedes broker. A broker per
+ * hub keeps hubs apart: the same device id on two hubs is two devices, and a second connection of one device to one
+ * hub replaces the first, as on IoT Hub.
  *
- * Each connection's first packet (CONNECT) is read before a broker takes the socket, to route by username:
- * `{idScope}/registrations/{regId}/…` goes to DPS (emulator/dps-mqtt.ts), `{hubHostName}/{deviceId}/?api-version=…`
- * to that hub's own aedes broker. A broker per hub keeps hubs apart: the same device id on two hubs is two devices,
- * and a second connection of one device to one hub replaces the first, as on IoT Hub.
- *
- * Hub devices authenticate against the hub's registry (emulator/hub.ts) with a SAS token (device key, or a hub
- * policy with DeviceConnect) or an X.509 client certificate (thumbprint for `selfSigned`, chain to a verified CA
- * for `certificateAuthority`). Refusals are CONNACK 5 "not authorized" (4 "bad username or password" for a
- * malformed username or password; 2 "identifier rejected" when the client id is not the device id). A device may
- * only use its own topics; publishing elsewhere closes the connection and subscribing elsewhere is refused in the
- * SUBACK. Server-originated messages are written to the one client they are for, never through topic routing
- * (every device subscribes to the same `$iothub/...` names).
+ * Hub devices authenticate against the hub's registry (hub/registry.ts, mqtt/credentials.ts) with a SAS token
+ * (device key, or a hub policy with DeviceConnect) or an X.509 client certificate (thumbprint for `selfSigned`,
+ * chain to a verified CA for `certificateAuthority`). Every refusal is CONNACK 5 "not authorized", as on IoT Hub
+ * (see NOT_AUTHORIZED), followed by the close of the connection. A device may only use its own topics; publishing
+ * elsewhere closes the connection and subscribing elsewhere is refused in the SUBACK. Server-originated messages are
+ * written to the one client they are for, never through topic routing (every device subscribes to the same
+ * `$iothub/...` names).
  *
  * The registry drives live connections: deleting or disabling a device, or changing its credentials so that the
  * one it connected with no longer holds, closes its connection (that is how a device learns it was removed), and a
  * SAS-authenticated connection is closed when its token expires.
  */
 import { randomUUID, X509Certificate } from 'node:crypto';
-import tls from 'node:tls';
-import express from 'express';
-import { z } from 'zod';
+import type tls from 'node:tls';
 import Aedes, { type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import mqttPacket, { type IConnectPacket } from 'mqtt-packet';
-import { createDpsMqttHandler, type DpsMqttHandler, type DpsMqttSession } from './dps-mqtt';
-import { findHubByHost, patchReported, recordActivity, setConnectionState, twinToWire } from './hub';
-import { evaluateLimits } from './limits';
-import { authorizeWithKeys, authorizeWithPolicy, parseSasToken, resourceCovers, SasError } from './sas';
-import type {
-  DeviceEvent,
-  DeviceRecord,
-  DeviceUpdatedEvent,
-  EmulatorState,
-  HubState,
-  TwinDesiredUpdatedEvent,
-} from './state';
+import { createDpsMqttHandler, type DpsMqttHandler, type DpsMqttSession } from '../dps/device-mqtt';
+import type { DeviceRecord } from '../hub/model';
+import { findHubByHost, patchReported, recordActivity, setConnectionState, twinToWire } from '../hub/registry';
+import { evaluateLimits } from '../limits/decide';
+import { peerCertificateChain } from '../security/certs';
+import { parseSasToken } from '../security/sas';
+import type { DeviceEvent, DeviceUpdatedEvent, EmulatorState, HubState, TwinDesiredUpdatedEvent } from '../state';
+import { credentialHolds, normalizeThumbprint, type Credential } from './credentials';
 
-export interface MqttOptions {
-  state: EmulatorState;
-  /** 0 for an ephemeral port. */
-  port: number;
-  host: string;
-  /** Server key/cert and the CA (for optional client-certificate requests). */
-  tls: { key: string; cert: string; ca: string };
-  /** How long a new connection may take to send CONNECT (default 30 s). */
-  connectTimeoutMs?: number;
-  /** Called for every request a device publishes (twin, DPS registration, telemetry), e.g. to save state. */
-  onActivity?: () => void;
-}
-
-export interface MqttListener {
-  port: number;
-  broker: DeviceBroker;
-  close(): Promise<void>;
-}
-
-/** CONNACK return codes (MQTT 3.1.1). */
-const IDENTIFIER_REJECTED = 2;
-const SERVER_UNAVAILABLE = 3;
-const BAD_USERNAME_OR_PASSWORD = 4;
+/**
+ * The only CONNACK refusal IoT Hub sends: "The Azure IoT Hub does not support all the MQTT CONNECT return code values
+ * defined in the MQTT v3.1.1 specification, always returning Not Authorized (MQTT CONNECT Return Code 5) on MQTT
+ * CONNECT failure" (azure-iot-sdk-c doc/connection_and_messaging_reliability.md, "Azure IoT Hub Limitations on MQTT
+ * CONNECT Result Codes"). A device therefore cannot tell a deleted identity from a bad key or a busy hub. aedes
+ * closes the connection right after writing the CONNACK, as MQTT 3.1.1 (3.2.2.3) requires.
+ */
 const NOT_AUTHORIZED = 5;
-
-type Credential =
-  | { kind: 'deviceKey'; token: string }
-  | { kind: 'policy'; token: string; policy: string }
-  | { kind: 'x509'; sha1: string; sha256: string; chain: X509Certificate[] };
 
 interface HubSession {
   hub: HubState;
@@ -128,66 +100,9 @@ interface PendingMethod {
 const authErrorOf = (returnCode: number, message: string): AuthenticateError =>
   Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 
-function normalizeThumbprint(value: string | null | undefined): string | undefined {
-  return value ? value.replace(/[^0-9a-f]/gi, '').toUpperCase() : undefined;
-}
-
-/** The certificates the client presented, leaf first (Node links them through `issuerCertificate`). */
-function presentedChain(socket: tls.TLSSocket): X509Certificate[] {
-  const chain: X509Certificate[] = [];
-  let cert: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true) as tls.DetailedPeerCertificate;
-  const seen = new Set<string>();
-  while (cert && cert.raw && !seen.has(cert.fingerprint256)) {
-    seen.add(cert.fingerprint256);
-    chain.push(new X509Certificate(cert.raw));
-    cert = cert.issuerCertificate;
-  }
-  return chain;
-}
-
-function withinValidity(cert: X509Certificate, now = Date.now()): boolean {
-  return Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo);
-}
-
 function topicQuery(topic: string): URLSearchParams {
   const q = topic.indexOf('?');
   return new URLSearchParams(q >= 0 ? topic.slice(q + 1) : '');
-}
-
-/** Reads the first MQTT packet of a connection without consuming it from the socket. */
-function peekConnect(socket: tls.TLSSocket, timeoutMs: number): Promise<IConnectPacket> {
-  return new Promise((resolve, reject) => {
-    const parser = mqttPacket.parser();
-    const chunks: Buffer[] = [];
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('error', onError);
-      socket.off('close', onClose);
-      parser.removeAllListeners();
-      socket.pause();
-      socket.unshift(Buffer.concat(chunks));
-    };
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk);
-      parser.parse(chunk);
-    };
-    const onError = (err: Error): void => {
-      cleanup();
-      reject(err);
-    };
-    const onClose = (): void => onError(new Error('connection closed before CONNECT'));
-    const timer = setTimeout(() => onError(new Error('CONNECT did not arrive in time')), timeoutMs);
-    parser.on('packet', (packet) => {
-      cleanup();
-      if (packet.cmd === 'connect') resolve(packet);
-      else reject(new Error(`first packet was ${packet.cmd}, not connect`));
-    });
-    parser.on('error', onError);
-    socket.on('data', onData);
-    socket.on('error', onError);
-    socket.on('close', onClose);
-  });
 }
 
 /**
@@ -228,15 +143,8 @@ export class DeviceBroker {
     };
   }
 
-  /** Hands a new TLS connection to DPS or the right hub, based on its CONNECT. */
-  async accept(socket: tls.TLSSocket, timeoutMs: number): Promise<void> {
-    let connect: IConnectPacket;
-    try {
-      connect = await peekConnect(socket, timeoutMs);
-    } catch {
-      socket.destroy();
-      return;
-    }
+  /** Hands a new TLS connection to DPS or the right hub, based on its CONNECT (read, not consumed). */
+  accept(socket: tls.TLSSocket, connect: IConnectPacket): void {
     const username = connect.username ?? '';
     if (this.dps.matches(username)) {
       this.dpsBroker.handle(socket);
@@ -397,8 +305,11 @@ export class DeviceBroker {
       authorizePublish: (client, packet, done) => {
         const session = client && this.dpsSessions.get(client);
         if (!client || !session) return done(new Error('not connected'));
-        const handled = session.publish(packet.topic, packet.payload as Buffer, (topic, payload) =>
-          this.send(client, topic, payload),
+        const handled = session.publish(
+          packet.topic,
+          packet.payload as Buffer,
+          (topic, payload) => this.send(client, topic, payload),
+          () => client.close(),
         );
         this.onActivity();
         done(handled ? null : new Error(`Topic ${packet.topic} is not a DPS topic`));
@@ -432,11 +343,17 @@ export class DeviceBroker {
           operation: 'connect',
           quotaClass: 'connection',
           hub,
+          answered: false,
         });
         const finish = (): void => {
+          if (decision.kind === 'fault' && decision.status === 0) {
+            // An injected fault with status 0: the connection drops without a CONNACK.
+            (client.conn as tls.TLSSocket).destroy();
+            return done(authErrorOf(NOT_AUTHORIZED, 'Connection dropped'), false);
+          }
           if (decision.kind !== 'pass') {
-            // Throttled or an injected fault: IoT Hub answers "server unavailable", which the SDK retries.
-            return done(authErrorOf(SERVER_UNAVAILABLE, 'Server unavailable'), false);
+            // Throttled or an injected fault: refused like any other CONNECT failure (see NOT_AUTHORIZED).
+            return done(authErrorOf(NOT_AUTHORIZED, 'Server unavailable'), false);
           }
           try {
             const session = this.authenticate(hub, client, username ?? '', password);
@@ -476,10 +393,6 @@ export class DeviceBroker {
       const session = this.sessions.get(client);
       if (session) for (const topic of topics) session.subscriptions.delete(topic);
     });
-    broker.on('ping', (_packet, client) => {
-      const session = this.sessions.get(client);
-      if (session) recordActivity(session.hub, session.deviceId);
-    });
     this.hubBrokers.set(hub.name, broker);
     return broker;
   }
@@ -489,9 +402,9 @@ export class DeviceBroker {
     // `{hostName}/{deviceId}/?api-version=…` (a module would add a segment; modules are not emulated).
     const [host, deviceId, rest] = username.split('/');
     if (!host || !deviceId || rest === undefined || !rest.startsWith('?')) {
-      throw authErrorOf(BAD_USERNAME_OR_PASSWORD, `Malformed username ${username}`);
+      throw authErrorOf(NOT_AUTHORIZED, `Malformed username ${username}`);
     }
-    if (client.id !== deviceId) throw authErrorOf(IDENTIFIER_REJECTED, 'Client id must be the device id');
+    if (client.id !== deviceId) throw authErrorOf(NOT_AUTHORIZED, 'Client id must be the device id');
     const device = hub.devices.get(deviceId);
     if (!device) throw authErrorOf(NOT_AUTHORIZED, `Device ${deviceId} is not registered`);
     if (device.status !== 'enabled') throw authErrorOf(NOT_AUTHORIZED, `Device ${deviceId} is disabled`);
@@ -520,14 +433,14 @@ export class DeviceBroker {
     try {
       skn = parseSasToken(token).skn;
     } catch {
-      throw authErrorOf(BAD_USERNAME_OR_PASSWORD, 'Malformed SharedAccessSignature');
+      throw authErrorOf(NOT_AUTHORIZED, 'Malformed SharedAccessSignature');
     }
     const credential: Credential = skn ? { kind: 'policy', token, policy: skn } : { kind: 'deviceKey', token };
     return credentialHolds(hub, device, credential, this.deviceResource(hub, device.deviceId)) ? credential : undefined;
   }
 
   private x509Credential(hub: HubState, device: DeviceRecord, socket: tls.TLSSocket): Credential | undefined {
-    const chain = presentedChain(socket);
+    const chain = peerCertificateChain(socket);
     if (chain.length === 0) return undefined;
     const leaf = chain[0];
     const credential: Credential = {
@@ -661,16 +574,26 @@ export class DeviceBroker {
       quotaClass: read ? 'twinRead' : 'twinUpdate',
       hub: session.hub,
     });
+    const fault = (status: number, message: string | undefined): void => {
+      if (status === 0) client.close();
+      else reply(status, { errorCode: status * 1000 + 1, message: message ?? 'Injected fault' });
+    };
     const answer = (): void => {
       if (decision.kind === 'throttle') {
         reply(429, { errorCode: 429001, message: 'Twin operations are being throttled' });
       } else if (decision.kind === 'fault') {
-        reply(decision.status, {
-          errorCode: decision.status * 1000 + 1,
-          message: decision.message ?? 'Injected fault',
-        });
+        fault(decision.status, decision.message);
       } else {
-        this.answerTwinRequest(session, read, payload, reply);
+        // A rule with phase `after` sees the request applied, then replaces, drops or delays its answer.
+        this.answerTwinRequest(session, read, payload, (status, body, extra) => {
+          const after = decision.after?.settle(status < 300);
+          const deliver = (): void => {
+            if (after?.status !== undefined) fault(after.status, after.message);
+            else reply(status, body, extra);
+          };
+          if (after?.latencyMs) setTimeout(deliver, after.latencyMs);
+          else deliver();
+        });
       }
     };
     if (decision.delayMs > 0) setTimeout(answer, decision.delayMs);
@@ -766,6 +689,10 @@ export class DeviceBroker {
       for (const [k, v] of Object.entries(message.properties ?? {})) props.set(k, v);
       this.send(client, `devices/${deviceId}/messages/devicebound/${props.toString()}`, message.payload, 1);
     }
+    // lastActivityTime: "the last time the device authenticated, sent a message, or received a message" (the
+    // service SDKs' Device.lastActivityTime); keep-alive pings are none of these.
+    const hub = this.state.hubs.get(hubName);
+    if (hub) recordActivity(hub, deviceId);
   }
 
   /** Writes a PUBLISH to one client only. */
@@ -785,171 +712,4 @@ function isServerTopic(topic: string): boolean {
     topic.startsWith('$iothub/methods/POST/') ||
     /^devices\/[^/]+\/messages\/devicebound\//.test(topic)
   );
-}
-
-/**
- * Whether a credential (as presented at CONNECT) is accepted for `device` as the registry holds it now. Used at
- * CONNECT and again whenever the device changes.
- */
-function credentialHolds(
-  hub: HubState,
-  device: DeviceRecord,
-  credential: Credential,
-  resource: string,
-  verifiedCas: X509Certificate[] = [],
-): boolean {
-  const auth = device.authentication;
-  try {
-    switch (credential.kind) {
-      case 'deviceKey': {
-        if (auth.type !== 'sas') return false;
-        const parsed = authorizeWithKeys(
-          credential.token,
-          [auth.symmetricKey.primaryKey, auth.symmetricKey.secondaryKey],
-          {
-            resource,
-          },
-        );
-        // A device key signs for exactly that device: a hub-wide `sr` is not accepted.
-        return !parsed.skn && resourceCovers(resource, parsed.resource);
-      }
-      case 'policy': {
-        if (!parseSasToken(credential.token).skn) return false;
-        authorizeWithPolicy(credential.token, hub.policies, { resource, anyOf: ['DeviceConnect'] });
-        return true;
-      }
-      case 'x509': {
-        if (!withinValidity(credential.chain[0])) return false;
-        if (auth.type === 'selfSigned') {
-          const allowed = [auth.x509Thumbprint.primaryThumbprint, auth.x509Thumbprint.secondaryThumbprint]
-            .map(normalizeThumbprint)
-            .filter((t): t is string => !!t);
-          return allowed.includes(credential.sha1) || allowed.includes(credential.sha256);
-        }
-        if (auth.type === 'certificateAuthority')
-          return chainsToVerifiedCa(device.deviceId, credential.chain, verifiedCas);
-        return false;
-      }
-    }
-  } catch (err) {
-    if (err instanceof SasError) return false;
-    throw err;
-  }
-}
-
-/** X.509 CA authentication: leaf CN is the device id and the presented chain ends at a verified CA. */
-function chainsToVerifiedCa(deviceId: string, chain: X509Certificate[], verifiedCas: X509Certificate[]): boolean {
-  const leaf = chain[0];
-  if (!/^CN=(.*)$/m.test(leaf.subject) || /^CN=(.*)$/m.exec(leaf.subject)?.[1] !== deviceId) return false;
-  for (let i = 0; i < chain.length; i++) {
-    const cert = chain[i];
-    if (!withinValidity(cert)) return false;
-    const anchor = verifiedCas.find((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey));
-    if (anchor) return true;
-    const next = chain[i + 1];
-    if (!next || !cert.checkIssued(next) || !cert.verify(next.publicKey) || !next.ca) return false;
-  }
-  return false;
-}
-
-const brokers = new WeakMap<EmulatorState, DeviceBroker>();
-
-/** The running emulator's device broker (for direct methods, C2D, connection inspection). */
-export function deviceBroker(state: EmulatorState): DeviceBroker | undefined {
-  return brokers.get(state);
-}
-
-/**
- * Control API routes (mounted at `/mqtt`): `GET /connections[?hub=]`; `POST /hubs/:hub/ca-certificates`
- * `{certificatePem}` (a verified CA for `certificateAuthority` devices); `POST /hubs/:hub/devices/:id/disconnect`
- * (drop a device's connection, as a network fault would); `POST /hubs/:hub/devices/:id/methods`
- * `{methodName, payload?, responseTimeoutInSeconds?}`; `POST /hubs/:hub/devices/:id/messages` `{payload,
- * messageId?, correlationId?, properties?}` (cloud-to-device).
- */
-export function mqttControlRouter(state: EmulatorState): express.Router {
-  const router = express.Router();
-  const broker = (): DeviceBroker => {
-    const running = deviceBroker(state);
-    if (!running) throw new DeviceMethodError(503, 'ServiceUnavailable', 'The MQTT listener is not running');
-    return running;
-  };
-  const hubName = (req: express.Request): string => {
-    const name = req.params.hub as string;
-    if (!state.hubs.has(name)) throw new DeviceMethodError(404, 'IotHubNotFound', `No hub named ${name}`);
-    return name;
-  };
-  router.get('/connections', (req, res) => {
-    res.json(broker().connections(typeof req.query.hub === 'string' ? req.query.hub : undefined));
-  });
-  router.post('/hubs/:hub/ca-certificates', (req, res) => {
-    const body = z.object({ certificatePem: z.string().min(1) }).parse(req.body);
-    broker().addVerifiedCaCertificate(hubName(req), body.certificatePem);
-    res.status(204).end();
-  });
-  router.post('/hubs/:hub/devices/:id/disconnect', (req, res) => {
-    res.json({ closed: broker().disconnectDevice(hubName(req), req.params.id as string) });
-  });
-  router.post('/hubs/:hub/devices/:id/methods', async (req, res) => {
-    const body = z
-      .object({
-        methodName: z.string().min(1),
-        payload: z.unknown().optional(),
-        responseTimeoutInSeconds: z.number().int().min(5).max(300).optional(),
-      })
-      .parse(req.body);
-    res.json(await broker().invokeMethod(hubName(req), req.params.id as string, body));
-  });
-  router.post('/hubs/:hub/devices/:id/messages', (req, res) => {
-    const body = z
-      .object({
-        payload: z.string(),
-        messageId: z.string().optional(),
-        correlationId: z.string().optional(),
-        properties: z.record(z.string(), z.string()).optional(),
-      })
-      .parse(req.body);
-    broker().sendCloudToDevice(hubName(req), req.params.id as string, body);
-    res.status(202).end();
-  });
-  router.use((err: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
-    if (err instanceof DeviceMethodError) res.status(err.status).json({ error: err.message, code: err.code });
-    else next(err);
-  });
-  return router;
-}
-
-export async function startMqtt(options: MqttOptions): Promise<MqttListener> {
-  const broker = new DeviceBroker(options.state, options.onActivity);
-  brokers.set(options.state, broker);
-  const sockets = new Set<tls.TLSSocket>();
-  // Client certificates are requested but judged by the broker (thumbprints, hub CAs), not by TLS.
-  const server = tls.createServer(
-    { key: options.tls.key, cert: options.tls.cert, requestCert: true, rejectUnauthorized: false },
-    (socket) => {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-      void broker.accept(socket, options.connectTimeoutMs ?? 30_000);
-    },
-  );
-  server.on('tlsClientError', () => undefined);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  return {
-    port: typeof address === 'object' && address ? address.port : options.port,
-    broker,
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      await broker.close();
-      for (const socket of sockets) socket.destroy();
-      await closed;
-      brokers.delete(options.state);
-    },
-  };
 }

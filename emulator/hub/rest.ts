@@ -5,7 +5,13 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import { z } from 'zod';
-import { AzureError, hubErrors, sendHubError } from './azure-errors';
+import { limitsMiddleware } from '../limits/middleware';
+import { DeviceMethodError, type DeviceBroker, type MethodInvocation, type MethodResult } from '../mqtt/broker';
+import { deviceBroker } from '../mqtt/listener';
+import { SasError, authorizeWithPolicy, requestResource, type AccessRight } from '../security/sas';
+import type { EmulatorState, HubState } from '../state';
+import { AzureError, hubErrors, sendHubError } from './errors';
+import { parseDeviceQuery } from './query';
 import {
   bulkDevices,
   deleteDevice,
@@ -15,14 +21,10 @@ import {
   getDevice,
   patchTwin,
   putDevice,
+  putTwin,
   twinToWire,
   type DeviceInput,
-} from './hub';
-import { parseDeviceQuery } from './hub-query';
-import { limitsMiddleware } from './limits';
-import { DeviceMethodError, deviceBroker, type DeviceBroker, type MethodInvocation, type MethodResult } from './mqtt';
-import { SasError, authorizeWithPolicy } from './sas';
-import type { AccessRight, EmulatorState, HubState } from './state';
+} from './registry';
 
 const READ: AccessRight[] = ['RegistryRead', 'RegistryWrite'];
 const WRITE: AccessRight[] = ['RegistryWrite'];
@@ -47,12 +49,19 @@ function sendJson(res: Response, status: number, body: unknown): void {
   res.send(JSON.stringify(body));
 }
 
-/** Authorizes the call for the hub with any of the given rights; 401 otherwise. */
+/**
+ * Authorizes the call with a policy holding any of the given rights, and whose `sr` covers what the call touches:
+ * the hub (`sr=<host>`) or a prefix of the resource path (`sr=<host>/devices` for the identity registry,
+ * `sr=<host>/devices/<id>` for one device); 401 otherwise.
+ */
 function authorize(rights: AccessRight[]) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const hub = hubOf(res);
     try {
-      authorizeWithPolicy(req.get('Authorization'), hub.policies, { resource: hub.hostName, anyOf: rights });
+      authorizeWithPolicy(req.get('Authorization'), hub.policies, {
+        resource: requestResource(hub.hostName, req.path),
+        anyOf: rights,
+      });
     } catch (err) {
       if (err instanceof SasError) throw hubErrors.unauthorized(`Unauthorized: ${err.message}`);
       throw err;
@@ -183,12 +192,21 @@ export function hubRouter(state: EmulatorState): Router {
   });
 
   router.post('/devices', authorize(WRITE), (req, res) => {
-    const result = bulkDevices(hubOf(res), req.body);
+    const hub = hubOf(res);
+    const operations = { create: 'deviceCreate', update: 'deviceUpdate', delete: 'deviceDelete' } as const;
+    const result = bulkDevices(hub, req.body, (write, id) =>
+      state.counters.record({ surface: 'hub', hub: hub.name, operation: operations[write], id }),
+    );
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'deviceBulk' });
     sendJson(res, result.isSuccessful ? 200 : 400, result);
   });
 
   router.put('/devices/:id', authorize(WRITE), (req, res) => {
-    const device = putDevice(hubOf(res), deviceInputFromBody(req), ifMatch(req));
+    const hub = hubOf(res);
+    const condition = ifMatch(req);
+    const device = putDevice(hub, deviceInputFromBody(req), condition);
+    const operation = condition === undefined ? 'deviceCreate' : 'deviceUpdate';
+    state.counters.record({ surface: 'hub', hub: hub.name, operation, id: device.deviceId });
     sendJson(res, 200, deviceToWire(device));
   });
 
@@ -197,7 +215,9 @@ export function hubRouter(state: EmulatorState): Router {
   });
 
   router.delete('/devices/:id', authorize(WRITE), (req, res) => {
-    deleteDevice(hubOf(res), req.params.id as string, ifMatch(req));
+    const hub = hubOf(res);
+    const device = deleteDevice(hub, req.params.id as string, ifMatch(req));
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'deviceDelete', id: device.deviceId });
     res.status(204).end();
   });
 
@@ -206,7 +226,16 @@ export function hubRouter(state: EmulatorState): Router {
   });
 
   router.patch('/twins/:id', authorize(TWIN_WRITE), (req, res) => {
-    const device = patchTwin(hubOf(res), req.params.id as string, req.body ?? {}, ifMatch(req));
+    const hub = hubOf(res);
+    const device = patchTwin(hub, req.params.id as string, req.body ?? {}, ifMatch(req));
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'twinUpdate', id: device.deviceId });
+    sendJson(res, 200, twinToWire(device));
+  });
+
+  router.put('/twins/:id', authorize(TWIN_WRITE), (req, res) => {
+    const hub = hubOf(res);
+    const device = putTwin(hub, req.params.id as string, req.body ?? {}, ifMatch(req));
+    state.counters.record({ surface: 'hub', hub: hub.name, operation: 'twinReplace', id: device.deviceId });
     sendJson(res, 200, twinToWire(device));
   });
 

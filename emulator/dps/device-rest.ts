@@ -3,41 +3,25 @@
  * the DPS host name. Symmetric-key devices authenticate with a SAS in `Authorization`; X.509 devices with their
  * TLS client certificate (the HTTPS server requests one without rejecting unknown issuers).
  */
-import { X509Certificate } from 'node:crypto';
-import type { TLSSocket, DetailedPeerCertificate } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
-import { sendDpsError } from './azure-errors';
+import { peerCertificateChain } from '../security/certs';
+import type { EmulatorState } from '../state';
+import { DpsError, dpsErrors, sendDpsError } from './errors';
 import {
-  DpsError,
-  dpsErrors,
   getDeviceRegistrationStatus,
   getOperationStatus,
   registerDevice,
   type DeviceCredential,
   type RegistrationAnswer,
-} from './dps';
-import type { EmulatorState } from './state';
+} from './registration';
 
 const API_VERSIONS = new Set(['2017-11-15', '2018-04-01', '2018-11-01', '2019-03-31', '2021-06-01']);
-
-/** The client certificate chain of a TLS socket, leaf first, as PEM. */
-export function peerCertificateChain(socket: TLSSocket | undefined): string[] {
-  if (!socket || typeof socket.getPeerCertificate !== 'function') return [];
-  const chain: string[] = [];
-  const seen = new Set<string>();
-  let cert: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-  while (cert && cert.raw && !seen.has(cert.fingerprint256)) {
-    seen.add(cert.fingerprint256);
-    chain.push(new X509Certificate(cert.raw).toString());
-    cert = cert.issuerCertificate;
-  }
-  return chain;
-}
 
 function credentialOf(req: Request): DeviceCredential {
   const authorization = req.header('authorization');
   if (authorization) return { kind: 'sas', token: authorization };
-  const chain = peerCertificateChain(req.socket as TLSSocket);
+  const chain = peerCertificateChain(req.socket as TLSSocket).map((cert) => cert.toString());
   return chain.length ? { kind: 'x509', chainPem: chain } : { kind: 'none' };
 }
 

@@ -1,5 +1,4 @@
 import { createHmac, X509Certificate } from 'node:crypto';
-import { Context } from '@temporalio/activity';
 import type { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type {
   AttestationMechanism,
@@ -167,7 +166,6 @@ export function dpsActivities(clients: AzureClients) {
     for (let token: string | undefined; ;) {
       const page = token ? await groups.next(token) : await groups.next();
       for (const group of queryItems<EnrollmentGroup>(page.responseBody)) {
-        heartbeat();
         const regs = dps().createEnrollmentGroupDeviceRegistrationStateQuery(
           { query: '*' },
           group.enrollmentGroupId,
@@ -504,11 +502,6 @@ async function memberAttestation(
 export function queryItems<T>(body: unknown): T[] {
   if (Array.isArray(body)) return body as T[];
   return ((body as { items?: T[] } | undefined)?.items ?? []) as T[];
-}
-
-/** Long DPS searches heartbeat, so that a worker that dies in one costs the heartbeat timeout, not the whole search. */
-function heartbeat(): void {
-  if (Context.current().info.heartbeatTimeoutMs) Context.current().heartbeat();
 }
 
 function timeOf(value: unknown): string | undefined {

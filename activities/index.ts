@@ -1,6 +1,7 @@
 import type { AzureClients } from './azure-clients';
 import { connectivityActivities } from './connectivity';
 import { dpsActivities } from './dps';
+import { heartbeating } from './heartbeat';
 import { registryActivities } from './registry';
 
 export interface ActivityDeps {
@@ -9,11 +10,11 @@ export interface ActivityDeps {
 
 /** Every activity the worker registers, with its Azure clients injected once. */
 export function createActivities(deps: ActivityDeps) {
-  return {
+  return heartbeating({
     ...connectivityActivities(deps.azure),
     ...dpsActivities(deps.azure),
     ...registryActivities(deps.azure),
-  };
+  });
 }
 
 export type Activities = ReturnType<typeof createActivities>;

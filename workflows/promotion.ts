@@ -69,9 +69,13 @@ const NON_RETRYABLE = [
   ...Object.values(PromotionErrors),
 ];
 
-/** One Azure call: throttling (429), 5xx and timeouts are retried with back-off for up to ~10 minutes. */
+/**
+ * One Azure call: throttling (429), 5xx and timeouts are retried with back-off for up to ~10 minutes. Activities
+ * heartbeat while they run, so a worker that dies mid-call is noticed after the heartbeat timeout.
+ */
 const azureCallProfile = {
   startToCloseTimeout: '30 seconds',
+  heartbeatTimeout: '10 seconds',
   retry: {
     initialInterval: '1 second',
     backoffCoefficient: 2,
@@ -81,7 +85,7 @@ const azureCallProfile = {
   },
 } as const;
 
-/** Paging through DPS (finding a device's group): long, so it heartbeats and a dead worker costs seconds. */
+/** Paging through DPS (finding a device's group) may take minutes; it heartbeats like every activity. */
 const searchProfile = {
   ...azureCallProfile,
   startToCloseTimeout: '10 minutes',
@@ -91,6 +95,7 @@ const searchProfile = {
 /** An undo step must get through: transient faults are retried without an attempt limit, for up to 2 hours. */
 const undoProfile = {
   startToCloseTimeout: '30 seconds',
+  heartbeatTimeout: '10 seconds',
   scheduleToCloseTimeout: '2 hours',
   retry: {
     initialInterval: '1 second',

@@ -1,12 +1,15 @@
 /**
- * A worker process killed (SIGKILL) in the middle of a promotion, while its re-point call to DPS is in flight:
- * another worker takes over, the activity is retried, and the promotion completes with the enrollment changed once.
+ * A worker process killed (SIGKILL) in the middle of a promotion, while its re-point write is in flight (DPS has
+ * applied it; its answer is held back and never read): another worker takes over after the
+ * heartbeat timeout, the activity is retried, and the promotion completes with the enrollment written exactly once
+ * (counted by the emulator).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import request from 'supertest';
+import { temporal } from '@temporalio/proto';
 import { promotionStatusQuery, promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
 import { harnessAddress } from '../helpers/temporal';
@@ -46,42 +49,53 @@ async function startWorkerProcess(): Promise<ChildProcess> {
   return proc;
 }
 
-it('completes a promotion after its worker process is killed during the enrollment update', async () => {
+it('completes a promotion after its worker process is killed during the enrollment write, writing it once', async () => {
   const enrolled = await enrollDevice(stack, 'symmetricKey');
   const device = simulate(stack, enrolled);
   try {
     await connectedTo(device, stack.hosts.test);
     const id = enrolled.registrationId;
-    // Slow DPS down so the re-point call is surely in flight when the worker dies.
-    stack.emulator.state.limits.faults.latencyMs = 1_500;
+    const before = stack.emulator.counters.snapshot();
+    // DPS applies this device's enrollment update and holds its answer back for 5 s: the worker dies meanwhile.
+    const held = stack.emulator.faults.addRule({
+      surface: 'dpsService',
+      operation: 'enrollmentUpdate',
+      phase: 'after',
+      latencyMs: 5_000,
+    });
     child = await startWorkerProcess();
     await request(stack.app).post('/v1/promotions').send({ registrationId: id, pollInterval: '1s' }).expect(202);
     const handle = stack.temporal.client.workflow.getHandle(promotionWorkflowId(id));
-    await waitUntil(async () => (await handle.query(promotionStatusQuery)).phase === 'repointing', 60_000);
+    await waitUntil(async () => !stack.emulator.faults.rules().some((r) => r.id === held.id), 60_000);
+    expect(stack.emulator.counters.get({ surface: 'dps', operation: 'enrollmentUpdate', id })).toBe(1);
     child.kill('SIGKILL');
     await new Promise((resolve) => child!.once('exit', resolve));
-    stack.emulator.state.limits.faults.latencyMs = 0;
 
     child = await startWorkerProcess();
     const result: PromotionResult = await handle.result();
 
     expect(result.outcome).toBe('promoted');
     await connectedTo(device, stack.hosts.production);
+    // Exactly once, counted where it matters: DPS saw one update of the enrollment, the test hub one disable.
+    const writes = stack.emulator.counters.diff(before, { id });
+    expect(writes.filter((w) => w.operation === 'enrollmentUpdate')).toEqual([expect.objectContaining({ count: 1 })]);
+    expect(writes.filter((w) => w.hub === 'test' && w.operation === 'deviceUpdate')).toEqual([
+      expect.objectContaining({ count: 1 }),
+    ]);
+    // The attempt on the killed worker timed out on its heartbeat (seconds), not on start-to-close (30 s).
     const history = await handle.fetchHistory();
-    const repoints = history.events!.filter(
+    const repoint = history.events!.find(
       (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'dpsRepointEnrollment',
     );
-    expect(repoints).toHaveLength(1);
-    // The attempt on the killed worker timed out; a later attempt, on the new worker, completed.
-    const repointStarted = history.events!.find(
-      (e) => e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() === repoints[0].eventId?.toString(),
+    const started = history.events!.find(
+      (e) => e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() === repoint?.eventId?.toString(),
+    )?.activityTaskStartedEventAttributes;
+    expect(started?.attempt).toBeGreaterThan(1);
+    expect(started?.lastFailure?.timeoutFailureInfo?.timeoutType).toBe(
+      temporal.api.enums.v1.TimeoutType.TIMEOUT_TYPE_HEARTBEAT,
     );
-    expect(repointStarted?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThan(1);
-    // The retried attempt found the enrollment already pointing at production and changed nothing more.
-    const enrollment = (await stack.dps.getIndividualEnrollment(id)).responseBody;
-    expect(enrollment.iotHubs).toEqual([stack.hosts.production]);
+    expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.production]);
   } finally {
-    stack.emulator.state.limits.faults.latencyMs = 0;
     await device.stop();
   }
 });

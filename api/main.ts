@@ -21,6 +21,7 @@ async function main(): Promise<void> {
     log,
     environments: hubHostNames(config.AZURE_HUB_CONNECTION_STRINGS),
     eventGridSecret: config.EVENT_GRID_SECRET,
+    pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
   });
   const server = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
   log.info({ url: `http://${config.API_HOST}:${config.API_PORT}`, temporal: address }, 'API listening');

@@ -44,7 +44,9 @@ export function createApp(deps: AppDeps): Express {
   // Bodies are parsed per route (api/body.ts); unknown methods and paths answer problems, not express's pages.
   app.use(methodGuard());
   app.use(healthRoutes(deps));
-  app.use(docsRoutes({ eventGridSecret: Boolean(deps.eventGridSecret) }));
+  app.use(
+    docsRoutes({ eventGridSecret: Boolean(deps.eventGridSecret), environments: Object.keys(deps.environments ?? {}) }),
+  );
   app.use('/v1', diagnosticsRoutes(deps));
   app.use('/v1', promotionRoutes(deps));
   app.use('/v1', eventGridRoutes(deps));

@@ -72,7 +72,12 @@ export function registerRoute({ temporal, ...route }: ApiRoute): void {
 export interface DocumentOptions {
   /** Whether the app requires EVENT_GRID_SECRET on the webhook; without it the webhook documents no security. */
   eventGridSecret: boolean;
+  /** The environment names the app has configured: the only values its environment fields accept. */
+  environments: string[];
 }
+
+/** Request fields and query parameters that name a configured environment. */
+const ENVIRONMENT_FIELDS = new Set(['sourceEnvironment', 'targetEnvironment']);
 
 type Document = ReturnType<OpenApiGeneratorV31['generateDocument']>;
 
@@ -88,6 +93,7 @@ export function openApiDocument(options: DocumentOptions): Document {
         '(application/problem+json); every answer carries an X-Correlation-Id header.',
     },
   });
+  if (options.environments.length > 0) narrowEnvironments(document, options.environments);
   for (const item of Object.values(document.paths ?? {})) {
     for (const operation of Object.values(item ?? {})) {
       if (typeof operation !== 'object' || !('responses' in operation)) continue;
@@ -108,6 +114,26 @@ export function openApiDocument(options: DocumentOptions): Document {
     }
   }
   return document;
+}
+
+/** Environment fields take the configured environments only (the zod schemas check that apart, at run time). */
+function narrowEnvironments(node: unknown, environments: string[]): void {
+  if (Array.isArray(node)) {
+    node.forEach((n) => narrowEnvironments(n, environments));
+    return;
+  }
+  if (!node || typeof node !== 'object') return;
+  const object = node as Record<string, unknown>;
+  const narrow = (schema: unknown) => {
+    if (schema && typeof schema === 'object' && !('$ref' in schema))
+      (schema as { enum?: string[] }).enum = environments;
+  };
+  if (object.in === 'query' && ENVIRONMENT_FIELDS.has(object.name as string)) narrow(object.schema);
+  const properties = object.properties as Record<string, unknown> | undefined;
+  if (properties && typeof properties === 'object') {
+    for (const field of ENVIRONMENT_FIELDS) if (field in properties) narrow(properties[field]);
+  }
+  Object.values(object).forEach((v) => narrowEnvironments(v, environments));
 }
 
 /** Documented methods by path template, for OPTIONS, 405 and 404 answers (see api/routing.ts). */

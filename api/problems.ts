@@ -50,9 +50,9 @@ export const PROBLEMS = {
   },
   notRunning: {
     slug: 'not-running',
-    status: 404,
+    status: 409,
     title: 'The operation is not running',
-    description: 'The operation exists but has closed; `executionStatus` says how it ended.',
+    description: 'The operation exists but has closed, so it cannot be changed; `executionStatus` says how it ended.',
   },
   methodNotAllowed: {
     slug: 'method-not-allowed',

@@ -2,11 +2,11 @@ import { Router } from 'express';
 import swaggerUi from 'swagger-ui-express';
 import { z } from 'zod';
 import { openApiDocument, registerRoute, type DocumentOptions } from '../openapi';
-import { problem, PROBLEMS, ProblemType, problemResponse, problemTypeUri, type ProblemKind } from '../problems';
+import { PROBLEMS, ProblemType, problemTypeUri, type ProblemKind } from '../problems';
 import { validate } from '../validate';
 
 const SLUGS = Object.values(PROBLEMS).map((p) => p.slug) as [string, ...string[]];
-const ProblemTypeParams = z.object({ slug: z.string().describe('the last segment of a problem `type`') }).strict();
+const ProblemTypeParams = z.object({ slug: z.enum(SLUGS).describe('the last segment of a problem `type`') }).strict();
 
 registerRoute({
   method: 'get',
@@ -23,11 +23,9 @@ registerRoute({
   method: 'get',
   path: '/problems/{slug}',
   summary: 'What a problem type means (problem `type` URIs point here)',
-  description: `Problem types: ${SLUGS.join(', ')}.`,
   request: { params: ProblemTypeParams },
   responses: {
     200: { description: 'the problem type', content: { 'application/json': { schema: ProblemType } } },
-    404: problemResponse(404, ['notFound']),
   },
 });
 
@@ -41,8 +39,7 @@ export function docsRoutes(options: DocumentOptions): Router {
   // Swagger UI's own static assets (swagger-ui-dist), loading the document above.
   router.use('/docs', swaggerUi.serve, swaggerUi.setup(undefined, { swaggerOptions: { url: '/openapi.json' } }));
   router.get('/problems/:slug', validate({ params: ProblemTypeParams }), (req, res) => {
-    const kind = (Object.keys(PROBLEMS) as ProblemKind[]).find((k) => PROBLEMS[k].slug === req.params.slug);
-    if (!kind) throw problem('notFound', `no problem type ${req.params.slug}; types: ${SLUGS.join(', ')}`);
+    const kind = (Object.keys(PROBLEMS) as ProblemKind[]).find((k) => PROBLEMS[k].slug === req.params.slug)!;
     const { status, title, description } = PROBLEMS[kind];
     res.json({ type: problemTypeUri(kind), title, status, description });
   });

@@ -1,11 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import {
-  isGrpcServiceError,
-  WorkflowFailedError,
-  type WorkflowExecutionInfo,
-  type WorkflowExecutionStatusName,
-} from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowExecutionInfo, type WorkflowExecutionStatusName } from '@temporalio/client';
 // The public list() iterator hides the server's page token; the API pages with the raw RPC and decodes each
 // execution with the SDK's own helper instead of a hand-written decoder.
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
@@ -198,7 +193,8 @@ registerRoute({
   request: { params: RegistrationParams },
   responses: {
     202: { description: 'cancellation requested; poll the Location', headers: location, content: json(Started) },
-    404: problemResponse(404, ['workflowNotFound', 'notRunning'], 'no promotion of this device is running'),
+    404: problemResponse(404, ['workflowNotFound'], 'this device was never promoted'),
+    409: problemResponse(409, ['notRunning'], 'its latest promotion has closed (executionStatus says how)'),
   },
 });
 
@@ -307,20 +303,12 @@ export function promotionRoutes(deps: AppDeps): Router {
     equals(SA.phase.name, filters.phase);
 
     const query = clauses.join(' AND ');
-    const page = await client.workflowService
-      .listWorkflowExecutions({
-        namespace: client.options.namespace,
-        query,
-        pageSize: filters.pageSize,
-        nextPageToken: filters.nextPageToken ? openPageToken(filters.nextPageToken, query) : undefined,
-      })
-      .catch((err: unknown) => {
-        // An authentic token Temporal no longer takes (e.g. issued before a server restart).
-        if (filters.nextPageToken && isGrpcServiceError(err) && err.code === GRPC_INVALID_ARGUMENT) {
-          throw pageTokenIssue(filters.nextPageToken, 'Temporal no longer accepts this nextPageToken');
-        }
-        throw err;
-      });
+    const page = await client.workflowService.listWorkflowExecutions({
+      namespace: client.options.namespace,
+      query,
+      pageSize: filters.pageSize,
+      nextPageToken: filters.nextPageToken ? openPageToken(filters.nextPageToken, query) : undefined,
+    });
     const executions = await Promise.all(
       page.executions.map((raw) =>
         executionInfoFromRaw(raw, client.options.loadedDataConverter, raw, client.options.namespace),
@@ -387,8 +375,6 @@ export function promotionRoutes(deps: AppDeps): Router {
 
   return router;
 }
-
-const GRPC_INVALID_ARGUMENT = 3;
 
 function pageTokenIssue(token: string, message: string): z.ZodError {
   return new z.ZodError([{ code: 'custom', path: ['query', 'nextPageToken'], message, input: token }]);

@@ -22,7 +22,13 @@ describe('the OpenAPI document', () => {
   // No Temporal call is made: the document, Swagger UI and problem types are served by the API alone.
   const connection = Connection.lazy({ address: '127.0.0.1:1' });
   const client = new Client({ connection });
-  const app = createApp({ client, taskQueue: 'unused', log: createLogger('silent'), eventGridSecret: 's'.repeat(16) });
+  const app = createApp({
+    client,
+    taskQueue: 'unused',
+    log: createLogger('silent'),
+    eventGridSecret: 's'.repeat(16),
+    environments: { test: 't.azure-devices.net', production: 'p.azure-devices.net' },
+  });
   let doc: Json;
 
   beforeAll(async () => {
@@ -50,6 +56,14 @@ describe('the OpenAPI document', () => {
     for (const id of ['dev-1', 'Demo-Device_2.a:b', 'X'.repeat(128)]) expect(registrationId.test(id)).toBe(true);
     for (const id of ['.', '..', 'has space', 'a/b', '', 'X'.repeat(129)]) expect(registrationId.test(id)).toBe(false);
     expect(new RegExp(body.properties.targetEnvironment.pattern, 'u').test('Production')).toBe(true);
+  });
+
+  it('names the environments this app has configured as the only values of environment fields', () => {
+    const body = doc.paths['/v1/promotions'].post.requestBody.content['application/json'].schema;
+    expect(body.properties.sourceEnvironment).toMatchObject({ enum: ['test', 'production'], default: 'test' });
+    expect(body.properties.targetEnvironment).toMatchObject({ enum: ['test', 'production'], default: 'production' });
+    const query = doc.paths['/v1/promotions'].get.parameters.find((p: Json) => p.name === 'targetEnvironment');
+    expect(query.schema.enum).toEqual(['test', 'production']);
   });
 
   it('marks the promotion body required and strict, with every answer the route gives', () => {
@@ -125,7 +139,7 @@ describe('the OpenAPI document', () => {
       status: 503,
       description: expect.any(String),
     });
-    const missing = await request(app).get('/problems/no-such-type').expect(404);
+    const missing = await request(app).get('/problems/no-such-type').expect(400);
     expect(missing.headers['content-type']).toMatch(/^application\/problem\+json/);
   });
 });

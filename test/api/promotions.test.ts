@@ -388,7 +388,7 @@ describe('promotions REST API', () => {
       const status = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(status.body).toMatchObject({ status: 'cancelled', failure: { type: 'Cancelled' } });
 
-      const again = await request(app).post(`/v1/promotions/${registrationId}/cancel`).expect(404);
+      const again = await request(app).post(`/v1/promotions/${registrationId}/cancel`).expect(409);
       expect(again.body).toMatchObject({ type: '/problems/not-running', executionStatus: 'cancelled' });
     });
 

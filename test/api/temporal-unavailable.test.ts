@@ -3,6 +3,7 @@ import pino from 'pino';
 import request from 'supertest';
 import { Client, Connection } from '@temporalio/client';
 import { createApp } from '../../api/app';
+import { createLogger } from '../../common/logger';
 import { eventually } from '../fixtures/promotion-fixture';
 import { freePort, resolveTemporalCli, startDevServer, type DevServer } from '../../common/temporal-server';
 
@@ -92,6 +93,25 @@ describe('while Temporal is down the API answers 503 promptly, and recovers by i
     } finally {
       await connection.close();
     }
+  });
+
+  it('answers 503 at the deadline even while a Temporal call is still pending', async () => {
+    // The SDK's retries only notice a passed deadline at their next attempt (up to 5 s later); a call that has not
+    // returned must not hold the answer either.
+    const hanging = {
+      withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+      workflow: { getHandle: () => ({ describe: () => new Promise(() => undefined) }) },
+    } as unknown as Client;
+    const app = createApp({
+      client: hanging,
+      taskQueue: 'unused',
+      log: createLogger('silent'),
+      temporalDeadlineMs: DEADLINE_MS,
+    });
+    const answer = await timed(request(app).get('/v1/promotions/dev-1'));
+    expectUnavailable(answer);
+    expect(answer.ms).toBeGreaterThanOrEqual(DEADLINE_MS);
+    expect(answer.res.body.detail).toBe(`Temporal did not answer within ${DEADLINE_MS} ms`);
   });
 
   it('answers 503 while its server is stopped and serves again once it is back on the same address', async () => {

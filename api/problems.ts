@@ -144,17 +144,24 @@ export function problemAnswer(
   headers?: Record<string, string>,
 ): Answer {
   const { status, title } = PROBLEMS[kind];
-  // Extensions never replace the RFC 9457 members.
-  return { body: { ...extensions, type: problemTypeUri(kind), title, status, detail }, headers };
+  // Extensions never replace the RFC 9457 members (nor the instance and correlation id sendProblem adds).
+  const members = new Set(['type', 'title', 'status', 'detail', 'instance', 'correlationId']);
+  const rest = Object.fromEntries(Object.entries(extensions).filter(([key]) => !members.has(key)));
+  return { body: { type: problemTypeUri(kind), title, status, detail, ...rest }, headers };
 }
 
 /** Writes a problem answer: the error middleware's, and the Temporal deadline's when a handler is still waiting. */
 export function sendProblem(req: Request, res: Response, answer: Answer): void {
+  const { type, title, status, detail, ...extensions } = answer.body;
   const body: ProblemBody = {
-    ...answer.body,
+    type,
+    title,
+    status,
+    detail,
     // The path only: the query may hold the webhook secret.
     instance: req.originalUrl.split('?')[0],
     correlationId: correlationIdOf(res),
+    ...extensions,
   };
   res
     .status(body.status)

@@ -36,8 +36,10 @@ export function docsRoutes(options: DocumentOptions): Router {
   router.get('/openapi.json', (_req, res) => {
     res.json(document);
   });
-  // Swagger UI's own static assets (swagger-ui-dist), loading the document above.
-  router.use('/docs', swaggerUi.serve, swaggerUi.setup(undefined, { swaggerOptions: { url: '/openapi.json' } }));
+  // Swagger UI's own static assets (swagger-ui-dist), loading the document above; validatorUrl null keeps the
+  // browser from sending the document to the online validator at swagger.io.
+  const ui = swaggerUi.setup(undefined, { swaggerOptions: { url: '/openapi.json', validatorUrl: null } });
+  router.use('/docs', swaggerUi.serve, ui);
   router.get('/problems/:slug', validate({ params: ProblemTypeParams }), (req, res) => {
     const kind = (Object.keys(PROBLEMS) as ProblemKind[]).find((k) => PROBLEMS[k].slug === req.params.slug)!;
     const { status, title, description } = PROBLEMS[kind];

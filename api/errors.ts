@@ -52,23 +52,22 @@ function toAnswer(err: unknown): Answer {
   return problemAnswer('internal', 'internal error');
 }
 
+const PASSED_THROUGH: Partial<Record<number, ProblemKind>> = {
+  400: 'malformedRequest',
+  413: 'payloadTooLarge',
+  415: 'unsupportedMediaType',
+};
+
 /**
  * The 4xx that express's body parser (http-errors: 400 bad JSON, 413, 415 charset/encoding) and router (URIError
  * for a malformed %-escape, status 400) raise themselves: passed through with their status, never turned into 500.
  */
 function passedThroughClientError(err: unknown): Answer | undefined {
-  const e = err as { status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown; headers?: unknown };
+  const e = err as { status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown };
   const status = typeof e?.status === 'number' ? e.status : e?.statusCode;
   if (typeof status !== 'number' || status < 400 || status > 499) return undefined;
   const detail = e.expose !== false && typeof e.message === 'string' ? e.message : 'the request was refused';
-  const kind: ProblemKind | undefined =
-    status === 413
-      ? 'payloadTooLarge'
-      : status === 415
-        ? 'unsupportedMediaType'
-        : status === 400
-          ? 'malformedRequest'
-          : undefined;
+  const kind = PASSED_THROUGH[status];
   if (kind) return problemAnswer(kind, detail);
   // Any other 4xx a parser may raise (e.g. 403 entity.verify.failed): RFC 9457's about:blank, titled by status.
   return {

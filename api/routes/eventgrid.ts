@@ -181,8 +181,8 @@ export function eventGridRoutes(deps: AppDeps): Router {
   });
 
   // The secret is checked before the body is read.
-  const delivery = validate({ headers: DeliveryHeaders, body: WebhookBody });
-  router.post('/eventgrid', authorize, jsonBody(MEDIA_TYPES), delivery, temporal, async (req, res) => {
+  const validDelivery = validate({ headers: DeliveryHeaders, body: WebhookBody });
+  router.post('/eventgrid', authorize, jsonBody(MEDIA_TYPES), validDelivery, temporal, async (req, res) => {
     const events = Array.isArray(req.body) ? req.body : [req.body];
     const delivery = { deliveryCount: req.get('aeg-delivery-count'), subscription: req.get('aeg-subscription-name') };
 

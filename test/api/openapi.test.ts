@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import request from 'supertest';
 import { Client, Connection } from '@temporalio/client';
 import { compileErrors, validate } from '@readme/openapi-parser';
@@ -120,6 +122,25 @@ describe('the OpenAPI document', () => {
     const { body } = await request(open).get('/openapi.json').expect(200);
     expect(body.paths['/v1/eventgrid'].post.security).toBeUndefined();
     expect(body.paths['/v1/eventgrid'].post.responses['401']).toBeUndefined();
+  });
+
+  it('lists in the README API section exactly the operations it documents', async () => {
+    const readme = await readFile(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
+    const section = readme.slice(
+      readme.indexOf('## Promotion API'),
+      readme.indexOf('\n## ', readme.indexOf('## Promotion API') + 1),
+    );
+    // `GET /v1/promotions/:registrationId?x=` → GET /v1/promotions/{}; path parameters compared by position.
+    const normalize = (method: string, route: string) =>
+      `${method.toUpperCase()} ${route.split('?')[0].replace(/(:\w+|\{\w+\}|<\w+>)/g, '{}')}`;
+    const inReadme = new Set(
+      [...section.matchAll(/`(GET|POST|PUT|PATCH|DELETE|OPTIONS) (\/[^`\s]*)`/g)].map(([, m, r]) => normalize(m, r)),
+    );
+    inReadme.delete('GET /docs'); // Swagger UI: a page, not an operation of the API
+    const documented = new Set(
+      Object.entries(doc.paths as Json).flatMap(([route, item]) => Object.keys(item).map((m) => normalize(m, route))),
+    );
+    expect([...inReadme].sort()).toEqual([...documented].sort());
   });
 
   it('serves Swagger UI over the document at /docs', async () => {

@@ -1,12 +1,14 @@
 import express, { type Express } from 'express';
 import type { Client } from '@temporalio/client';
 import type { Logger } from '../common/logger';
+import { correlation } from './correlation';
 import { errorHandler } from './errors';
+import { methodGuard, notFound } from './routing';
+import { docsRoutes } from './routes/docs';
 import { healthRoutes } from './routes/health';
 import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
 import { eventGridRoutes } from './routes/eventgrid';
-import { openApiDocument } from './openapi';
 
 export interface AppDeps {
   client: Client;
@@ -18,6 +20,10 @@ export interface AppDeps {
   eventGridSecret?: string;
   /** How many (hub, device, sequenceNumber) keys the webhook remembers to drop redelivered events; 10,000. */
   eventGridDedupCapacity?: number;
+  /** API_PAGE_TOKEN_SECRET: the HMAC key of list page tokens; unset, a random one (tokens valid for this process). */
+  pageTokenSecret?: string;
+  /** How long a request waits for Temporal before answering 503 (api/temporal.ts); 5 s. */
+  temporalDeadlineMs?: number;
 }
 
 /** The `environments` dependency from hub connection strings by environment (only their HostName is kept). */
@@ -34,22 +40,17 @@ export function hubHostNames(connectionStrings: Record<string, string> = {}): Re
 export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.use(express.json({ limit: '1mb' }));
-  app.use((req, res, next) => {
-    const started = process.hrtime.bigint();
-    res.on('finish', () => {
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      deps.log.debug({ method: req.method, path: req.path, status: res.statusCode, ms }, 'request');
-    });
-    next();
-  });
+  app.use(correlation(deps.log));
+  // Bodies are parsed per route (api/body.ts); unknown methods and paths answer problems, not express's pages.
+  app.use(methodGuard());
   app.use(healthRoutes(deps));
+  app.use(
+    docsRoutes({ eventGridSecret: Boolean(deps.eventGridSecret), environments: Object.keys(deps.environments ?? {}) }),
+  );
   app.use('/v1', diagnosticsRoutes(deps));
   app.use('/v1', promotionRoutes(deps));
   app.use('/v1', eventGridRoutes(deps));
-  app.get('/openapi.json', (_req, res) => {
-    res.json(openApiDocument());
-  });
+  app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;
 }

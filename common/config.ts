@@ -65,6 +65,8 @@ export const configSchema = z.object({
   /** Simulated devices `npm start` enrolls and connects to the emulator's test hub, ready to promote. */
   REHEARSAL_DEVICES: z.coerce.number().int().min(0).max(1000).default(3),
   EVENT_GRID_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /** HMAC key of the API's list page tokens; every replica needs the same. Unset: random per process. */
+  API_PAGE_TOKEN_SECRET: z.string().min(32, 'use at least 32 characters').optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

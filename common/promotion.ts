@@ -18,19 +18,22 @@ export function durationMs(duration: string): number {
   return m ? Number(m[1]) * UNIT_MS[m[2]] : NaN;
 }
 
-export const environmentName = z.string().regex(/^[a-z0-9-]{1,63}$/i, 'an environment name such as test or production');
+// Patterns without flags: zod-to-openapi writes a regex's flags into the OpenAPI pattern, where they break it.
+export const environmentName = z
+  .string()
+  .regex(/^[A-Za-z0-9-]{1,63}$/, 'an environment name such as test or production');
+
+/** DPS registration and enrollment group ids: alphanumerics and . _ : -, but not `.` or `..` (path segments). */
+const dpsId = /^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$/;
 
 export const protocols = ['mqtt', 'mqtt-ws', 'amqp', 'amqp-ws', 'https'] as const;
 
 export const PromotionRequest = z
   .object({
     /** DPS registration id of the device (its individual enrollment, or its registration within a group). */
-    registrationId: z.string().regex(/^[a-z0-9._:-]{1,128}$/i, 'a DPS registration id (alphanumerics, . _ : -)'),
+    registrationId: z.string().regex(dpsId, 'a DPS registration id (alphanumerics, . _ : -; not . or ..)'),
     /** The enrollment group the device registers through, when it has no individual enrollment. */
-    enrollmentGroupId: z
-      .string()
-      .regex(/^[a-z0-9._:-]{1,128}$/i)
-      .optional(),
+    enrollmentGroupId: z.string().regex(dpsId, 'an enrollment group id').optional(),
     sourceEnvironment: environmentName.default('test'),
     targetEnvironment: environmentName.default('production'),
     /** What DPS does with the device's twin on re-provisioning: carry it over, or reset to the initial twin. */
@@ -57,6 +60,7 @@ export const PromotionRequest = z
       .max(16_384)
       .optional(),
   })
+  .strict()
   .refine((r) => r.sourceEnvironment !== r.targetEnvironment, {
     message: 'source and target environments must differ',
     path: ['targetEnvironment'],

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { Server } from 'node:http';
+import { createServer } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { ConfigError, loadConfig, type Config } from '../common/config';
+import { loadConfig, type Config } from '../common/config';
+import { connectToTemporal, exitOnStartupFailure, listen } from '../common/startup';
 import { createLogger, type Logger } from '../common/logger';
 import { Lifecycle } from '../common/lifecycle';
 import { describeCli, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
@@ -81,7 +82,8 @@ async function main(): Promise<void> {
     const eventGridSecret = config.EVENT_GRID_SECRET ?? (emulator ? randomBytes(16).toString('hex') : undefined);
 
     // 3. Worker.
-    const nativeConnection = await NativeConnection.connect({ address: temporalAddress });
+    const address = temporalAddress;
+    const nativeConnection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
     lifecycle.add('temporal worker connection', RANK.emulator, () => nativeConnection.close());
     const workflowBundle = await bundleWorkflows();
     lifecycle.checkpoint();
@@ -101,18 +103,17 @@ async function main(): Promise<void> {
     lifecycle.checkpoint();
 
     // 4. API.
-    const connection = await Connection.connect({ address: temporalAddress });
+    const connection = await connectToTemporal(address, () => Connection.connect({ address }));
     const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
-    const api = await listen(
-      createApp({
-        client,
-        taskQueue: config.TASK_QUEUE,
-        log,
-        environments: hubHostNames(azure.hubs),
-        eventGridSecret,
-      }),
-      config,
-    );
+    const app = createApp({
+      client,
+      taskQueue: config.TASK_QUEUE,
+      log,
+      environments: hubHostNames(azure.hubs),
+      eventGridSecret,
+      pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
+    });
+    const api = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
     lifecycle.add('API', RANK.intake, async () => {
       const closed = new Promise<void>((resolve) => api.close(() => resolve()));
       api.closeAllConnections();
@@ -160,13 +161,6 @@ async function startEmbeddedEmulator(config: Config, dataDir: string): Promise<R
   });
   persistCa(dir, emulator.pki);
   return emulator;
-}
-
-function listen(app: ReturnType<typeof createApp>, config: Config): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const server = app.listen(config.API_PORT, config.API_HOST, () => resolve(server));
-    server.once('error', reject);
-  });
 }
 
 function printUrls(
@@ -225,7 +219,12 @@ function printUrls(
   console.log(lines.join('\n'));
 }
 
-main().catch((err) => {
-  console.error(err instanceof ConfigError ? err.message : err);
-  process.exit(1);
-});
+main().catch(
+  exitOnStartupFailure('npm start', () => {
+    try {
+      return { ...loadConfig() };
+    } catch {
+      return {}; // the configuration itself is what failed: the error says which variable
+    }
+  }),
+);

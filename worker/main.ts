@@ -1,20 +1,23 @@
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { loadConfig, ConfigError } from '../common/config';
+import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
+import { connectToTemporal, exitOnStartupFailure } from '../common/startup';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from './worker';
 import { configureAzureEndpoints } from './azure-endpoints';
 
+let config: Config | undefined;
+
 /** Standalone worker against a running Temporal server (TEMPORAL_ADDRESS) and configured Azure. */
 async function main(): Promise<void> {
-  const config = loadConfig();
+  config = loadConfig();
   const log = createLogger(config.LOG_LEVEL, 'iot-lifecycle-worker');
   Runtime.install({
     logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
   });
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
-  const connection = await NativeConnection.connect({ address });
+  const connection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
   const worker = await createWorker({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
@@ -35,7 +38,4 @@ async function main(): Promise<void> {
   log.info('worker stopped');
 }
 
-main().catch((err) => {
-  console.error(err instanceof ConfigError ? err.message : err);
-  process.exit(1);
-});
+main().catch(exitOnStartupFailure('The worker', () => ({ ...config })));

@@ -1,10 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import express, { Router, type RequestHandler } from 'express';
+import { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { AppDeps } from '../app';
-import { HttpError } from '../errors';
-import { registry } from '../openapi';
+import { jsonBody } from '../body';
+import { registerRoute, SECURITY_SCHEMES } from '../openapi';
+import { problem } from '../problems';
+import { temporalDeadline } from '../temporal';
 import { validate } from '../validate';
 import { deviceConnectedSignal, deviceEventsWorkflowId, promotionWorkflowId } from '../../common/messages';
 import type { DeviceConnectedEvent } from '../../common/promotion';
@@ -33,8 +35,6 @@ const EVENT_TYPES = {
 /** Signals in flight per delivery: Event Grid batches up to 5,000 events, answered within its 30 s timeout. */
 const SIGNAL_CONCURRENCY = 64;
 
-/** Temporal calls per delivery are few and quick; past this the delivery fails and Event Grid retries it. */
-const TEMPORAL_DEADLINE_MS = 10_000;
 const DEFAULT_DEDUP_CAPACITY = 10_000;
 
 // ----- schemas -----
@@ -92,7 +92,9 @@ const WebhookEvent = z.union([EventGridSchemaEvent, CloudEvent]).superRefine((ev
 type WebhookEvent = z.output<typeof WebhookEvent>;
 
 /** Event Grid schema deliveries are arrays; CloudEvents may come one per request (structured mode) or batched. */
-const WebhookBody = z.union([z.array(WebhookEvent).max(5_000), WebhookEvent]);
+const WebhookBody = z
+  .union([z.array(WebhookEvent).max(5_000), WebhookEvent])
+  .meta({ id: 'EventGridDelivery', description: 'Event Grid schema or CloudEvents 1.0 events, one or a batch' });
 
 const Outcome = z.object({
   eventId: z.string(),
@@ -103,47 +105,68 @@ const Outcome = z.object({
 type Outcome = z.infer<typeof Outcome>;
 
 const json = <T extends z.ZodType>(schema: T) => ({ 'application/json': { schema } });
-const secretQuery = z.object({ code: z.string().optional().describe('EVENT_GRID_SECRET, when configured') });
 
-registry.registerPath({
+/** Event Grid schema deliveries are application/json; CloudEvents ones use their own media types. */
+const MEDIA_TYPES = ['application/json', 'application/cloudevents+json', 'application/cloudevents-batch+json'];
+
+const DeliveryHeaders = z.object({
+  'aeg-event-type': z.enum(['SubscriptionValidation', 'Notification', 'SubscriptionDeletion']).optional(),
+});
+const HandshakeHeaders = z.object({
+  'webhook-request-origin': z.string().min(1).describe('CloudEvents webhook handshake: the sender, allowed back'),
+  'webhook-request-rate': z.string().optional(),
+});
+
+// Either form of the secret; the app without EVENT_GRID_SECRET documents none (see openApiDocument).
+const security = [{ [SECURITY_SCHEMES.eventGridCode]: [] }, { [SECURITY_SCHEMES.eventGridHeader]: [] }];
+
+registerRoute({
   method: 'post',
   path: '/v1/eventgrid',
+  operationId: 'eventGridDelivery',
   summary: 'Event Grid webhook for IoT hub events: subscription validation, then DeviceConnected → running promotions',
+  description:
+    'Events of either schema are accepted under any of the three media types; unknown fields of events are ' +
+    'ignored (Azure adds fields over time).',
+  temporal: true,
+  security,
   request: {
-    query: secretQuery,
-    headers: z.object({
-      'aeg-event-type': z.enum(['SubscriptionValidation', 'Notification', 'SubscriptionDeletion']).optional(),
-      [EVENT_GRID_SECRET_HEADER]: z.string().optional().describe('EVENT_GRID_SECRET, instead of ?code='),
-    }),
-    body: { content: json(WebhookBody) },
+    headers: DeliveryHeaders,
+    // The same events whichever media type carries them, as the route accepts them.
+    body: { required: true, content: Object.fromEntries(MEDIA_TYPES.map((type) => [type, { schema: WebhookBody }])) },
   },
   responses: {
     200: {
       description: 'validation answer, or the events acknowledged with what was done for each',
       content: json(z.union([z.object({ validationResponse: z.string() }), z.object({ results: z.array(Outcome) })])),
     },
-    400: { description: 'not Event Grid events (issues say why)' },
-    401: { description: 'secret missing or wrong' },
   },
 });
-registry.registerPath({
+registerRoute({
   method: 'options',
   path: '/v1/eventgrid',
+  operationId: 'eventGridHandshake',
   summary: 'CloudEvents 1.0 webhook validation handshake (WebHook-Request-Origin → WebHook-Allowed-Origin)',
-  request: { query: secretQuery },
-  responses: { 200: { description: 'delivery allowed for the requesting origin' }, 401: { description: 'secret' } },
+  security,
+  request: { headers: HandshakeHeaders },
+  responses: {
+    200: {
+      description: 'delivery allowed for the requesting origin (no body)',
+      headers: {
+        'WebHook-Allowed-Origin': { schema: { type: 'string' }, required: true, description: 'the requesting origin' },
+        'WebHook-Allowed-Rate': { schema: { type: 'string', enum: ['*'] }, required: true },
+        Allow: { schema: { type: 'string' }, required: true },
+      },
+    },
+  },
 });
 
 // ----- routes -----
 
-export function eventGridRoutes({
-  client,
-  log,
-  eventGridSecret,
-  eventGridDedupCapacity,
-  environments = {},
-}: AppDeps): Router {
+export function eventGridRoutes(deps: AppDeps): Router {
+  const { client, log, eventGridSecret, eventGridDedupCapacity, environments = {} } = deps;
   const router = Router();
+  const temporal = temporalDeadline(deps);
   // Events carry the hub's name only; its host name is the configured one (sovereign clouds use other domains).
   const hubHosts = new Map(
     Object.values(environments).map((host) => [host.split('.')[0].toLowerCase(), host] as const),
@@ -151,28 +174,24 @@ export function eventGridRoutes({
   const seen = new RecentKeys(eventGridDedupCapacity ?? DEFAULT_DEDUP_CAPACITY);
   const authorize = requireSecret(eventGridSecret);
   if (!eventGridSecret) log.warn('EVENT_GRID_SECRET is not set: the Event Grid webhook accepts unauthenticated events');
-  // express.json() in the app parses application/json; CloudEvents deliveries use their own media types.
-  const cloudEventsJson = express.json({
-    type: ['application/cloudevents+json', 'application/cloudevents-batch+json'],
-    limit: '1mb',
-  });
 
-  router.options('/eventgrid', authorize, (req, res) => {
-    const origin = req.get('webhook-request-origin');
-    if (!origin) throw new HttpError(400, 'ValidationError', 'WebHook-Request-Origin header is required');
+  router.options('/eventgrid', authorize, validate({ headers: HandshakeHeaders }), (req, res) => {
+    const origin = req.get('webhook-request-origin')!;
     res
       .set({ 'WebHook-Allowed-Origin': origin, 'WebHook-Allowed-Rate': '*', Allow: 'POST, OPTIONS' })
       .status(200)
       .end();
   });
 
-  router.post('/eventgrid', authorize, cloudEventsJson, validate({ body: WebhookBody }), async (req, res) => {
+  // The secret is checked before the body is read.
+  const validDelivery = validate({ headers: DeliveryHeaders, body: WebhookBody });
+  router.post('/eventgrid', authorize, jsonBody(MEDIA_TYPES), validDelivery, temporal, async (req, res) => {
     const events = Array.isArray(req.body) ? req.body : [req.body];
     const delivery = { deliveryCount: req.get('aeg-delivery-count'), subscription: req.get('aeg-subscription-name') };
 
     const validation = events.find((e) => e.type === EVENT_TYPES.subscriptionValidation);
     if (validation || req.get('aeg-event-type') === 'SubscriptionValidation') {
-      if (!validation) throw new HttpError(400, 'ValidationError', 'no SubscriptionValidationEvent in the request');
+      if (!validation) throw bodyIssue('no SubscriptionValidationEvent in the request');
       const { validationCode } = SubscriptionValidationData.parse(validation.data);
       log.info({ ...delivery, eventId: validation.id }, 'Event Grid subscription validated');
       res.json({ validationResponse: validationCode });
@@ -216,6 +235,7 @@ export function eventGridRoutes({
       // that Event Grid's retry of this delivery is processed again.
       seen.add(key);
       try {
+        // Bounded by the delivery's Temporal deadline (temporalDeadline): past it, 503 and Event Grid retries.
         const workflowIds = await signalWaitingPromotions(signal);
         if (workflowIds.length === 0) {
           log.debug(context, 'DeviceConnected: no running promotion of this device');
@@ -241,9 +261,7 @@ export function eventGridRoutes({
     const signalled = await Promise.all(
       ids.map(async (workflowId) => {
         try {
-          await client.withDeadline(Date.now() + TEMPORAL_DEADLINE_MS, () =>
-            client.workflow.getHandle(workflowId).signal(deviceConnectedSignal, event),
-          );
+          await client.workflow.getHandle(workflowId).signal(deviceConnectedSignal, event);
           return [workflowId];
         } catch (err) {
           // No such workflow, or it has closed: nothing waits for this device there.
@@ -286,10 +304,16 @@ function requireSecret(secret: string | undefined): RequestHandler {
     const offered = [typeof query === 'string' ? query : undefined, req.get(EVENT_GRID_SECRET_HEADER)];
     // Compared as digests: equal length, constant time.
     if (!offered.some((value) => value !== undefined && timingSafeEqual(digest(value), expected))) {
-      throw new HttpError(401, 'Unauthorized', 'the Event Grid secret is missing or wrong');
+      throw problem('unauthorized', 'the Event Grid secret is missing or wrong', {
+        headers: { 'WWW-Authenticate': 'ApiKey realm="Event Grid webhook"' },
+      });
     }
     next();
   };
+}
+
+function bodyIssue(message: string): z.ZodError {
+  return new z.ZodError([{ code: 'custom', path: ['body'], message, input: undefined }]);
 }
 
 function digest(value: string): Buffer {

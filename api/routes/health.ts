@@ -1,20 +1,22 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { AppDeps } from '../app';
-import { registry } from '../openapi';
+import { registerRoute } from '../openapi';
 
 const Health = z.object({ status: z.literal('ok') });
 const Ready = z.object({ status: z.enum(['ready', 'unavailable']), reason: z.string().optional() });
 
-registry.registerPath({
+registerRoute({
   method: 'get',
   path: '/healthz',
+  operationId: 'healthz',
   summary: 'The process is up',
   responses: { 200: { description: 'up', content: { 'application/json': { schema: Health } } } },
 });
-registry.registerPath({
+registerRoute({
   method: 'get',
   path: '/readyz',
+  operationId: 'readyz',
   summary: 'Temporal is reachable',
   responses: {
     200: { description: 'ready', content: { 'application/json': { schema: Ready } } },

@@ -1,10 +1,12 @@
-import { createHash } from 'node:crypto';
 import { Router } from 'express';
 import { z } from 'zod';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   WorkflowFailedError,
   WorkflowUpdateFailedError,
+  WorkflowUpdateStage,
   type WorkflowExecutionInfo,
+  type WorkflowUpdateHandle,
   type WorkflowExecutionStatusName,
 } from '@temporalio/client';
 // The public list() iterator hides the server's page token; the API pages with the raw RPC and decodes each
@@ -19,8 +21,12 @@ import {
   TimeoutFailure,
 } from '@temporalio/common';
 import type { AppDeps } from '../app';
-import { HttpError } from '../errors';
-import { registry } from '../openapi';
+import { jsonBody } from '../body';
+import { IDEMPOTENCY_KEY_HEADER, IdempotencyHeaders, REPLAYED_HEADER, startIdempotently } from '../idempotency';
+import { registerRoute } from '../openapi';
+import { PageTokens } from '../page-tokens';
+import { problem, problemResponse } from '../problems';
+import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
 import { validate } from '../validate';
 import { visibilityLiteral } from '../visibility';
 import {
@@ -36,10 +42,14 @@ import {
   PROMOTION_REPORT_MEMO,
   PromotionErrors,
   PromotionRequest,
+  type CompensationReport,
   type PromotionReport,
 } from '../../common/promotion';
 import { SA } from '../../common/search-attributes';
 import type { promoteDevice } from '../../workflows/promotion';
+
+/** How long a compensation retry may take before the API answers 202 and lets the client poll instead. */
+const RETRY_ANSWER_WAIT_MS = 20_000;
 
 /** How long GET waits for the live status query before answering from search attributes alone. */
 const STATUS_QUERY_TIMEOUT_MS = 3_000;
@@ -74,7 +84,7 @@ const STATUS_BY_NAME: Partial<Record<WorkflowExecutionStatusName, ExecutionStatu
 /** Azure device ids: up to 128 of ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ ' + #. */
 const deviceId = z.string().regex(/^[A-Za-z0-9\-.%_*?!(),:=@$'+#]{1,128}$/, 'an Azure IoT device id');
 
-const ListQuery = z.object({
+const ListQuery = z.strictObject({
   status: z.enum(Object.keys(STATUS_FILTERS) as Array<keyof typeof STATUS_FILTERS>).optional(),
   sourceEnvironment: environmentName.optional(),
   targetEnvironment: environmentName.optional(),
@@ -134,76 +144,139 @@ const PromotionDetail = PromotionSummary.extend({
 
 const PromotionList = z.object({ promotions: z.array(PromotionSummary), nextPageToken: z.string().optional() });
 
-const ErrorBody = z.object({
-  error: z.string(),
-  message: z.string(),
-  issues: z.array(z.unknown()).optional(),
-  workflowId: z.string().optional(),
-});
 const json = <T extends z.ZodType>(schema: T) => ({ 'application/json': { schema } });
 
-registry.registerPath({
+const location = {
+  Location: { schema: { type: 'string' }, required: true, description: '/v1/promotions/<registrationId>' },
+} as const;
+
+registerRoute({
   method: 'post',
   path: '/v1/promotions',
+  operationId: 'startPromotion',
   summary: 'Start promoting a device from its source environment (test) to its target environment (production)',
-  request: { body: { content: json(PromotionRequest) } },
+  description:
+    'Idempotent: while a promotion of the device runs, the same request (defaults applied) answers that ' +
+    `promotion again (202, ${REPLAYED_HEADER}: true) instead of 409. An ${IDEMPOTENCY_KEY_HEADER} is remembered ` +
+    'in the workflow memo with the request: the same key and request answer the same promotion even after it ' +
+    'closed; the same key with another request is 422. A different request while one runs is 409.',
+  temporal: true,
+  request: {
+    headers: IdempotencyHeaders,
+    body: { required: true, content: json(PromotionRequest) },
+  },
   responses: {
     202: {
-      description: 'started; poll the Location',
-      headers: { Location: { schema: { type: 'string' }, description: '/v1/promotions/<registrationId>' } },
+      description: 'started, or the same request answered again; poll the Location',
+      headers: {
+        ...location,
+        [REPLAYED_HEADER]: {
+          schema: { type: 'string', enum: ['true'] },
+          description: 'present when an earlier start by the same request is answered',
+        },
+      },
       content: json(Started),
+      links: {
+        GetPromotion: {
+          operationId: 'getPromotion',
+          parameters: { registrationId: '$request.body#/registrationId' },
+          description: 'the promotion just started',
+        },
+        CancelPromotion: {
+          operationId: 'cancelPromotion',
+          parameters: { registrationId: '$request.body#/registrationId' },
+        },
+      },
     },
-    400: {
-      description: 'invalid request or unknown environment (issues say which); nothing started',
-      content: json(ErrorBody),
-    },
-    409: { description: 'a promotion of this device is already in flight (workflowId)', content: json(ErrorBody) },
+    400: problemResponse(
+      400,
+      ['validation', 'malformedRequest'],
+      'invalid request or unknown environment (issues say which); nothing started',
+    ),
+    409: problemResponse(409, ['alreadyStarted'], 'a different promotion of this device is in flight (workflowId)'),
+    422: problemResponse(422, ['idempotencyKeyReused']),
   },
 });
-registry.registerPath({
+registerRoute({
   method: 'get',
   path: '/v1/promotions/{registrationId}',
+  operationId: 'getPromotion',
   summary: 'A promotion: live status while running, the result or failure once closed',
+  temporal: true,
   request: { params: RegistrationParams },
   responses: {
     200: { description: 'the latest promotion of this device', content: json(PromotionDetail) },
-    404: { description: 'no promotion of this device', content: json(ErrorBody) },
+    404: problemResponse(404, ['workflowNotFound'], 'no promotion of this device'),
   },
 });
-registry.registerPath({
+registerRoute({
   method: 'get',
   path: '/v1/promotions',
+  operationId: 'listPromotions',
   summary: 'List promotions, newest first, filtered by status, environments, registration id, device id or phase',
+  temporal: true,
   request: { query: ListQuery },
   responses: { 200: { description: 'one page; pass nextPageToken for the next', content: json(PromotionList) } },
 });
-registry.registerPath({
+registerRoute({
   method: 'post',
   path: '/v1/promotions/{registrationId}/cancel',
+  operationId: 'cancelPromotion',
   summary: 'Ask a running promotion to stop; it compensates as its request says (rollback or park)',
+  temporal: true,
   request: { params: RegistrationParams },
   responses: {
-    202: { description: 'cancellation requested; poll the Location', content: json(Started) },
-    404: { description: 'no promotion of this device is running', content: json(ErrorBody) },
+    202: { description: 'cancellation requested; poll the Location', headers: location, content: json(Started) },
+    404: problemResponse(404, ['workflowNotFound'], 'this device was never promoted'),
+    409: problemResponse(409, ['notRunning'], 'its latest promotion has closed (executionStatus says how)'),
   },
 });
 
-registry.registerPath({
+const UndoReport = z.object({
+  step: z.string(),
+  status: z.enum(['pending', 'undone', 'failed']),
+  detail: z.string().optional(),
+  error: z.object({ type: z.string(), message: z.string() }).optional(),
+});
+const CompensationRetried = z.object({
+  workflowId: z.string(),
+  runId: z.string(),
+  compensation: z.object({
+    attempts: z.number().int(),
+    steps: z.array(UndoReport),
+    leftovers: z.array(UndoReport).describe('undo steps that still failed; empty when everything was put back'),
+  }),
+});
+
+registerRoute({
   method: 'post',
   path: '/v1/promotions/{registrationId}/retry-compensation',
-  summary: 'Run the undo steps a promotion could not complete again (phase compensationFailed); answers what is left',
+  operationId: 'retryPromotionCompensation',
+  summary: 'Run again the undo steps a promotion could not complete (phase compensationFailed)',
+  temporal: true,
   request: { params: RegistrationParams },
   responses: {
-    200: { description: 'the compensation report after the retry', content: json(z.record(z.string(), z.unknown())) },
-    404: { description: 'no promotion of this device is running', content: json(ErrorBody) },
-    409: { description: 'the promotion is not in phase compensationFailed (NothingToRetry)', content: json(ErrorBody) },
+    200: {
+      description: 'the retry ran: the compensation report, with what is left',
+      content: json(CompensationRetried),
+    },
+    202: {
+      description: 'the retry is running (undo steps retry Azure faults); poll the Location',
+      headers: location,
+      content: json(Started),
+    },
+    404: problemResponse(404, ['workflowNotFound'], 'this device was never promoted'),
+    409: problemResponse(409, ['notRunning', 'nothingToRetry'], 'closed, or not waiting for a compensation retry'),
   },
 });
 
 // ----- routes -----
 
-export function promotionRoutes({ client, taskQueue, log, environments = {} }: AppDeps): Router {
+export function promotionRoutes(deps: AppDeps): Router {
+  const { client, taskQueue, log, environments = {} } = deps;
   const router = Router();
+  const temporal = temporalDeadline(deps);
+  const pageTokens = new PageTokens(deps.pageTokenSecret);
   const hubOf = (environment: string) =>
     Object.hasOwn(environments, environment) ? environments[environment] : undefined;
   const environmentOf = (hub?: string) => Object.entries(environments).find(([, host]) => host === hub)?.[0];
@@ -250,38 +323,45 @@ export function promotionRoutes({ client, taskQueue, log, environments = {} }: A
     };
   };
 
-  router.post('/promotions', validate({ body: StartRequest }), async (req, res) => {
+  const startValidation = validate({ headers: IdempotencyHeaders, body: StartRequest });
+  router.post('/promotions', jsonBody(), startValidation, temporal, async (req, res) => {
     const request = req.body;
     const sourceHub = hubOf(request.sourceEnvironment)!;
     const targetHub = hubOf(request.targetEnvironment)!;
-    const handle = await client.workflow.start<typeof promoteDevice>(WORKFLOW_TYPES.promoteDevice, {
-      taskQueue,
+    const started = await startIdempotently(client, {
       workflowId: promotionWorkflowId(request.registrationId),
-      args: [request],
-      // One promotion in flight per device; a new one may start once the previous one closed, however it ended.
-      workflowIdConflictPolicy: 'FAIL',
-      workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-      typedSearchAttributes: [
-        { key: SA.registrationId, value: request.registrationId },
-        { key: SA.operation, value: OPERATIONS.promote },
-        { key: SA.sourceHub, value: sourceHub },
-        { key: SA.targetHub, value: targetHub },
-        { key: SA.phase, value: 'validating' },
-      ],
-      staticSummary: `Promote ${request.registrationId}: ${request.sourceEnvironment} → ${request.targetEnvironment}`,
+      request,
+      idempotencyKey: req.get(IDEMPOTENCY_KEY_HEADER),
+      start: (memo) =>
+        client.workflow.start<typeof promoteDevice>(WORKFLOW_TYPES.promoteDevice, {
+          taskQueue,
+          workflowId: promotionWorkflowId(request.registrationId),
+          args: [request],
+          memo,
+          // One promotion in flight per device; a new one may start once the previous one closed, however it ended.
+          workflowIdConflictPolicy: 'FAIL',
+          workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+          typedSearchAttributes: [
+            { key: SA.registrationId, value: request.registrationId },
+            { key: SA.operation, value: OPERATIONS.promote },
+            { key: SA.sourceHub, value: sourceHub },
+            { key: SA.targetHub, value: targetHub },
+            { key: SA.phase, value: 'validating' },
+          ],
+          staticSummary: `Promote ${request.registrationId}: ${request.sourceEnvironment} → ${request.targetEnvironment}`,
+        }),
     });
     const url = statusUrl(request.registrationId);
+    const { workflowId, runId, replayed } = started;
     log.info(
-      { workflowId: handle.workflowId, runId: handle.firstExecutionRunId, sourceHub, targetHub },
-      'promotion started',
+      { workflowId, runId, sourceHub, targetHub, replayed },
+      replayed ? 'promotion start replayed' : 'promotion started',
     );
-    res
-      .status(202)
-      .location(url)
-      .json({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, statusUrl: url });
+    if (replayed) res.set(REPLAYED_HEADER, 'true');
+    res.status(202).location(url).json({ workflowId, runId, statusUrl: url });
   });
 
-  router.get('/promotions', validate({ query: ListFilters }), async (req, res) => {
+  router.get('/promotions', validate({ query: ListFilters }), temporal, async (req, res) => {
     const filters = req.query;
     const clauses = [`WorkflowType = ${visibilityLiteral(WORKFLOW_TYPES.promoteDevice)}`];
     const equals = (attribute: string, value: string | undefined) => {
@@ -308,11 +388,11 @@ export function promotionRoutes({ client, taskQueue, log, environments = {} }: A
     );
     res.json({
       promotions: executions.map(summarize),
-      nextPageToken: page.nextPageToken?.length ? sealPageToken(page.nextPageToken, query) : undefined,
+      nextPageToken: page.nextPageToken?.length ? pageTokens.seal(page.nextPageToken, query) : undefined,
     });
   });
 
-  router.get('/promotions/:registrationId', validate({ params: RegistrationParams }), async (req, res) => {
+  router.get('/promotions/:registrationId', validate({ params: RegistrationParams }), temporal, async (req, res) => {
     const workflowId = promotionWorkflowId(req.params.registrationId);
     // The latest run; then everything else about exactly that run, even if a new promotion starts meanwhile.
     const description = await client.workflow.getHandle(workflowId).describe();
@@ -347,13 +427,14 @@ export function promotionRoutes({ client, taskQueue, log, environments = {} }: A
     res.json(detail);
   });
 
-  router.post('/promotions/:registrationId/cancel', validate({ params: RegistrationParams }), async (req, res) => {
+  const cancelValidation = validate({ params: RegistrationParams });
+  router.post('/promotions/:registrationId/cancel', cancelValidation, temporal, async (req, res) => {
     const workflowId = promotionWorkflowId(req.params.registrationId);
     const description = await client.workflow.getHandle(workflowId).describe();
     if (description.status.name !== 'RUNNING') {
-      throw new HttpError(404, 'NotRunning', 'no promotion of this device is running', {
-        workflowId,
-        status: STATUS_BY_NAME[description.status.name] ?? 'unknown',
+      const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
+      throw problem('notRunning', `no promotion of this device is running (the latest is ${status})`, {
+        extensions: { workflowId, executionStatus: status },
       });
     }
     await client.workflow.getHandle(workflowId, description.runId).cancel();
@@ -362,66 +443,53 @@ export function promotionRoutes({ client, taskQueue, log, environments = {} }: A
     res.status(202).location(url).json({ workflowId, runId: description.runId, statusUrl: url });
   });
 
-  router.post(
-    '/promotions/:registrationId/retry-compensation',
-    validate({ params: RegistrationParams }),
-    async (req, res) => {
-      const workflowId = promotionWorkflowId(req.params.registrationId);
-      const description = await client.workflow.getHandle(workflowId).describe();
-      if (description.status.name !== 'RUNNING') {
-        throw new HttpError(404, 'NotRunning', 'no promotion of this device is running', { workflowId });
+  const retryValidation = validate({ params: RegistrationParams });
+  router.post('/promotions/:registrationId/retry-compensation', retryValidation, temporal, async (req, res) => {
+    const workflowId = promotionWorkflowId(req.params.registrationId);
+    const description = await client.workflow.getHandle(workflowId).describe();
+    if (description.status.name !== 'RUNNING') {
+      const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
+      throw problem('notRunning', `no promotion of this device is running (the latest is ${status})`, {
+        extensions: { workflowId, executionStatus: status },
+      });
+    }
+    const handle = client.workflow.getHandle(workflowId, description.runId);
+    let update: WorkflowUpdateHandle<CompensationReport>;
+    try {
+      update = await handle.startUpdate(retryCompensationUpdate, { waitForStage: WorkflowUpdateStage.ACCEPTED });
+    } catch (err) {
+      const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
+      if (cause instanceof ApplicationFailure && cause.type === PromotionErrors.nothingToRetry) {
+        throw problem('nothingToRetry', cause.message, { extensions: { workflowId } });
       }
-      try {
-        const compensation = await client.workflow
-          .getHandle(workflowId, description.runId)
-          .executeUpdate(retryCompensationUpdate);
-        log.info({ workflowId, leftovers: compensation.leftovers.length }, 'compensation retried');
-        res.json({ workflowId, runId: description.runId, compensation });
-      } catch (err) {
-        const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
-        if (cause instanceof ApplicationFailure && cause.type === PromotionErrors.nothingToRetry) {
-          throw new HttpError(409, PromotionErrors.nothingToRetry, cause.message, { workflowId });
-        }
-        throw err;
-      }
-    },
-  );
+      throw err;
+    }
+    log.info({ workflowId, runId: description.runId }, 'compensation retry requested');
+    const url = statusUrl(req.params.registrationId);
+    // Undo steps retry Azure's transient faults for up to two hours: answer with the report if it comes soon,
+    // otherwise 202 and the status URL, where the phase and the compensation report show how it goes.
+    const compensation = await withLongerTemporalDeadline(res, RETRY_ANSWER_WAIT_MS + 5_000, () =>
+      Promise.race([update.result(), sleep(RETRY_ANSWER_WAIT_MS).then(() => undefined)]),
+    );
+    if (!compensation) {
+      res.status(202).location(url).json({ workflowId, runId: description.runId, statusUrl: url });
+      return;
+    }
+    res.json({ workflowId, runId: description.runId, compensation });
+  });
+
+  /** Temporal's token inside a page token this server issued for the same listing; 400 otherwise. */
+  function openPageToken(token: string, query: string): Buffer {
+    const serverToken = pageTokens.open(token, query);
+    if (!serverToken) throw pageTokenIssue(token, 'not a nextPageToken of this listing (same filters required)');
+    return serverToken;
+  }
 
   return router;
 }
 
-/**
- * Page tokens carry the server's token and a fingerprint of the query it belongs to: the server answers a foreign
- * or mangled token with a generic error, so the API recognises those itself and answers 400.
- */
-function sealPageToken(serverToken: Uint8Array, query: string): string {
-  return Buffer.from(
-    JSON.stringify({ q: fingerprint(query), t: Buffer.from(serverToken).toString('base64') }),
-  ).toString('base64url');
-}
-
-function openPageToken(token: string, query: string): Buffer {
-  let envelope: { q?: unknown; t?: unknown } | undefined;
-  try {
-    envelope = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as typeof envelope;
-  } catch {
-    envelope = undefined;
-  }
-  if (envelope?.q !== fingerprint(query) || typeof envelope.t !== 'string') {
-    throw new z.ZodError([
-      {
-        code: 'custom',
-        path: ['query', 'nextPageToken'],
-        message: 'not a nextPageToken of this listing (same filters required)',
-        input: token,
-      },
-    ]);
-  }
-  return Buffer.from(envelope.t, 'base64');
-}
-
-function fingerprint(query: string): string {
-  return createHash('sha256').update(query).digest('base64url').slice(0, 22);
+function pageTokenIssue(token: string, message: string): z.ZodError {
+  return new z.ZodError([{ code: 'custom', path: ['query', 'nextPageToken'], message, input: token }]);
 }
 
 function statusUrl(registrationId: string): string {

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import request from 'supertest';
 import type { Express } from 'express';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { createApp } from '../../api/app';
+import { PageTokens } from '../../api/page-tokens';
 import { createLogger } from '../../common/logger';
 import { promotionWorkflowId, WORKFLOW_TYPES } from '../../common/messages';
 import { PromotionErrors } from '../../common/promotion';
@@ -93,13 +95,17 @@ describe('promotions REST API', () => {
       });
     });
 
-    it('answers 409 with the running workflow id when a promotion of the device is in flight', async () => {
+    it('answers 409 with the running workflow id when a different promotion of the device is in flight', async () => {
       const registrationId = uniqueRegistrationId();
       const first = await startPromotion({ registrationId });
       expect(first.status).toBe(202);
-      const second = await startPromotion({ registrationId, targetEnvironment: 'production' });
+      const second = await startPromotion({ registrationId, onTimeout: 'park' });
       expect(second.status).toBe(409);
-      expect(second.body).toMatchObject({ error: 'AlreadyRunning', workflowId: `promote/${registrationId}` });
+      expect(second.body).toMatchObject({
+        type: '/problems/already-started',
+        workflowId: `promote/${registrationId}`,
+        runId: first.body.runId,
+      });
       // Still the first run.
       const description = await ctx.client.workflow.getHandle(`promote/${registrationId}`).describe();
       expect(description.runId).toBe(first.body.runId);
@@ -127,7 +133,7 @@ describe('promotions REST API', () => {
       if (path[1] === 'registrationId') delete (body as Partial<typeof body>).registrationId;
       const res = await startPromotion(body);
       expect(res.status).toBe(400);
-      expect(res.body.error).toBe('ValidationError');
+      expect(res.body.type).toBe('/problems/validation-error');
       expect(res.body.issues).toEqual(expect.arrayContaining([expect.objectContaining({ path })]));
       await expectNothingStarted(registrationId);
     });
@@ -165,7 +171,120 @@ describe('promotions REST API', () => {
         .set('content-type', 'application/json')
         .send('{"registrationId": ');
       expect(res.status).toBe(400);
-      expect(res.body.error).toBe('ValidationError');
+      expect(res.body.type).toBe('/problems/malformed-request');
+    });
+
+    it('answers 400 naming unknown fields, and starts nothing (a typo must not run with the default)', async () => {
+      const registrationId = uniqueRegistrationId();
+      const res = await startPromotion({ registrationId, onTimout: 'park' });
+      expect(res.status).toBe(400);
+      expect(res.body.issues).toEqual([
+        expect.objectContaining({ code: 'unrecognized_keys', keys: ['onTimout'], path: ['body'] }),
+      ]);
+      await expectNothingStarted(registrationId);
+    });
+
+    it.each(['.', '..'])('refuses %s as a registration id, in the body and in the path', async (id) => {
+      const res = await startPromotion({ registrationId: id });
+      expect(res.status).toBe(400);
+      expect(res.body.issues[0].path).toEqual(['body', 'registrationId']);
+      const encoded = id.replace(/\./g, '%2E');
+      const get = await request(app).get(`/v1/promotions/${encoded}`).expect(400);
+      expect(get.body.issues[0].path).toEqual(['params', 'registrationId']);
+      await request(app).post(`/v1/promotions/${encoded}/cancel`).expect(400);
+    });
+
+    it('answers 415 for a body that is not application/json, and starts nothing', async () => {
+      const registrationId = uniqueRegistrationId();
+      const res = await request(app)
+        .post('/v1/promotions')
+        .set('content-type', 'application/x-www-form-urlencoded')
+        .send(`registrationId=${registrationId}`);
+      expect(res.status).toBe(415);
+      expect(res.body.type).toBe('/problems/unsupported-media-type');
+      await expectNothingStarted(registrationId);
+    });
+  });
+
+  describe('POST /v1/promotions is idempotent', () => {
+    const idempotent = (body: Record<string, unknown>, key?: string) => {
+      const req = request(app).post('/v1/promotions');
+      if (key) void req.set('Idempotency-Key', key);
+      return req.send(body).then((res) => {
+        if (res.status === 202) started.add(res.body.workflowId);
+        return res;
+      });
+    };
+
+    it('answers the same request repeated while the first is in flight with the same workflow', async () => {
+      const registrationId = uniqueRegistrationId();
+      const first = await idempotent({ registrationId });
+      expect(first.status).toBe(202);
+      expect(first.headers['idempotent-replayed']).toBeUndefined();
+      // The same request once its defaults are applied.
+      const again = await idempotent({ registrationId, onTimeout: 'rollback', sourceEnvironment: 'test' });
+      expect(again.status).toBe(202);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.headers.location).toBe(first.headers.location);
+      expect(again.body).toEqual(first.body);
+    });
+
+    it('starts one workflow for concurrent identical requests, and answers each with it', async () => {
+      const registrationId = uniqueRegistrationId();
+      const answers = await Promise.all(Array.from({ length: 5 }, () => idempotent({ registrationId })));
+      expect(answers.map((r) => r.status)).toEqual([202, 202, 202, 202, 202]);
+      expect(new Set(answers.map((r) => r.body.runId)).size).toBe(1);
+      expect(answers.filter((r) => r.headers['idempotent-replayed'] === 'true')).toHaveLength(4);
+    });
+
+    it('keeps 409 for a different request, and for a different Idempotency-Key', async () => {
+      const registrationId = uniqueRegistrationId();
+      const first = await idempotent({ registrationId }, 'key-1');
+      expect(first.status).toBe(202);
+      const other = await idempotent({ registrationId, deadline: '1h' });
+      expect(other.status).toBe(409);
+      expect(other.body).toMatchObject({ workflowId: first.body.workflowId, runId: first.body.runId });
+      expect((await idempotent({ registrationId }, 'key-2')).status).toBe(409);
+    });
+
+    it('answers a seen Idempotency-Key with its workflow even after it closed, and 422 for another request', async () => {
+      const registrationId = uniqueRegistrationId();
+      const key = `retry-${registrationId}`;
+      const first = await idempotent({ registrationId }, key);
+      expect(first.status).toBe(202);
+      const handle = ctx.client.workflow.getHandle(first.body.workflowId);
+      expect((await handle.describe()).memo).toEqual({
+        requestFingerprint: expect.any(String),
+        idempotencyKey: key,
+      });
+      await handle.signal(fixtureFinishSignal, { outcome: 'complete' });
+      await handle.result();
+
+      const replay = await idempotent({ registrationId }, key);
+      expect(replay.status).toBe(202);
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(replay.body.runId).toBe(first.body.runId);
+      expect((await handle.describe()).runId).toBe(first.body.runId); // nothing new started
+
+      const misuse = await idempotent({ registrationId, onTimeout: 'park' }, key);
+      expect(misuse.status).toBe(422);
+      expect(misuse.body).toMatchObject({
+        type: '/problems/idempotency-key-reused',
+        workflowId: first.body.workflowId,
+      });
+
+      // Without the key, a closed promotion does not stop a new one.
+      const fresh = await idempotent({ registrationId });
+      expect(fresh.status).toBe(202);
+      expect(fresh.body.runId).not.toBe(first.body.runId);
+    });
+
+    it('answers 400 for an Idempotency-Key that is no visible ASCII', async () => {
+      const registrationId = uniqueRegistrationId();
+      const res = await idempotent({ registrationId }, 'x'.repeat(256));
+      expect(res.status).toBe(400);
+      expect(res.body.issues[0].path).toEqual(['headers', 'idempotency-key']);
+      await expectNothingStarted(registrationId);
     });
   });
 
@@ -245,7 +364,10 @@ describe('promotions REST API', () => {
 
     it('answers 404 for a device that was never promoted', async () => {
       const res = await request(app).get(`/v1/promotions/${uniqueRegistrationId()}`).expect(404);
-      expect(res.body.error).toBe('NotFound');
+      expect(res.body).toMatchObject({
+        type: '/problems/workflow-not-found',
+        workflowId: expect.stringMatching(/^promote\//),
+      });
     });
 
     it('answers 400 for a malformed registration id', async () => {
@@ -266,8 +388,8 @@ describe('promotions REST API', () => {
       const status = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(status.body).toMatchObject({ status: 'cancelled', failure: { type: 'Cancelled' } });
 
-      const again = await request(app).post(`/v1/promotions/${registrationId}/cancel`).expect(404);
-      expect(again.body).toMatchObject({ error: 'NotRunning', status: 'cancelled' });
+      const again = await request(app).post(`/v1/promotions/${registrationId}/cancel`).expect(409);
+      expect(again.body).toMatchObject({ type: '/problems/not-running', executionStatus: 'cancelled' });
     });
 
     it('answers 404 when the device has no promotion', async () => {
@@ -358,6 +480,28 @@ describe('promotions REST API', () => {
         .expect(400);
       expect(res.body.issues[0].path).toEqual(['query', 'nextPageToken']);
       await request(app).get('/v1/promotions').query({ nextPageToken: 'garbage' }).expect(400);
+    });
+
+    it('refuses forged page tokens with 400: unsigned ones and ones signed with another key', async () => {
+      const query = `WorkflowType = 'promoteDevice'`;
+      // What anyone could compute for the unkeyed fingerprint scheme, with a made-up server token.
+      const unkeyed = Buffer.from(
+        JSON.stringify({
+          q: createHash('sha256').update(query).digest('base64url').slice(0, 22),
+          t: Buffer.from('not a token of the server').toString('base64'),
+        }),
+      ).toString('base64url');
+      const otherKey = new PageTokens('another server key of 32 characters!').seal(Buffer.from('xyz'), query);
+      for (const nextPageToken of [unkeyed, otherKey]) {
+        const res = await request(app).get('/v1/promotions').query({ nextPageToken });
+        expect(res.status).toBe(400);
+        expect(res.body.issues[0]).toMatchObject({ path: ['query', 'nextPageToken'] });
+      }
+    });
+
+    it('answers 400 naming unknown query parameters', async () => {
+      const res = await request(app).get('/v1/promotions').query({ staus: 'running' }).expect(400);
+      expect(res.body.issues).toEqual([expect.objectContaining({ code: 'unrecognized_keys', keys: ['staus'] })]);
     });
 
     it('answers 400 for unknown filters values', async () => {

@@ -32,7 +32,7 @@ describe('validate middleware', () => {
 
   it('reports the issues of every part together, each path starting with where it was found', async () => {
     const res = await request(echoApp()).post('/items/abc').query({ limit: '99' }).send({ color: 'green' }).expect(400);
-    expect(res.body.error).toBe('ValidationError');
+    expect(res.body.type).toBe('/problems/validation-error');
     expect(res.body.issues.map((issue: { path: unknown[] }) => issue.path)).toEqual([
       ['params', 'id'],
       ['query', 'limit'],

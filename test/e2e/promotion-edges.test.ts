@@ -222,7 +222,8 @@ describe('compensation', () => {
     expect(result).toMatchObject({ outcome: 'rolledBack', phase: 'rolledBack' });
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.test]);
     // Nothing left to retry on a closed run.
-    await request(stack.app).post(`/v1/promotions/${id}/retry-compensation`).expect(404);
+    const closed = await request(stack.app).post(`/v1/promotions/${id}/retry-compensation`).expect(409);
+    expect(closed.body).toMatchObject({ type: '/problems/not-running', executionStatus: 'failed' });
   });
 
   it('refuses a compensation retry while nothing failed', async () => {
@@ -232,7 +233,7 @@ describe('compensation', () => {
     const handle = await start({ registrationId: id, deadline: '1h', pollInterval: '1h' });
     await phaseIs(handle, 'awaitingReconnection');
     const res = await request(stack.app).post(`/v1/promotions/${id}/retry-compensation`).expect(409);
-    expect(JSON.stringify(res.body)).toMatch(/NothingToRetry/);
+    expect(res.body).toMatchObject({ type: '/problems/nothing-to-retry', status: 409 });
     await handle.cancel();
   });
 });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import request from 'supertest';
 import { temporal } from '@temporalio/proto';
-import { promotionStatusQuery, promotionWorkflowId } from '../../common/messages';
+import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
 import { harnessAddress } from '../helpers/temporal';
 import { connectedTo, enrollDevice, simulate, startStack, type Stack } from '../helpers/stack';

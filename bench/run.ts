@@ -8,8 +8,9 @@
  *
  * Flags (defaults in brackets, each bounded): --registry-ops [500] single-device ops per kind, --bulk-calls [50]
  * bulk creates of 100, --registrations [100] DPS registrations, --devices [200] MQTT devices, --promotions [20]
- * concurrent promotions, --concurrency [16] client calls in flight (registry, DPS), --poll-interval-seconds [1]
- * promotion polling (the API's floor is 1), --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion.
+ * concurrent promotions, --events [1000] DeviceConnected events in one Event Grid delivery, --concurrency [16] client
+ * calls in flight (registry, DPS), --poll-interval-seconds [1] promotion polling (the API's floor is 1),
+ * --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion,eventgrid.
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,6 +19,7 @@ import { z } from 'zod';
 import { loadConfig } from '../common/config';
 import { describeCli, projectRoot, resolveTemporalCli } from '../common/temporal-server';
 import { benchDps } from './dps';
+import { benchEventGrid } from './eventgrid';
 import { gcExposed, scoped, startBenchEmulator, stopAllScopes } from './harness';
 import { benchMqtt } from './mqtt';
 import { benchPromotion } from './promotion';
@@ -35,7 +37,7 @@ import {
 
 // mqtt runs first: its memory reading is then taken in a process that no other suite has grown yet (RSS that
 // earlier suites freed but kept would otherwise absorb part of the fleet's growth and flatter the figure).
-const SUITES = ['mqtt', 'registry', 'dps', 'promotion'] as const;
+const SUITES = ['mqtt', 'registry', 'dps', 'promotion', 'eventgrid'] as const;
 type Suite = (typeof SUITES)[number];
 
 const count = (max: number, fallback: number) => z.coerce.number().int().min(1).max(max).default(fallback);
@@ -46,6 +48,7 @@ const optionsSchema = z.object({
   registrations: count(10_000, 100),
   devices: count(5_000, 200),
   promotions: count(500, 20),
+  events: count(5_000, 1_000),
   concurrency: count(256, 16),
   pollIntervalSeconds: count(3_600, 1),
   timeoutSeconds: count(3_600, 240),
@@ -67,6 +70,7 @@ function readOptions(argv: string[]): BenchOptions {
       registrations: text,
       devices: text,
       promotions: text,
+      events: text,
       concurrency: text,
       'poll-interval-seconds': text,
       'timeout-seconds': text,
@@ -77,8 +81,9 @@ function readOptions(argv: string[]): BenchOptions {
   });
   if (values.help) {
     console.log(
-      'npm run bench -- [--only mqtt,registry,dps,promotion] [--registry-ops 500] [--bulk-calls 50] ' +
-        '[--registrations 100] [--devices 200] [--promotions 20] [--concurrency 16] [--poll-interval-seconds 1] ' +
+      'npm run bench -- [--only mqtt,registry,dps,promotion,eventgrid] [--registry-ops 500] [--bulk-calls 50] ' +
+        '[--registrations 100] [--devices 200] [--promotions 20] [--events 1000] [--concurrency 16] ' +
+        '[--poll-interval-seconds 1] ' +
         '[--timeout-seconds 240]',
     );
     process.exit(0);
@@ -89,6 +94,7 @@ function readOptions(argv: string[]): BenchOptions {
     registrations: values.registrations,
     devices: values.devices,
     promotions: values.promotions,
+    events: values.events,
     concurrency: values.concurrency,
     pollIntervalSeconds: values['poll-interval-seconds'],
     timeoutSeconds: values['timeout-seconds'],
@@ -137,12 +143,13 @@ async function main(): Promise<number> {
           defer,
         ),
       ),
+    eventgrid: () => scoped('eventgrid', timeoutMs, (defer) => benchEventGrid({ events: options.events, cli }, defer)),
   };
 
   const results: Result[] = [];
   const errors: MeasurementError[] = [];
   for (const suite of SUITES.filter((s) => options.only.includes(s))) {
-    if (suite === 'promotion') console.log(`(promotion: Temporal ${describeCli(cli)})`);
+    if (suite === 'promotion' || suite === 'eventgrid') console.log(`(${suite}: Temporal ${describeCli(cli)})`);
     try {
       for (const measurement of await suites[suite]()) {
         const result = judge(measurement);

@@ -33,7 +33,7 @@ const EVENT_TYPES = {
 } as const;
 
 /** Signals in flight per delivery: Event Grid batches up to 5,000 events, answered within its 30 s timeout. */
-const SIGNAL_CONCURRENCY = 64;
+const SIGNAL_CONCURRENCY = 128;
 
 const DEFAULT_DEDUP_CAPACITY = 10_000;
 
@@ -251,26 +251,22 @@ export function eventGridRoutes(deps: AppDeps): Router {
   });
 
   /**
-   * Signals the promotions that may wait for this device, by their deterministic ids: `promote/<deviceId>` (the
-   * registration id is the device id for most devices) and the relay a promotion runs under
-   * `device-events/<deviceId>` when they differ. No visibility query: it is eventually consistent and
+   * Signals the promotion that may wait for this device, by its deterministic id: `promote/<deviceId>` (the
+   * registration id is the device id for most devices), else the relay a promotion runs under
+   * `device-events/<deviceId>` when the two differ. No visibility query: it is eventually consistent and
    * rate-limited, and would miss a promotion started a moment ago. The workflow decides whether the event counts.
    */
   async function signalWaitingPromotions(event: DeviceConnectedEvent): Promise<string[]> {
-    const ids = [promotionWorkflowId(event.deviceId), deviceEventsWorkflowId(event.deviceId)];
-    const signalled = await Promise.all(
-      ids.map(async (workflowId) => {
-        try {
-          await client.workflow.getHandle(workflowId).signal(deviceConnectedSignal, event);
-          return [workflowId];
-        } catch (err) {
-          // No such workflow, or it has closed: nothing waits for this device there.
-          if (err instanceof WorkflowNotFoundError) return [];
-          throw err;
-        }
-      }),
-    );
-    return signalled.flat();
+    for (const workflowId of [promotionWorkflowId(event.deviceId), deviceEventsWorkflowId(event.deviceId)]) {
+      try {
+        await client.workflow.getHandle(workflowId).signal(deviceConnectedSignal, event);
+        return [workflowId];
+      } catch (err) {
+        // No such workflow, or it has closed: nothing waits for this device there.
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+      }
+    }
+    return [];
   }
 
   return router;

@@ -3,10 +3,10 @@ import { z } from 'zod';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   WorkflowFailedError,
+  WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   WorkflowUpdateStage,
   type WorkflowExecutionInfo,
-  type WorkflowUpdateHandle,
   type WorkflowExecutionStatusName,
 } from '@temporalio/client';
 // The public list() iterator hides the server's page token; the API pages with the raw RPC and decodes each
@@ -454,23 +454,35 @@ export function promotionRoutes(deps: AppDeps): Router {
       });
     }
     const handle = client.workflow.getHandle(workflowId, description.runId);
-    let update: WorkflowUpdateHandle<CompensationReport>;
+    const url = statusUrl(req.params.registrationId);
+    let compensation: CompensationReport | undefined;
     try {
-      update = await handle.startUpdate(retryCompensationUpdate, { waitForStage: WorkflowUpdateStage.ACCEPTED });
+      const update = await handle.startUpdate(retryCompensationUpdate, {
+        waitForStage: WorkflowUpdateStage.ACCEPTED,
+      });
+      log.info({ workflowId, runId: description.runId }, 'compensation retry requested');
+      // Undo steps retry Azure's transient faults for up to two hours: answer with the report if it comes soon,
+      // otherwise 202 and the status URL, where the phase and the compensation report show how it goes.
+      compensation = await withLongerTemporalDeadline(res, RETRY_ANSWER_WAIT_MS + 5_000, () =>
+        Promise.race([update.result(), sleep(RETRY_ANSWER_WAIT_MS).then(() => undefined)]),
+      );
     } catch (err) {
       const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
       if (cause instanceof ApplicationFailure && cause.type === PromotionErrors.nothingToRetry) {
         throw problem('nothingToRetry', cause.message, { extensions: { workflowId } });
       }
+      // The run closed between the describe and the update.
+      if (err instanceof WorkflowNotFoundError || err instanceof WorkflowUpdateFailedError) {
+        const closed = await client.workflow.getHandle(workflowId, description.runId).describe();
+        if (closed.status.name !== 'RUNNING') {
+          const status = STATUS_BY_NAME[closed.status.name] ?? 'unknown';
+          throw problem('notRunning', `the promotion closed (${status}) before the retry could run`, {
+            extensions: { workflowId, executionStatus: status },
+          });
+        }
+      }
       throw err;
     }
-    log.info({ workflowId, runId: description.runId }, 'compensation retry requested');
-    const url = statusUrl(req.params.registrationId);
-    // Undo steps retry Azure's transient faults for up to two hours: answer with the report if it comes soon,
-    // otherwise 202 and the status URL, where the phase and the compensation report show how it goes.
-    const compensation = await withLongerTemporalDeadline(res, RETRY_ANSWER_WAIT_MS + 5_000, () =>
-      Promise.race([update.result(), sleep(RETRY_ANSWER_WAIT_MS).then(() => undefined)]),
-    );
     if (!compensation) {
       res.status(202).location(url).json({ workflowId, runId: description.runId, statusUrl: url });
       return;

@@ -18,15 +18,26 @@ async function recorded() {
 }
 
 describe('replay of recorded workflow histories', () => {
-  it('has recorded promotion histories for the polling, Event Grid, group, rollback and cancel paths', async () => {
+  it('has recorded histories of every workflow, for every released promotion version and its main paths', async () => {
     const names = (await recorded()).map((r) => r.name);
     expect(names).toEqual(
       expect.arrayContaining([
+        // The first release (v1): runs started on it finish on today's code.
         'promotion-polling',
         'promotion-event-grid',
         'promotion-group-member',
         'promotion-rollback',
         'promotion-cancelled',
+        // v2: saga, events as hints, relayed events, an operator's compensation retry.
+        'promotion-v2-polling',
+        'promotion-v2-event-grid',
+        'promotion-v2-group-member',
+        'promotion-v2-rollback',
+        'promotion-v2-cancelled',
+        'promotion-v2-relayed',
+        'promotion-v2-compensation-retried',
+        'promotion-event-relay-v1',
+        'connectivity-v1',
       ]),
     );
   });
@@ -45,7 +56,7 @@ describe('replay of recorded workflow histories', () => {
   });
 
   it('fails with a determinism error when the promotion changes its command order (negative control)', async () => {
-    const [first] = await recorded();
+    const first = (await recorded()).find((r) => r.name === 'promotion-polling')!;
     const changed = require.resolve('./fixtures/nondeterministic');
     await expect(Worker.runReplayHistory({ workflowsPath: changed }, first.history, first.name)).rejects.toBeInstanceOf(
       DeterminismViolationError,

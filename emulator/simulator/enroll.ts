@@ -8,12 +8,12 @@ import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioni
  */
 export async function enrollSymmetricKeyDevice(
   dps: ProvisioningServiceClient,
-  options: { registrationId: string; hubHostName: string; initialTwin?: Record<string, unknown> },
+  options: { registrationId: string; hubHostName: string; initialTwin?: Record<string, unknown>; deviceId?: string },
 ): Promise<string> {
   const key = randomBytes(32).toString('base64');
   await dps.createOrUpdateIndividualEnrollment({
     registrationId: options.registrationId,
-    deviceId: options.registrationId,
+    deviceId: options.deviceId ?? options.registrationId,
     attestation: {
       type: 'symmetricKey',
       symmetricKey: { primaryKey: key, secondaryKey: randomBytes(32).toString('base64') },

@@ -9,11 +9,14 @@ import request from 'supertest';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
-import { promotionWorkflowId } from '../../common/messages';
+import { deviceEventsWorkflowId, promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult, PromotionStatus } from '../../common/promotion';
 import { mintCertificate } from '../../emulator/security/certs';
 import { addFaultRule, resetLimits } from '../../emulator/limits/decide';
+import { eventGridFor } from '../../emulator/eventgrid/event-grid';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
+import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
+import { recordHistory } from '../helpers/histories';
 import { connectedTo, enrollDevice, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
 
 jest.setTimeout(120_000);
@@ -189,6 +192,48 @@ describe('Event Grid events are hints, not proof', () => {
   });
 });
 
+describe('Event Grid routing', () => {
+  it('reaches a promotion whose device id is not its registration id through its relay, on the event alone', async () => {
+    const grid = eventGridFor(stack.emulator.state, { initialRetryDelayMs: 100, maxRetryDelayMs: 1_000 });
+    const name = uniqueId('relay').slice(0, 60);
+    await grid.subscribe({
+      hub: 'production',
+      name,
+      endpointUrl: `${stack.apiUrl}/v1/eventgrid?code=${stack.eventGridSecret}`,
+      includedEventTypes: ['Microsoft.Devices.DeviceConnected'],
+    });
+    try {
+      const registrationId = uniqueId('relayed');
+      const deviceId = `${registrationId}-device`;
+      const key = await enrollSymmetricKeyDevice(stack.dps, {
+        registrationId,
+        deviceId,
+        hubHostName: stack.hosts.test,
+        initialTwin: { tags: { stage: 'test' }, properties: { desired: {} } },
+      });
+      const device = simulate(stack, {
+        registrationId,
+        kind: 'symmetricKey',
+        attestation: { type: 'symmetricKey', key },
+        secret: key,
+      });
+      devices.push(device);
+      await connectedTo(device, stack.hosts.test);
+      // Polling every hour: only the relayed Event Grid signal can finish this within the test's time.
+      const handle = await start({ registrationId, pollInterval: '1h' });
+      const result: PromotionResult = await handle.result();
+
+      expect(result).toMatchObject({ outcome: 'promoted', connectedVia: 'eventGrid', deviceId });
+      const relay = stack.temporal.client.workflow.getHandle(deviceEventsWorkflowId(deviceId));
+      expect((await relay.describe()).status.name).toBe('TERMINATED'); // ended with its promotion
+      await recordHistory(handle, 'promotion-v2-relayed');
+      await recordHistory(relay, 'promotion-event-relay-v1');
+    } finally {
+      grid.unsubscribe('production', name);
+    }
+  });
+});
+
 describe('compensation', () => {
   it('attempts every undo when one fails, waits in compensationFailed, and finishes on an operator retry', async () => {
     const { enrolled, device } = await onlineInTest('symmetricKey');
@@ -221,6 +266,7 @@ describe('compensation', () => {
     expect(type).toBe('ReconnectionDeadlineExceeded');
     expect(result).toMatchObject({ outcome: 'rolledBack', phase: 'rolledBack' });
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.test]);
+    await recordHistory(handle, 'promotion-v2-compensation-retried');
     // Nothing left to retry on a closed run.
     const closed = await request(stack.app).post(`/v1/promotions/${id}/retry-compensation`).expect(409);
     expect(closed.body).toMatchObject({ type: '/problems/not-running', executionStatus: 'failed' });

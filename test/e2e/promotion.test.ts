@@ -363,6 +363,15 @@ describe('test-to-production promotion', () => {
     expect(count('hub', 'deviceUpdate', 'test')).toBe(1);
   });
 
+  it('checks connectivity from the worker to DPS and both hubs through the emulator', async () => {
+    const res = await request(stack.app).post('/v1/diagnostics/connectivity').expect(200);
+    expect(res.body.allReachable).toBe(true);
+    expect(
+      res.body.endpoints.map((e: { kind: string; environment?: string }) => e.environment ?? e.kind).sort(),
+    ).toEqual(['dps', 'production', 'test']);
+    await recordHistory(stack.temporal.client.workflow.getHandle(res.body.workflowId), 'connectivity-v1');
+  });
+
   it('survives a worker restart mid-promotion and completes without applying a step twice', async () => {
     const { enrolled, device } = await onlineInTest('symmetricKey');
     const id = enrolled.registrationId;

@@ -145,44 +145,60 @@ function registrationView(r: DeviceRegistrationState): RegistrationView {
 
 const sameHubs = (a: string[], b: string[]) => a.length === b.length && a.every((h) => b.includes(h));
 
+/** The service client, or a named failure when DPS is not configured. */
+export function dpsClient(clients: AzureClients): ProvisioningServiceClient {
+  if (!clients.dps) throw permanent('DpsNotConfigured', 'no DPS connection string is configured');
+  return clients.dps.client;
+}
+
+export async function findIndividualEnrollment(
+  dps: ProvisioningServiceClient,
+  registrationId: string,
+): Promise<IndividualEnrollment | undefined> {
+  try {
+    return (await dps.getIndividualEnrollment(registrationId)).responseBody;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+export async function findEnrollmentGroup(
+  dps: ProvisioningServiceClient,
+  enrollmentGroupId: string,
+): Promise<EnrollmentGroup | undefined> {
+  try {
+    return (await dps.getEnrollmentGroup(enrollmentGroupId)).responseBody;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The group a registration id registered through: DPS's registration state does not name it (azure-wire.md). */
+export async function findGroupOf(dps: ProvisioningServiceClient, registrationId: string): Promise<string | undefined> {
+  const groups = dps.createEnrollmentGroupQuery({ query: '*' }, 100);
+  for (let token: string | undefined; ;) {
+    const page = token ? await groups.next(token) : await groups.next();
+    for (const group of queryItems<EnrollmentGroup>(page.responseBody)) {
+      const regs = dps.createEnrollmentGroupDeviceRegistrationStateQuery({ query: '*' }, group.enrollmentGroupId, 100);
+      for (let regToken: string | undefined; ;) {
+        const regPage = regToken ? await regs.next(regToken) : await regs.next();
+        const items = queryItems<DeviceRegistrationState>(regPage.responseBody);
+        if (items.some((r) => r.registrationId === registrationId)) return group.enrollmentGroupId;
+        regToken = continuationOf(regPage);
+        if (!regToken) break;
+      }
+    }
+    token = continuationOf(page);
+    if (!token) return undefined;
+  }
+}
+
 /** DPS activities. Every call is safe to repeat: Temporal may run an activity more than once. */
 export function dpsActivities(clients: AzureClients) {
-  const dps = (): ProvisioningServiceClient => {
-    if (!clients.dps) throw permanent('DpsNotConfigured', 'no DPS connection string is configured');
-    return clients.dps.client;
-  };
-
-  async function findIndividual(registrationId: string): Promise<IndividualEnrollment | undefined> {
-    try {
-      return (await dps().getIndividualEnrollment(registrationId)).responseBody;
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
-  }
-
-  async function findGroupOf(registrationId: string): Promise<string | undefined> {
-    const groups = dps().createEnrollmentGroupQuery({ query: '*' }, 100);
-    for (let token: string | undefined; ;) {
-      const page = token ? await groups.next(token) : await groups.next();
-      for (const group of queryItems<EnrollmentGroup>(page.responseBody)) {
-        const regs = dps().createEnrollmentGroupDeviceRegistrationStateQuery(
-          { query: '*' },
-          group.enrollmentGroupId,
-          100,
-        );
-        for (let regToken: string | undefined; ;) {
-          const regPage = regToken ? await regs.next(regToken) : await regs.next();
-          const items = queryItems<DeviceRegistrationState>(regPage.responseBody);
-          if (items.some((r) => r.registrationId === registrationId)) return group.enrollmentGroupId;
-          regToken = continuationOf(regPage);
-          if (!regToken) break;
-        }
-      }
-      token = continuationOf(page);
-      if (!token) return undefined;
-    }
-  }
+  const dps = (): ProvisioningServiceClient => dpsClient(clients);
+  const findIndividual = (registrationId: string) => findIndividualEnrollment(dps(), registrationId);
 
   return {
     /** The enrollment that decides where the device goes: its individual enrollment first, as DPS does. */
@@ -191,7 +207,7 @@ export function dpsActivities(clients: AzureClients) {
       if (individual) return viewOfIndividual(individual);
       const groupId =
         input.enrollmentGroupId ??
-        (await azureCall('search enrollment groups', () => findGroupOf(input.registrationId)));
+        (await azureCall('search enrollment groups', () => findGroupOf(dps(), input.registrationId)));
       if (!groupId) {
         throw permanent(
           PromotionErrors.enrollmentNotFound,
@@ -373,47 +389,13 @@ export function dpsActivities(clients: AzureClients) {
       return { restored: 'routing' };
     },
 
-    /**
-     * Checks the certificate an operator gave to move one member of an X.509 group: its subject CN is the
-     * registration id (DPS's rule for group members), it is within its validity period, and its chain — leaf first,
-     * up to the group's CA certificate, as the device presents it — verifies up to a certificate whose thumbprint is
-     * one of the group's. (DPS returns a group's CA certificates as thumbprints and names only.)
-     */
+    /** See verifyMemberCertificate. */
     async dpsVerifyMemberCertificate(input: {
       enrollmentGroupId: string;
       registrationId: string;
       deviceCertificate: string;
     }): Promise<{ subject: string; issuer: string; validTo: string }> {
-      const group = (await azureCall('get enrollment group', () => dps().getEnrollmentGroup(input.enrollmentGroupId)))
-        .responseBody;
-      const x509 = group.attestation?.x509;
-      if (x509?.caReferences && !x509.signingCertificates) {
-        throw permanent(
-          PromotionErrors.deviceCertificateUnverifiable,
-          `group ${input.enrollmentGroupId} trusts a CA by reference; DPS's service API does not say which certificate that is, so the device certificate cannot be checked`,
-        );
-      }
-      const signing = x509?.signingCertificates as
-        | Record<
-            string,
-            {
-              certificate?: string;
-              info?: { sha1Thumbprint?: string; sha256Thumbprint?: string; subjectName?: string };
-            }
-          >
-        | undefined;
-      const cas: GroupCa[] = Object.values(signing ?? {}).flatMap((entry) => {
-        const info = entry?.info;
-        const pem = typeof entry?.certificate === 'string' ? entry.certificate : undefined;
-        const prints = [
-          info?.sha1Thumbprint,
-          info?.sha256Thumbprint,
-          ...(pem ? thumbprintsOf(new X509Certificate(pem)) : []),
-        ];
-        const known = prints.filter((p): p is string => !!p).map(normalizeThumbprint);
-        return known.length ? [{ thumbprints: known, subjectName: info?.subjectName }] : [];
-      });
-      return checkMemberCertificate(input.registrationId, input.deviceCertificate, cas);
+      return verifyMemberCertificate(dps(), input);
     },
 
     /** Undoes dpsRepointEnrollment: the individual enrollment's routing back, or the member's own one removed. */
@@ -462,11 +444,57 @@ export function dpsActivities(clients: AzureClients) {
   };
 }
 
+/**
+ * Checks the certificate an operator gave for one member of an X.509 group: its subject CN is the registration id
+ * (DPS's rule for group members), it is within its validity period, and its chain — leaf first, up to the group's CA
+ * certificate, as the device presents it — verifies up to a certificate whose thumbprint is one of the group's.
+ * (DPS returns a group's CA certificates as thumbprints and names only.)
+ */
+export async function verifyMemberCertificate(
+  dps: ProvisioningServiceClient,
+  input: {
+    enrollmentGroupId: string;
+    registrationId: string;
+    deviceCertificate: string;
+  },
+): Promise<{ subject: string; issuer: string; validTo: string }> {
+  const group = (await azureCall('get enrollment group', () => dps.getEnrollmentGroup(input.enrollmentGroupId)))
+    .responseBody;
+  const x509 = group.attestation?.x509;
+  if (x509?.caReferences && !x509.signingCertificates) {
+    throw permanent(
+      PromotionErrors.deviceCertificateUnverifiable,
+      `group ${input.enrollmentGroupId} trusts a CA by reference; DPS's service API does not say which certificate that is, so the device certificate cannot be checked`,
+    );
+  }
+  const signing = x509?.signingCertificates as
+    | Record<
+        string,
+        {
+          certificate?: string;
+          info?: { sha1Thumbprint?: string; sha256Thumbprint?: string; subjectName?: string };
+        }
+      >
+    | undefined;
+  const cas: GroupCa[] = Object.values(signing ?? {}).flatMap((entry) => {
+    const info = entry?.info;
+    const pem = typeof entry?.certificate === 'string' ? entry.certificate : undefined;
+    const prints = [
+      info?.sha1Thumbprint,
+      info?.sha256Thumbprint,
+      ...(pem ? thumbprintsOf(new X509Certificate(pem)) : []),
+    ];
+    const known = prints.filter((p): p is string => !!p).map(normalizeThumbprint);
+    return known.length ? [{ thumbprints: known, subjectName: info?.subjectName }] : [];
+  });
+  return checkMemberCertificate(input.registrationId, input.deviceCertificate, cas);
+}
+
 /** The attestation of an individual enrollment that stands in for one member of a group. */
-async function memberAttestation(
+export async function memberAttestation(
   dps: ProvisioningServiceClient,
   group: EnrollmentGroup,
-  input: RepointInput,
+  input: { enrollment: { registrationId: string }; deviceCertificate?: string },
 ): Promise<AttestationMechanism> {
   if (group.attestation?.type === 'symmetricKey') {
     const keys = (
@@ -487,7 +515,7 @@ async function memberAttestation(
     if (!input.deviceCertificate) {
       throw permanent(
         PromotionErrors.deviceCertificateRequired,
-        'moving one device of an X.509 enrollment group needs its device certificate (deviceCertificate)',
+        'acting on one device of an X.509 enrollment group needs its device certificate (deviceCertificate)',
       );
     }
     return {
@@ -495,7 +523,7 @@ async function memberAttestation(
       x509: { clientCertificates: { primary: { certificate: leafPem(input.deviceCertificate) } } },
     } as AttestationMechanism;
   }
-  throw permanent(PromotionErrors.unsupportedAttestation, `cannot move a ${group.attestation?.type} group member`);
+  throw permanent(PromotionErrors.unsupportedAttestation, `cannot act on a ${group.attestation?.type} group member`);
 }
 
 /** A query page: the service answers a JSON array, although the SDK's type says `{ items }`. */
@@ -568,7 +596,7 @@ export function checkMemberCertificate(
   );
 }
 
-function continuationOf(page: { httpResponse?: { headers?: Record<string, unknown> } }): string | undefined {
+export function continuationOf(page: { httpResponse?: { headers?: Record<string, unknown> } }): string | undefined {
   const token = page.httpResponse?.headers?.['x-ms-continuation'];
   return typeof token === 'string' && token ? token : undefined;
 }

@@ -3,9 +3,13 @@ import { connectivityActivities } from './connectivity';
 import { dpsActivities } from './dps';
 import { heartbeating } from './heartbeat';
 import { registryActivities } from './registry';
+import { revocationActivities } from './revocation';
+import type { Client } from '@temporalio/client';
 
 export interface ActivityDeps {
   azure: AzureClients;
+  /** A Temporal client, for activities that act on other workflows (a revocation stopping promotions). */
+  temporal?: Client;
 }
 
 /** Every activity the worker registers, with its Azure clients injected once. */
@@ -14,6 +18,7 @@ export function createActivities(deps: ActivityDeps) {
     ...connectivityActivities(deps.azure),
     ...dpsActivities(deps.azure),
     ...registryActivities(deps.azure),
+    ...revocationActivities(deps.azure, deps.temporal),
   });
 }
 

@@ -24,7 +24,7 @@ export const environmentName = z
   .regex(/^[A-Za-z0-9-]{1,63}$/, 'an environment name such as test or production');
 
 /** DPS registration and enrollment group ids: alphanumerics and . _ : -, but not `.` or `..` (path segments). */
-const dpsId = /^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$/;
+export const dpsId = /^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$/;
 
 export const protocols = ['mqtt', 'mqtt-ws', 'amqp', 'amqp-ws', 'https'] as const;
 

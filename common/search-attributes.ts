@@ -8,6 +8,9 @@ export const SA = {
   targetHub: defineSearchAttributeKey('IotTargetHub', SearchAttributeType.KEYWORD),
   operation: defineSearchAttributeKey('IotOperation', SearchAttributeType.KEYWORD),
   phase: defineSearchAttributeKey('IotPhase', SearchAttributeType.KEYWORD),
+  enrollmentGroupId: defineSearchAttributeKey('IotEnrollmentGroupId', SearchAttributeType.KEYWORD),
+  /** The hubs an operation found the device(s) in: "every revocation of hub X" is `IotHubs = 'x…'`. */
+  hubs: defineSearchAttributeKey('IotHubs', SearchAttributeType.KEYWORD_LIST),
 } as const;
 
 export const searchAttributeKeys = Object.values(SA);

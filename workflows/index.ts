@@ -2,3 +2,4 @@
 export { checkConnectivity } from './connectivity';
 export { promotionEventRelay } from './device-event-relay';
 export { promoteDevice } from './promotion';
+export { revokeDevice, revokeEnrollmentGroup } from './revocation';

@@ -1,0 +1,616 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Context } from '@temporalio/activity';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
+import type {
+  DeviceRegistrationState,
+  EnrollmentGroup,
+  IndividualEnrollment,
+} from 'azure-iot-provisioning-service/dist/interfaces';
+import type { Registry } from 'azure-iothub';
+import type { AzureClients, HubClient } from './azure-clients';
+import { AzureFailureTypes, azureCall, isNotFound, permanent } from './azure-errors';
+import {
+  continuationOf,
+  deriveDeviceKey,
+  dpsClient,
+  findEnrollmentGroup,
+  findGroupOf,
+  findIndividualEnrollment,
+  memberAttestation,
+  queryItems,
+  verifyMemberCertificate,
+} from './dps';
+import { promotionWorkflowId, revocationRequestedSignal } from '../common/messages';
+import { REVOCATION_MARK, RevocationErrors, type DeviceProof, type HubProof } from '../common/revocation';
+
+/**
+ * Revocation and reinstatement, as Azure documents deprovisioning: "disenroll in DPS, then disable or delete the
+ * identity in the hub registry" (Azure, "How to deprovision devices that were previously auto-provisioned").
+ * - Individual enrollment: disabled, never deleted — "deleting an individual enrollment lets the device enroll again
+ *   through a matching group" (same page, X.509 individual enrollments).
+ * - One member of a group: a disabled individual enrollment of its own, kept ("to disallow one device of a group,
+ *   create a disabled individual enrollment for it").
+ * - A whole group: the group disabled, then every device of it disabled or deleted in the hubs.
+ * Devices are looked for in every configured hub, not only the one DPS last assigned: promotions, hand moves and
+ * restores leave devices elsewhere. Every call is safe to repeat.
+ */
+
+/** What a revocation marks: its workflow id and when, so that a reinstatement undoes exactly that. */
+export interface RevocationMark {
+  workflowId: string;
+  at: string;
+  /** Set on the disabled individual enrollment a revocation created to block one member of a group. */
+  created?: boolean;
+}
+
+export interface DpsRevocation {
+  registrationId: string;
+  deviceId: string;
+  enrollment: DeviceProof['dps']['enrollment'];
+  changed: boolean;
+  enrollmentGroupId?: string;
+}
+
+export interface RegistrationRef {
+  registrationId: string;
+  deviceId: string;
+}
+
+export interface GroupPage {
+  registrations: RegistrationRef[];
+  continuation?: string;
+}
+
+const BULK_DEVICES = 100;
+const READ_CONCURRENCY = 8;
+
+const statusReasonOf = (workflowId: string) => `${REVOCATION_MARK.statusReasonPrefix} (${workflowId})`.slice(0, 128);
+const isOurStatusReason = (reason: unknown) =>
+  typeof reason === 'string' && reason.startsWith(REVOCATION_MARK.statusReasonPrefix);
+
+type Tags = Record<string, unknown>;
+const tagsOf = (e: { initialTwin?: { tags?: unknown } | null }) => ({ ...((e.initialTwin?.tags as Tags) ?? {}) });
+const markedByRevocation = (e: { initialTwin?: { tags?: unknown } | null }) => REVOCATION_MARK.twinTag in tagsOf(e);
+
+/** The initial twin with the revocation mark added (or removed, with `mark` undefined). */
+function withMark(e: { initialTwin?: unknown }, mark: RevocationMark | undefined) {
+  const twin = (e.initialTwin as { tags?: Tags; properties?: { desired?: Tags } } | undefined) ?? {};
+  const tags = { ...(twin.tags ?? {}) };
+  if (mark) tags[REVOCATION_MARK.twinTag] = { ...mark };
+  else delete tags[REVOCATION_MARK.twinTag];
+  return { ...twin, tags, properties: twin.properties ?? { desired: {} } };
+}
+
+export function revocationActivities(clients: AzureClients, temporal?: Client) {
+  const dps = (): ProvisioningServiceClient => dpsClient(clients);
+  const hub = (environment: string): HubClient => {
+    const found = clients.hubs.get(environment);
+    if (!found) throw permanent('UnknownEnvironment', `no IoT hub is configured for environment "${environment}"`);
+    return found;
+  };
+
+  return {
+    /** Every configured hub: a revocation looks in all of them. */
+    async listEnvironments(): Promise<Record<string, string>> {
+      return Object.fromEntries([...clients.hubs].map(([environment, h]) => [environment, h.hostName]));
+    },
+
+    /**
+     * Stops the running promotions of these devices without restoring access (their `revocationRequested` signal),
+     * and waits, with a bound, until they have closed: a revocation must not race a promotion's rollback that
+     * re-enables an identity.
+     */
+    async stopPromotions(input: {
+      registrationIds: string[];
+      revocationWorkflowId: string;
+      reason: string;
+      requestedBy?: string;
+      waitMs: number;
+    }): Promise<{ stopped: string[]; stillRunning: string[] }> {
+      if (!temporal) throw permanent('TemporalClientNotConfigured', 'the worker has no Temporal client for activities');
+      const client = temporal;
+      const running: string[] = [];
+      await forEachConcurrently(input.registrationIds, READ_CONCURRENCY, async (registrationId) => {
+        const handle = client.workflow.getHandle(promotionWorkflowId(registrationId));
+        try {
+          await handle.signal(revocationRequestedSignal, {
+            revocationWorkflowId: input.revocationWorkflowId,
+            reason: input.reason,
+            ...(input.requestedBy ? { requestedBy: input.requestedBy } : {}),
+          });
+          running.push(registrationId);
+        } catch (err) {
+          if (!(err instanceof WorkflowNotFoundError)) throw err; // none, or closed: nothing to stop
+        }
+      });
+      const deadline = Date.now() + input.waitMs;
+      let open = running;
+      while (open.length > 0 && Date.now() < deadline) {
+        Context.current().heartbeat({ waitingFor: open.length });
+        const states = await Promise.all(
+          open.map(async (id) => ({
+            id,
+            running: (await client.workflow.getHandle(promotionWorkflowId(id)).describe()).status.name === 'RUNNING',
+          })),
+        );
+        open = states.filter((s) => s.running).map((s) => s.id);
+        if (open.length) await sleep(500);
+      }
+      return { stopped: running.filter((id) => !open.includes(id)), stillRunning: open };
+    },
+
+    /**
+     * Makes DPS refuse one device: its individual enrollment disabled (marked), or, for a member of a group, a
+     * disabled individual enrollment of its own (marked; keys derived inside this activity, never returned).
+     */
+    async dpsRevokeDevice(input: {
+      registrationId: string;
+      enrollmentGroupId?: string;
+      deviceCertificate?: string;
+      mark: RevocationMark;
+    }): Promise<DpsRevocation> {
+      const client = dps();
+      const registration = await registrationState(client, input.registrationId);
+      const individual = await azureCall('get individual enrollment', () =>
+        findIndividualEnrollment(client, input.registrationId),
+      );
+      const deviceId = registration?.deviceId || individual?.deviceId || input.registrationId;
+      if (individual) {
+        if (individual.provisioningStatus === 'disabled') {
+          const blocks = markedByRevocation(individual) ? 'blockedByDisabledIndividual' : 'individualDisabled';
+          return { registrationId: input.registrationId, deviceId, enrollment: blocks, changed: false };
+        }
+        await azureCall('disable individual enrollment', () =>
+          client.createOrUpdateIndividualEnrollment({
+            ...individual,
+            provisioningStatus: 'disabled',
+            initialTwin: withMark(individual, input.mark),
+          } as IndividualEnrollment),
+        );
+        return { registrationId: input.registrationId, deviceId, enrollment: 'individualDisabled', changed: true };
+      }
+      const groupId =
+        input.enrollmentGroupId ??
+        (await azureCall('search enrollment groups', () => findGroupOf(client, input.registrationId)));
+      const group = groupId
+        ? await azureCall('get enrollment group', () => findEnrollmentGroup(client, groupId))
+        : undefined;
+      if (!group) {
+        // No enrollment lets it register: DPS refuses it. Its hub identities are what is left to revoke.
+        return { registrationId: input.registrationId, deviceId, enrollment: 'noEnrollment', changed: false };
+      }
+      if (group.attestation?.type === 'x509') {
+        if (!input.deviceCertificate) {
+          throw permanent(
+            RevocationErrors.deviceCertificateRequired,
+            'blocking one device of an X.509 enrollment group needs its certificate chain (deviceCertificate)',
+          );
+        }
+        await verifyMemberCertificate(client, {
+          enrollmentGroupId: group.enrollmentGroupId,
+          registrationId: input.registrationId,
+          deviceCertificate: input.deviceCertificate,
+        });
+      }
+      const attestation = await memberAttestation(client, group, {
+        enrollment: { registrationId: input.registrationId },
+        deviceCertificate: input.deviceCertificate,
+      });
+      await azureCall('create disabled individual enrollment', () =>
+        client.createOrUpdateIndividualEnrollment({
+          registrationId: input.registrationId,
+          deviceId,
+          attestation,
+          iotHubs: group.iotHubs ?? [],
+          allocationPolicy: group.allocationPolicy,
+          provisioningStatus: 'disabled',
+          initialTwin: withMark({}, { ...input.mark, created: true }),
+        } as IndividualEnrollment),
+      );
+      return {
+        registrationId: input.registrationId,
+        deviceId,
+        enrollment: 'blockedByDisabledIndividual',
+        changed: true,
+        enrollmentGroupId: group.enrollmentGroupId,
+      };
+    },
+
+    /** Disables (and marks) a whole group; already disabled counts as done. */
+    async dpsRevokeGroup(input: { enrollmentGroupId: string; mark: RevocationMark }): Promise<{ changed: boolean }> {
+      const client = dps();
+      const group = await azureCall('get enrollment group', () => findEnrollmentGroup(client, input.enrollmentGroupId));
+      if (!group) {
+        throw permanent(RevocationErrors.enrollmentNotFound, `enrollment group ${input.enrollmentGroupId} not found`);
+      }
+      if (group.provisioningStatus === 'disabled') return { changed: false };
+      await azureCall('disable enrollment group', () =>
+        client.createOrUpdateEnrollmentGroup({
+          ...group,
+          provisioningStatus: 'disabled',
+          initialTwin: withMark(group, input.mark),
+        } as EnrollmentGroup),
+      );
+      return { changed: true };
+    },
+
+    /** One page of the devices that registered through a group (registration records outlive the devices). */
+    async dpsGroupRegistrations(input: {
+      enrollmentGroupId: string;
+      continuation?: string;
+      pageSize: number;
+    }): Promise<GroupPage> {
+      const query = dps().createEnrollmentGroupDeviceRegistrationStateQuery(
+        { query: '*' },
+        input.enrollmentGroupId,
+        input.pageSize,
+      );
+      const page = await azureCall('query group registrations', () =>
+        input.continuation ? query.next(input.continuation) : query.next(),
+      );
+      const registrations = queryItems<DeviceRegistrationState>(page.responseBody).map((r) => ({
+        registrationId: r.registrationId,
+        deviceId: r.deviceId || r.registrationId,
+      }));
+      return { registrations, continuation: continuationOf(page) };
+    },
+
+    /**
+     * One page of the individual enrollments that stand in for members of a group — those a promotion created to
+     * move one member: they keep the member registering after the group is disabled. A symmetric-key member's
+     * enrollment holds the key derived from the group's; an X.509 member's certificate is issued by the group's CA.
+     * Disabled ones (already blocked) are skipped.
+     */
+    async dpsGroupMemberEnrollments(input: {
+      enrollmentGroupId: string;
+      continuation?: string;
+      pageSize: number;
+    }): Promise<GroupPage> {
+      const client = dps();
+      const group = await azureCall('get enrollment group', () => findEnrollmentGroup(client, input.enrollmentGroupId));
+      if (!group) return { registrations: [] };
+      const query = client.createIndividualEnrollmentQuery({ query: '*' }, input.pageSize);
+      const page = await azureCall('query individual enrollments', () =>
+        input.continuation ? query.next(input.continuation) : query.next(),
+      );
+      const enabled = queryItems<IndividualEnrollment>(page.responseBody).filter(
+        (e) => e.provisioningStatus !== 'disabled',
+      );
+      const belongs = await memberTest(client, group);
+      const members: RegistrationRef[] = [];
+      for (const e of enabled) {
+        if (await belongs(e))
+          members.push({ registrationId: e.registrationId, deviceId: e.deviceId || e.registrationId });
+      }
+      return { registrations: members, continuation: continuationOf(page) };
+    },
+
+    /** Disables (and marks) the individual enrollments of these devices; already disabled counts as done. */
+    async dpsDisableIndividuals(input: {
+      registrationIds: string[];
+      mark: RevocationMark;
+    }): Promise<{ disabled: string[]; alreadyDisabled: string[]; missing: string[] }> {
+      const client = dps();
+      const result = { disabled: [] as string[], alreadyDisabled: [] as string[], missing: [] as string[] };
+      for (const registrationId of input.registrationIds) {
+        const e = await azureCall('get individual enrollment', () => findIndividualEnrollment(client, registrationId));
+        if (!e) result.missing.push(registrationId);
+        else if (e.provisioningStatus === 'disabled') result.alreadyDisabled.push(registrationId);
+        else {
+          await azureCall('disable individual enrollment', () =>
+            client.createOrUpdateIndividualEnrollment({
+              ...e,
+              provisioningStatus: 'disabled',
+              initialTwin: withMark(e, input.mark),
+            } as IndividualEnrollment),
+          );
+          result.disabled.push(registrationId);
+        }
+      }
+      return result;
+    },
+
+    /**
+     * Whether DPS would refuse a fresh registration of this device now. DPS decides by the device's individual
+     * enrollment when there is one (checked before groups), else by its group: refused when that one is disabled,
+     * or when there is neither.
+     */
+    async dpsRegistrationRefused(input: { registrationId: string; enrollmentGroupId?: string }): Promise<{
+      refused: boolean;
+      individual: 'absent' | 'enabled' | 'disabled';
+      group: 'absent' | 'enabled' | 'disabled';
+    }> {
+      const client = dps();
+      const individual = await azureCall('get individual enrollment', () =>
+        findIndividualEnrollment(client, input.registrationId),
+      );
+      const groupId = input.enrollmentGroupId;
+      const group = groupId
+        ? await azureCall('get enrollment group', () => findEnrollmentGroup(client, groupId))
+        : undefined;
+      const state = (e?: { provisioningStatus?: string }) =>
+        !e ? 'absent' : e.provisioningStatus === 'disabled' ? 'disabled' : 'enabled';
+      const deciding = individual ?? group;
+      return {
+        refused: !deciding || deciding.provisioningStatus === 'disabled',
+        individual: state(individual),
+        group: state(group),
+      };
+    },
+
+    /**
+     * Disables (with the revocation's status reason) or deletes these devices' identities in one hub, under their
+     * etags, through the registry's bulk API (100 a call); then re-reads them and waits, with a bound, for their
+     * connections to close (a disable or delete ends the device's live session). Absent identities are reported,
+     * not an error. Identities already disabled are left as they are (and so is their status reason).
+     */
+    async hubRevokeIdentities(input: {
+      environment: string;
+      deviceIds: string[];
+      action: 'disable' | 'delete';
+      revocationWorkflowId: string;
+      disconnectTimeoutMs: number;
+    }): Promise<HubProof[]> {
+      const { registry, hostName } = hub(input.environment);
+      const before = await readDevices(registry, input.deviceIds);
+      const toChange = input.deviceIds.filter((id) => {
+        const d = before.get(id);
+        return d && (input.action === 'delete' || d.status !== 'disabled');
+      });
+      for (let i = 0; i < toChange.length; i += BULK_DEVICES) {
+        const chunk = toChange.slice(i, i + BULK_DEVICES).map((id) => before.get(id)!);
+        Context.current().heartbeat({ changed: i });
+        if (input.action === 'delete') {
+          await bulk(registry, 'delete', chunk);
+        } else {
+          const reason = statusReasonOf(input.revocationWorkflowId);
+          await bulk(
+            registry,
+            'update',
+            chunk.map((d) => ({ ...d, status: 'disabled', statusReason: reason })),
+          );
+        }
+      }
+      // Proof: re-read, and give live sessions a bounded time to close.
+      const deadline = Date.now() + input.disconnectTimeoutMs;
+      let after = await readDevices(registry, input.deviceIds);
+      while (Date.now() < deadline && [...after.values()].some((d) => d.connectionState === 'Connected')) {
+        Context.current().heartbeat({ waitingForDisconnect: true });
+        await sleep(500);
+        after = await readDevices(registry, input.deviceIds);
+      }
+      return input.deviceIds.map((deviceId) => {
+        const was = before.get(deviceId);
+        const now = after.get(deviceId);
+        return {
+          environment: input.environment,
+          hubHost: hostName,
+          deviceId,
+          before: !was ? 'absent' : was.status === 'disabled' ? 'disabled' : 'enabled',
+          action: !toChange.includes(deviceId) ? 'none' : input.action === 'delete' ? 'deleted' : 'disabled',
+          after: !now ? 'absent' : now.status === 'disabled' ? 'disabled' : 'enabled',
+          ...(now?.connectionState ? { connectionState: now.connectionState } : {}),
+        };
+      });
+    },
+
+    /** Undoes dpsRevokeDevice where a revocation did it: re-enables its marked enrollment, deletes its blocker. */
+    async dpsReinstateDevice(input: {
+      registrationId: string;
+      enrollmentGroupId?: string;
+    }): Promise<{ deviceId: string; dps: 'enabled' | 'blockerRemoved' | 'notRevokedHere' | 'noEnrollment' }> {
+      const client = dps();
+      const registration = await registrationState(client, input.registrationId);
+      const individual = await azureCall('get individual enrollment', () =>
+        findIndividualEnrollment(client, input.registrationId),
+      );
+      const deviceId = registration?.deviceId || individual?.deviceId || input.registrationId;
+      if (!individual) return { deviceId, dps: input.enrollmentGroupId ? 'notRevokedHere' : 'noEnrollment' };
+      if (individual.provisioningStatus !== 'disabled' || !markedByRevocation(individual)) {
+        return { deviceId, dps: 'notRevokedHere' };
+      }
+      const mark = tagsOf(individual)[REVOCATION_MARK.twinTag] as RevocationMark | undefined;
+      if (mark?.created) {
+        try {
+          await client.deleteIndividualEnrollment(input.registrationId, individual.etag);
+        } catch (err) {
+          if (!isNotFound(err)) return azureCall('delete blocking enrollment', () => Promise.reject(err));
+        }
+        return { deviceId, dps: 'blockerRemoved' };
+      }
+      await azureCall('re-enable individual enrollment', () =>
+        client.createOrUpdateIndividualEnrollment({
+          ...individual,
+          provisioningStatus: 'enabled',
+          initialTwin: withMark(individual, undefined),
+        } as IndividualEnrollment),
+      );
+      return { deviceId, dps: 'enabled' };
+    },
+
+    async dpsReinstateGroup(input: { enrollmentGroupId: string }): Promise<{ dps: 'groupEnabled' | 'notRevokedHere' }> {
+      const client = dps();
+      const group = await azureCall('get enrollment group', () => findEnrollmentGroup(client, input.enrollmentGroupId));
+      if (!group) {
+        throw permanent(RevocationErrors.enrollmentNotFound, `enrollment group ${input.enrollmentGroupId} not found`);
+      }
+      if (group.provisioningStatus !== 'disabled' || !markedByRevocation(group)) return { dps: 'notRevokedHere' };
+      await azureCall('re-enable enrollment group', () =>
+        client.createOrUpdateEnrollmentGroup({
+          ...group,
+          provisioningStatus: 'enabled',
+          initialTwin: withMark(group, undefined),
+        } as EnrollmentGroup),
+      );
+      return { dps: 'groupEnabled' };
+    },
+
+    /** Re-enables the individual enrollments a revocation disabled (marked) among these; others stay as they are. */
+    async dpsEnableIndividuals(input: { registrationIds: string[] }): Promise<{ enabled: string[] }> {
+      const client = dps();
+      const enabled: string[] = [];
+      for (const registrationId of input.registrationIds) {
+        const e = await azureCall('get individual enrollment', () => findIndividualEnrollment(client, registrationId));
+        if (!e || e.provisioningStatus !== 'disabled' || !markedByRevocation(e)) continue;
+        await azureCall('re-enable individual enrollment', () =>
+          client.createOrUpdateIndividualEnrollment({
+            ...e,
+            provisioningStatus: 'enabled',
+            initialTwin: withMark(e, undefined),
+          } as IndividualEnrollment),
+        );
+        enabled.push(registrationId);
+      }
+      return { enabled };
+    },
+
+    /**
+     * Re-enables the identities a revocation disabled (its status reason) in one hub; identities disabled for any
+     * other reason, enabled ones and absent ones are left as they are.
+     */
+    async hubReinstateIdentities(input: {
+      environment: string;
+      deviceIds: string[];
+    }): Promise<
+      Array<{ deviceId: string; environment: string; identity: 'reenabled' | 'absent' | 'leftDisabled' | 'enabled' }>
+    > {
+      const { registry } = hub(input.environment);
+      const current = await readDevices(registry, input.deviceIds);
+      const ours = input.deviceIds.filter((id) => {
+        const d = current.get(id);
+        return d?.status === 'disabled' && isOurStatusReason(d.statusReason);
+      });
+      for (let i = 0; i < ours.length; i += BULK_DEVICES) {
+        Context.current().heartbeat({ reenabled: i });
+        await bulk(
+          registry,
+          'update',
+          ours.slice(i, i + BULK_DEVICES).map((id) => ({ ...current.get(id)!, status: 'enabled', statusReason: null })),
+        );
+      }
+      return input.deviceIds.map((deviceId) => {
+        const d = current.get(deviceId);
+        const identity = !d
+          ? 'absent'
+          : ours.includes(deviceId)
+            ? 'reenabled'
+            : d.status === 'disabled'
+              ? 'leftDisabled'
+              : 'enabled';
+        return { deviceId, environment: input.environment, identity };
+      });
+    },
+  };
+}
+
+// ---- helpers ----
+
+type RawDevice = {
+  deviceId: string;
+  etag?: string;
+  status?: string;
+  statusReason?: string | null;
+  connectionState?: string;
+  authentication?: unknown;
+  capabilities?: unknown;
+  deviceScope?: string;
+};
+
+async function registrationState(dps: ProvisioningServiceClient, registrationId: string) {
+  try {
+    return (await dps.getDeviceRegistrationState(registrationId)).responseBody;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    return azureCall('get registration state', () => Promise.reject(err));
+  }
+}
+
+/** Reads the identities (with their keys, which never leave the activity), a few at a time. */
+async function readDevices(registry: Registry, deviceIds: string[]): Promise<Map<string, RawDevice>> {
+  const found = new Map<string, RawDevice>();
+  await forEachConcurrently(deviceIds, READ_CONCURRENCY, async (deviceId) => {
+    try {
+      found.set(deviceId, (await registry.get(deviceId)).responseBody as unknown as RawDevice);
+    } catch (err) {
+      if (isNotFound(err)) return;
+      await azureCall(`get device ${deviceId}`, () => Promise.reject(err));
+    }
+  });
+  return found;
+}
+
+/**
+ * One bulk registry call under etags (UpdateIfMatchETag / DeleteIfMatchETag). A device that is gone counts as
+ * done for a delete; a device changed since it was read fails the attempt (retryable: the next attempt re-reads).
+ */
+async function bulk(
+  registry: Registry,
+  mode: 'update' | 'delete',
+  devices: Array<RawDevice & Record<string, unknown>>,
+) {
+  let errors: Array<{ deviceId?: string; errorCode?: string; errorStatus?: string }> = [];
+  try {
+    const { responseBody } =
+      mode === 'update'
+        ? await registry.updateDevices(devices as never, false)
+        : await registry.removeDevices(devices as never, false);
+    errors = (responseBody.errors ?? []) as unknown as typeof errors;
+  } catch (err) {
+    const body = (err as { responseBody?: { errors?: typeof errors } }).responseBody;
+    if (!body?.errors) return azureCall(`bulk ${mode}`, () => Promise.reject(err));
+    errors = body.errors;
+  }
+  const real = errors.filter((e) => !(mode === 'delete' && e.errorCode === 'DeviceNotFound'));
+  if (real.length === 0) return;
+  if (real.every((e) => e.errorCode === 'PreconditionFailed' || e.errorCode === 'DeviceNotFound')) {
+    // Changed (or removed) by someone since it was read: retried, the next attempt reads them again.
+    throw new Error(`bulk ${mode}: ${real.length} device(s) changed meanwhile (${real[0].deviceId})`);
+  }
+  throw permanent(
+    AzureFailureTypes.badRequest,
+    `bulk ${mode}: ${real.map((e) => `${e.deviceId} ${e.errorCode}`).join(', ')}`,
+  );
+}
+
+/** Whether an individual enrollment stands in for a member of `group` (see dpsGroupMemberEnrollments). */
+async function memberTest(dps: ProvisioningServiceClient, group: EnrollmentGroup) {
+  if (group.attestation?.type === 'symmetricKey') {
+    const groupKeys = (
+      await azureCall('get group attestation mechanism', () =>
+        dps.getEnrollmentGroupAttestationMechanism(group.enrollmentGroupId),
+      )
+    ).responseBody.symmetricKey;
+    return async (e: IndividualEnrollment) => {
+      if (e.attestation?.type !== 'symmetricKey' || !groupKeys?.primaryKey) return false;
+      const keys = (
+        await azureCall('get attestation mechanism', () =>
+          dps.getIndividualEnrollmentAttestationMechanism(e.registrationId),
+        )
+      ).responseBody.symmetricKey;
+      return keys?.primaryKey === deriveDeviceKey(groupKeys.primaryKey, e.registrationId);
+    };
+  }
+  if (group.attestation?.type === 'x509') {
+    const signing = group.attestation.x509?.signingCertificates as
+      Record<string, { info?: { subjectName?: string } } | undefined> | undefined;
+    const caSubjects = Object.values(signing ?? {})
+      .map((c) => c?.info?.subjectName)
+      .filter((s): s is string => !!s);
+    return async (e: IndividualEnrollment) => {
+      const client = e.attestation?.x509?.clientCertificates as
+        Record<string, { info?: { issuerName?: string } } | undefined> | undefined;
+      const issuers = Object.values(client ?? {}).map((c) => c?.info?.issuerName);
+      return issuers.some((issuer) => issuer && caSubjects.includes(issuer));
+    };
+  }
+  return async () => false;
+}
+
+async function forEachConcurrently<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<unknown>) {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, lane));
+}

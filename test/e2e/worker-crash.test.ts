@@ -9,6 +9,7 @@ import path from 'node:path';
 import request from 'supertest';
 import { promotionStatusQuery, promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
+import { entryArgs } from '../helpers/build';
 import { harnessAddress } from '../helpers/temporal';
 import { connectedTo, enrollDevice, simulate, startStack, type Stack } from '../helpers/stack';
 
@@ -30,7 +31,7 @@ async function startWorkerProcess(): Promise<ChildProcess> {
   const dir = await mkdtemp(path.join(tmpdir(), 'iot-lifecycle-'));
   const caFile = path.join(dir, 'ca.pem');
   await writeFile(caFile, stack.emulator.caPem);
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', '..', 'worker', 'main.ts')], {
+  const proc = spawn(process.execPath, entryArgs('worker'), {
     env: {
       PATH: process.env.PATH,
       TEMPORAL_ADDRESS: harnessAddress(),

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -12,6 +11,7 @@ import {
   temporalConnectionCount,
   terminateTemporalConnections,
 } from './postgres';
+import { portListening, reserveEphemeralPorts } from './ports';
 import { ProcessTable, type ManagedProcess } from './processes';
 import {
   frontendAddress,
@@ -235,20 +235,22 @@ export class LocalCluster {
 
   private async checkPortsFree(): Promise<void> {
     const { ports } = this.settings.temporal;
-    const wanted = [
+    const listening = [
       ...Object.values(ports).filter((p) => p !== ports.metrics),
       ...[0, 1, 2, 3].map((i) => ports.metrics + i),
       this.settings.apiPort,
       ...Object.values(this.settings.emulator),
     ];
     const busy: number[] = [];
-    for (const port of wanted) if (!(await portFree(port))) busy.push(port);
+    for (const port of listening) if (await portListening(port)) busy.push(port);
     if (busy.length) {
       throw new Error(
         `ports in use on 127.0.0.1: ${busy.join(', ')} (another npm run cluster or a cluster drill running? ` +
           'stop it first)',
       );
     }
+    const reserved = reserveEphemeralPorts([this.settings.apiPort, ...Object.values(this.settings.emulator)]);
+    if (reserved.length) this.say(`reserved ports ${reserved.join(', ')} (net.ipv4.ip_local_reserved_ports)`);
   }
 
   private checkBuild(): void {
@@ -308,7 +310,7 @@ export class LocalCluster {
     const name = temporalProcessName(service);
     const p = this.temporal.get(name)!;
     const port = this.settings.temporal.ports[service ?? 'frontend'];
-    await waitFor(`${name} to listen on ${port}`, 60_000, p, () => portOpen(port));
+    await waitFor(`${name} to listen on ${port}`, 60_000, p, () => portListening(port));
     if (service === undefined || service === 'frontend') {
       await waitFor(`the frontend to serve`, 60_000, p, async () => {
         const connection = await Connection.connect({ address: this.temporalAddress, connectTimeout: 1_000 });
@@ -337,16 +339,21 @@ export class LocalCluster {
       dir,
     ];
     if (this.settings.postgres.fresh) flags.push('--no-persist');
-    const p = this.processes.spawn({
-      name: 'emulator',
-      command,
-      args: [...args, ...flags.map(String)],
-      cwd,
-      env: baseEnv(),
-    });
-    this.emulatorProcess = p;
     const controlUrl = `http://127.0.0.1:${controlPort}`;
-    await waitFor('the emulator', 30_000, p, async () => (await fetch(`${controlUrl}/health`)).ok);
+    await this.startListening(
+      () => {
+        const p = this.processes.spawn({
+          name: 'emulator',
+          command,
+          args: [...args, ...flags.map(String)],
+          cwd,
+          env: baseEnv(),
+        });
+        this.emulatorProcess = p;
+        return p;
+      },
+      (p) => waitFor('the emulator', 30_000, p, async () => (await fetch(`${controlUrl}/health`)).ok),
+    );
 
     const dps = (await getJson(`${controlUrl}/dps`)) as ControlDps;
     const hubs = (await getJson(`${controlUrl}/hubs`)) as ControlHub[];
@@ -409,9 +416,34 @@ export class LocalCluster {
   }
 
   private async startApi(): Promise<void> {
-    this.step();
-    this.api = this.processes.spawn({ name: 'api', ...this.nodeEntry('api'), env: this.appEnv() });
-    await waitFor('the API', 30_000, this.api, async () => (await fetch(`${this.apiUrl}/readyz`)).ok);
+    await this.startListening(
+      () => (this.api = this.processes.spawn({ name: 'api', ...this.nodeEntry('api'), env: this.appEnv() })),
+      (p) => waitFor('the API', 30_000, p, async () => (await fetch(`${this.apiUrl}/readyz`)).ok),
+    );
+  }
+
+  /**
+   * Starts a process that listens on a port of the ephemeral range (see ports.ts). Where the ports could not be
+   * reserved, or a connection took one before they were, the process exits with EADDRINUSE: it is started again
+   * until the port is free (a TIME_WAIT remnant lasts 60 s).
+   */
+  private async startListening(
+    spawn: () => ManagedProcess,
+    ready: (p: ManagedProcess) => Promise<void>,
+  ): Promise<void> {
+    const deadline = Date.now() + 75_000;
+    for (;;) {
+      this.step();
+      const p = spawn();
+      try {
+        return await ready(p);
+      } catch (err) {
+        const busy = !p.isRunning() && String((err as Error).message).includes('EADDRINUSE');
+        if (!busy || Date.now() > deadline) throw err;
+        this.say(`${p.name}: its port is held by another socket (EADDRINUSE); starting it again`);
+        await new Promise((resolve) => setTimeout(resolve, 2_000));
+      }
+    }
   }
 
   /** Event Grid of the production hub → the API's webhook, as on Azure (promotions finish without it, by polling). */
@@ -487,10 +519,11 @@ export async function waitFor(
     }
     try {
       // One slow answer must not outlast the deadline.
+      let timer: NodeJS.Timeout | undefined;
       const answer = await Promise.race([
         check(),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5_000)),
-      ]);
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('no answer within 5 s')), 5_000))),
+      ]).finally(() => clearTimeout(timer));
       if (answer) return;
     } catch (err) {
       lastError = err;
@@ -507,23 +540,4 @@ function tail(file: string, lines = 20): string {
   } catch {
     return '(no log)';
   }
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }

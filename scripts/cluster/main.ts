@@ -7,8 +7,9 @@
  *
  * Flags: --all-in-one, --workers N (2), --devices N (3; 0 = none), --source (run the TypeScript by tsx instead of
  * the compiled build), --fresh (empty Temporal databases and emulator), --data-dir DIR (.data/cluster),
- * --log-level warn|info|debug (the Temporal server's). Ctrl-C stops everything, PostgreSQL last; a second Ctrl-C
- * kills what is left at once.
+ * --log-level warn|info|debug (the Temporal server's), --prepare (only build dist/ and the Temporal server, then
+ * exit: CI does this before the drills). Ctrl-C stops everything, PostgreSQL last; a second Ctrl-C kills what is
+ * left at once.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -18,6 +19,7 @@ import { z } from 'zod';
 import { LocalCluster } from './cluster';
 import { enrollDemoDevices } from './devices';
 import { defaultSettings, projectRoot, type ClusterSettings } from './settings';
+import { ensureTemporalBinaries } from './temporal-binary';
 
 const flagsSchema = z.object({
   'all-in-one': z.boolean().default(false),
@@ -27,9 +29,10 @@ const flagsSchema = z.object({
   fresh: z.boolean().default(false),
   'data-dir': z.string().min(1).optional(),
   'log-level': z.enum(['debug', 'info', 'warn', 'error']).default('warn'),
+  prepare: z.boolean().default(false),
 });
 
-function readSettings(argv: string[]): ClusterSettings {
+function readSettings(argv: string[]): ClusterSettings & { prepareOnly: boolean } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -40,6 +43,7 @@ function readSettings(argv: string[]): ClusterSettings {
       fresh: { type: 'boolean' },
       'data-dir': { type: 'string' },
       'log-level': { type: 'string' },
+      prepare: { type: 'boolean' },
     },
     strict: true,
   });
@@ -54,6 +58,7 @@ function readSettings(argv: string[]): ClusterSettings {
     dataDir: flags['data-dir'] ? path.resolve(flags['data-dir']) : base.dataDir,
     postgres: { ...base.postgres, fresh: flags.fresh },
     temporal: { ...base.temporal, logLevel: flags['log-level'] },
+    prepareOnly: flags.prepare,
   };
 }
 
@@ -76,6 +81,11 @@ async function main(): Promise<void> {
   const settings = readSettings(process.argv.slice(2));
   const say = (line: string) => console.log(`[cluster] ${line}`);
   if (settings.build === 'dist') ensureBuild(say);
+  if (settings.prepareOnly) {
+    const binaries = await ensureTemporalBinaries(settings.temporal.version, say);
+    say(`ready: ${settings.build === 'dist' ? 'dist/ and ' : ''}${path.relative(projectRoot, binaries.server)}`);
+    return;
+  }
   const cluster = new LocalCluster(settings, say);
 
   let interrupts = 0;

@@ -151,7 +151,7 @@ export class LocalCluster {
     await Promise.all(this.workerProcesses.map((w) => w.stop(grace)));
     await this.emulatorProcess?.stop(5_000);
     await this.connectionToTemporal?.close().catch(() => undefined);
-    // Frontend first so clients see Unavailable at once; history last so it can hand over its shards cleanly.
+    // The internal worker and the frontend first (clients see Unavailable at once), history last.
     for (const service of ['worker', 'frontend', 'matching', 'history', undefined] as const) {
       await this.temporal.get(temporalProcessName(service))?.stop(15_000);
     }
@@ -401,17 +401,26 @@ export class LocalCluster {
     };
   }
 
-  /** A worker is ready when the server lists it (its default identity, pid@host) among the task queue's pollers. */
+  /**
+   * A worker is ready when the server lists it (its default identity, pid@host) among the task queue's pollers.
+   * A poll lands on one of the queue's partitions (4 by default: the root and /_sys/<queue>/1…3), and each
+   * partition lists only its own pollers, so all of them are asked.
+   */
   private async waitForPoller(worker: ManagedProcess): Promise<void> {
     const identity = `${worker.pid}@${os.hostname()}`;
-    await waitFor(`${worker.name} to poll ${this.settings.taskQueue}`, 60_000, worker, async () => {
-      const { pollers } = await this.connection.withDeadline(Date.now() + 3_000, () =>
-        this.connection.workflowService.describeTaskQueue({
-          namespace: this.settings.temporal.namespace,
-          taskQueue: { name: this.settings.taskQueue },
-        }),
-      );
-      return (pollers ?? []).some((p) => p.identity === identity);
+    const queue = this.settings.taskQueue;
+    const partitions = [queue, ...[1, 2, 3].map((i) => `/_sys/${queue}/${i}`)];
+    await waitFor(`${worker.name} to poll ${queue}`, 60_000, worker, async () => {
+      for (const name of partitions) {
+        const { pollers } = await this.connection.withDeadline(Date.now() + 3_000, () =>
+          this.connection.workflowService.describeTaskQueue({
+            namespace: this.settings.temporal.namespace,
+            taskQueue: { name },
+          }),
+        );
+        if ((pollers ?? []).some((p) => p.identity === identity)) return true;
+      }
+      return false;
     });
   }
 

@@ -260,11 +260,13 @@ export class LocalCluster {
     }
   }
 
-  private nodeEntry(entry: string, distDir = this.settings.distDir) {
+  /** `node <distDir>/<entry>.js` (an explicit `distDir` is a build to deploy: always compiled), or tsx on the source. */
+  private nodeEntry(entry: string, distDir?: string) {
+    const file = entry.includes('/') ? entry : `${entry}/main`;
     const args =
-      this.settings.build === 'dist'
-        ? [path.join(distDir, `${entry}${entry.includes('/') ? '' : '/main'}.js`)]
-        : ['--import', 'tsx', path.join(projectRoot, `${entry}${entry.includes('/') ? '' : '/main'}.ts`)];
+      distDir || this.settings.build === 'dist'
+        ? [path.join(distDir ?? this.settings.distDir, `${file}.js`)]
+        : ['--import', 'tsx', path.join(projectRoot, `${file}.ts`)];
     return { command: process.execPath, args, cwd: projectRoot };
   }
 

@@ -88,14 +88,16 @@ async function main(): Promise<void> {
   }
   const cluster = new LocalCluster(settings, say);
 
-  let interrupts = 0;
+  let firstSignalAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {
-    interrupts += 1;
-    if (interrupts > 1) {
+    // One Ctrl-C can arrive twice: from the terminal to the whole process group, and relayed by npm or tsx.
+    if (firstSignalAt && Date.now() - firstSignalAt < 1_000) return;
+    if (firstSignalAt) {
       console.log(`\n${signal} again: killing everything now`);
       cluster.killAllSync();
       process.exit(130);
     }
+    firstSignalAt = Date.now();
     console.log(`\n${signal}: stopping (press Ctrl-C again to kill at once)`);
     cluster.stop().then(
       () => {

@@ -4,9 +4,12 @@
  *
  * Flags (or environment): --https-port (EMULATOR_HTTPS_PORT, 8443), --mqtt-port (EMULATOR_MQTT_PORT, 8883),
  * --control-port (EMULATOR_CONTROL_PORT, 8480), --host (EMULATOR_HOST, 127.0.0.1), --data-dir
- * (DATA_DIR/emulator, .data/emulator), --no-persist. The CA is kept in the data dir so a trusted ca.pem survives
- * restarts, and so is the state (state.json: hubs, devices, enrollments, subscriptions) unless --no-persist.
+ * (DATA_DIR/emulator, .data/emulator), --no-persist, --client-env-file FILE. The CA is kept in the data dir so a
+ * trusted ca.pem survives restarts, and so is the state (state.json: hubs, devices, enrollments, subscriptions)
+ * unless --no-persist. --client-env-file writes what the worker and the API need to use this emulator
+ * (AZURE_* variables) as an environment file, e.g. for `node --env-file` in docker-compose.yml.
  */
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -22,6 +25,7 @@ interface EmulatorConfig {
   host: string;
   dataDir: string;
   persist: boolean;
+  clientEnvFile?: string;
 }
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -37,6 +41,7 @@ function readConfig(argv: string[]): EmulatorConfig {
       host: { type: 'string' },
       'data-dir': { type: 'string' },
       'no-persist': { type: 'boolean' },
+      'client-env-file': { type: 'string' },
     },
     strict: true,
   });
@@ -49,6 +54,7 @@ function readConfig(argv: string[]): EmulatorConfig {
       host: z.string().min(1),
       dataDir: z.string().min(1),
       persist: z.boolean(),
+      clientEnvFile: z.string().min(1).optional(),
     })
     .parse({
       httpsPort: values['https-port'] ?? config.EMULATOR_HTTPS_PORT,
@@ -57,6 +63,7 @@ function readConfig(argv: string[]): EmulatorConfig {
       host: values.host ?? config.EMULATOR_HOST,
       dataDir: values['data-dir'] ?? path.join(config.DATA_DIR, 'emulator'),
       persist: !values['no-persist'],
+      clientEnvFile: values['client-env-file'],
     });
 }
 
@@ -72,6 +79,17 @@ async function main(): Promise<void> {
     stateFile: config.persist ? path.join(config.dataDir, 'state.json') : undefined,
   });
   const caFile = persistCa(config.dataDir, emulator.pki);
+  if (config.clientEnvFile) {
+    // Single quotes: the hub map is JSON. The file holds service keys, hence 0600.
+    const env = {
+      AZURE_DPS_CONNECTION_STRING: emulator.connectionStrings.dps,
+      AZURE_HUB_CONNECTION_STRINGS: JSON.stringify(emulator.connectionStrings.hubs),
+      AZURE_ENDPOINT_ADDRESS: emulator.address,
+      AZURE_CA_FILE: path.resolve(caFile),
+    };
+    const lines = Object.entries(env).map(([key, value]) => `${key}='${value}'`);
+    writeFileSync(config.clientEnvFile, `${lines.join('\n')}\n`, { mode: 0o600 });
+  }
 
   const lines = [
     'Azure IoT emulator running',

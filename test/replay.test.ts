@@ -3,7 +3,7 @@ import path from 'node:path';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
-import { workflowsPath } from '../worker/worker';
+import { prebuiltWorkflowBundle, workflowsPath } from '../worker/worker';
 import { historiesDir } from './helpers/histories';
 
 /** Recorded histories (test/histories, from real end-to-end runs) must replay on the current workflow code. */
@@ -43,8 +43,11 @@ describe('replay of recorded workflow histories', () => {
   });
 
   it('replays every recorded history on the current workflows without a determinism error', async () => {
+    // Against the compiled build, the very bundle its workers load.
+    const prebuilt = prebuiltWorkflowBundle();
+    const workflows = prebuilt ? { workflowBundle: prebuilt } : { workflowsPath };
     for (const { name, history } of await recorded()) {
-      await expect(Worker.runReplayHistory({ workflowsPath }, history, name)).resolves.toBeUndefined();
+      await expect(Worker.runReplayHistory(workflows, history, name)).resolves.toBeUndefined();
     }
   });
 

@@ -3,7 +3,7 @@ import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
 import { connectToTemporal, exitOnStartupFailure } from '../common/startup';
 import { createAzureClients } from '../activities/azure-clients';
-import { bundleWorkflows, createWorker } from './worker';
+import { createWorker, loadWorkflowBundle } from './worker';
 import { configureAzureEndpoints } from './azure-endpoints';
 
 let config: Config | undefined;
@@ -18,11 +18,12 @@ async function main(): Promise<void> {
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
   const connection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
+  const workflowBundle = await loadWorkflowBundle();
   const worker = await createWorker({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
     taskQueue: config.TASK_QUEUE,
-    workflowBundle: await bundleWorkflows(),
+    workflowBundle,
     deps: {
       azure: createAzureClients({
         dpsConnectionString: config.AZURE_DPS_CONNECTION_STRING,
@@ -31,7 +32,8 @@ async function main(): Promise<void> {
     },
     shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
   });
-  log.info({ address, taskQueue: config.TASK_QUEUE }, 'worker started');
+  const bundle = 'codePath' in workflowBundle ? workflowBundle.codePath : 'bundled from the sources at start';
+  log.info({ address, taskQueue: config.TASK_QUEUE, workflowBundle: bundle }, 'worker started');
   // Worker.run() installs SIGINT/SIGTERM handlers that start a graceful shutdown.
   await worker.run();
   await connection.close();

@@ -1,21 +1,46 @@
-import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import {
+  NativeConnection,
+  Worker,
+  bundleWorkflowCode,
+  type WorkflowBundleOption,
+  type WorkflowBundlePath,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
 
 export const workflowsPath = require.resolve('../workflows');
+
+/**
+ * `npm run build` writes the workflow bundle next to the compiled code (dist/workflow-bundle.js), so the compiled
+ * worker starts without webpack and runs exactly the bundle that was built and tested. From the sources (tsx) the
+ * path never exists and the workflows are bundled at start.
+ */
+export const prebuiltBundlePath = path.join(__dirname, '..', 'workflow-bundle.js');
+
+export function prebuiltWorkflowBundle(): WorkflowBundlePath | undefined {
+  return existsSync(prebuiltBundlePath) ? { codePath: prebuiltBundlePath } : undefined;
+}
 
 export interface WorkerOptions {
   connection: NativeConnection;
   namespace: string;
   taskQueue: string;
   deps: ActivityDeps;
-  /** A pre-built bundle (tests build one per file); otherwise the workflows are bundled at start. */
-  workflowBundle?: WorkflowBundleWithSourceMap;
+  /** A pre-built bundle (the build's, or one per test file); otherwise the workflows are bundled at start. */
+  workflowBundle?: WorkflowBundleOption;
   shutdownGraceSeconds?: number;
   identity?: string;
 }
 
 export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
   return bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger });
+}
+
+/** The build's bundle when running compiled, otherwise a fresh one from the sources. */
+export async function loadWorkflowBundle(): Promise<WorkflowBundleOption> {
+  return prebuiltWorkflowBundle() ?? (await bundleWorkflows());
 }
 
 /** Builds the project's worker: the workflows bundle plus the activities with their Azure clients injected. */

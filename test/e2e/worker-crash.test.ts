@@ -12,6 +12,7 @@ import request from 'supertest';
 import { temporal } from '@temporalio/proto';
 import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
+import { entryArgs } from '../helpers/build';
 import { harnessAddress } from '../helpers/temporal';
 import { connectedTo, enrollDevice, simulate, startStack, type Stack } from '../helpers/stack';
 
@@ -33,7 +34,7 @@ async function startWorkerProcess(): Promise<ChildProcess> {
   const dir = await mkdtemp(path.join(tmpdir(), 'iot-lifecycle-'));
   const caFile = path.join(dir, 'ca.pem');
   await writeFile(caFile, stack.emulator.caPem);
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', '..', 'worker', 'main.ts')], {
+  const proc = spawn(process.execPath, entryArgs('worker'), {
     env: {
       PATH: process.env.PATH,
       TEMPORAL_ADDRESS: harnessAddress(),

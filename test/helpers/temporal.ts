@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
-import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { bundleWorkflows, createWorker } from '../../worker/worker';
+import type { WorkflowBundleOption } from '@temporalio/worker';
+import { createWorker, loadWorkflowBundle } from '../../worker/worker';
 import type { ActivityDeps } from '../../activities';
 import { HARNESS_ENV } from './harness-env';
 
@@ -12,10 +12,10 @@ export function harnessAddress(): string {
   return address;
 }
 
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
-/** One workflow bundle per test file. */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflows();
+let bundle: Promise<WorkflowBundleOption> | undefined;
+/** One workflow bundle per test file; against the compiled build, the build's own bundle. */
+export function workflowBundle(): Promise<WorkflowBundleOption> {
+  bundle ??= loadWorkflowBundle();
   return bundle;
 }
 

@@ -66,12 +66,11 @@ const BULK_DEVICES = 100;
 const READ_CONCURRENCY = 8;
 
 const statusReasonOf = (workflowId: string) => `${REVOCATION_MARK.statusReasonPrefix} (${workflowId})`.slice(0, 128);
-const isOurStatusReason = (reason: unknown) =>
-  typeof reason === 'string' && reason.startsWith(REVOCATION_MARK.statusReasonPrefix);
 
 type Tags = Record<string, unknown>;
 const tagsOf = (e: { initialTwin?: { tags?: unknown } | null }) => ({ ...((e.initialTwin?.tags as Tags) ?? {}) });
-const markedByRevocation = (e: { initialTwin?: { tags?: unknown } | null }) => REVOCATION_MARK.twinTag in tagsOf(e);
+const markOf = (e: { initialTwin?: { tags?: unknown } | null }) =>
+  tagsOf(e)[REVOCATION_MARK.twinTag] as RevocationMark | undefined;
 
 /** The initial twin with the revocation mark added (or removed, with `mark` undefined). */
 function withMark(e: { initialTwin?: unknown }, mark: RevocationMark | undefined) {
@@ -158,7 +157,7 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       const deviceId = registration?.deviceId || individual?.deviceId || input.registrationId;
       if (individual) {
         if (individual.provisioningStatus === 'disabled') {
-          const blocks = markedByRevocation(individual) ? 'blockedByDisabledIndividual' : 'individualDisabled';
+          const blocks = markOf(individual)?.created ? 'blockedByDisabledIndividual' : 'individualDisabled';
           return { registrationId: input.registrationId, deviceId, enrollment: blocks, changed: false };
         }
         await azureCall('disable individual enrollment', () =>
@@ -266,6 +265,8 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       enrollmentGroupId: string;
       continuation?: string;
       pageSize: number;
+      /** Instead of the enabled ones: the ones this revocation disabled (for its reinstatement). */
+      revokedBy?: string;
     }): Promise<GroupPage> {
       const client = dps();
       const group = await azureCall('get enrollment group', () => findEnrollmentGroup(client, input.enrollmentGroupId));
@@ -274,12 +275,14 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       const page = await azureCall('query individual enrollments', () =>
         input.continuation ? query.next(input.continuation) : query.next(),
       );
-      const enabled = queryItems<IndividualEnrollment>(page.responseBody).filter(
-        (e) => e.provisioningStatus !== 'disabled',
+      const wanted = queryItems<IndividualEnrollment>(page.responseBody).filter((e) =>
+        input.revokedBy
+          ? e.provisioningStatus === 'disabled' && markOf(e)?.workflowId === input.revokedBy
+          : e.provisioningStatus !== 'disabled',
       );
       const belongs = await memberTest(client, group);
       const members: RegistrationRef[] = [];
-      for (const e of enabled) {
+      for (const e of wanted) {
         if (await belongs(e))
           members.push({ registrationId: e.registrationId, deviceId: e.deviceId || e.registrationId });
       }
@@ -395,10 +398,11 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       });
     },
 
-    /** Undoes dpsRevokeDevice where a revocation did it: re-enables its marked enrollment, deletes its blocker. */
+    /** Undoes dpsRevokeDevice where that revocation did it: re-enables the enrollment it disabled, deletes its blocker. */
     async dpsReinstateDevice(input: {
       registrationId: string;
       enrollmentGroupId?: string;
+      revokedBy: string;
     }): Promise<{ deviceId: string; dps: 'enabled' | 'blockerRemoved' | 'notRevokedHere' | 'noEnrollment' }> {
       const client = dps();
       const registration = await registrationState(client, input.registrationId);
@@ -407,11 +411,10 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       );
       const deviceId = registration?.deviceId || individual?.deviceId || input.registrationId;
       if (!individual) return { deviceId, dps: input.enrollmentGroupId ? 'notRevokedHere' : 'noEnrollment' };
-      if (individual.provisioningStatus !== 'disabled' || !markedByRevocation(individual)) {
+      if (individual.provisioningStatus !== 'disabled' || markOf(individual)?.workflowId !== input.revokedBy) {
         return { deviceId, dps: 'notRevokedHere' };
       }
-      const mark = tagsOf(individual)[REVOCATION_MARK.twinTag] as RevocationMark | undefined;
-      if (mark?.created) {
+      if (markOf(individual)?.created) {
         try {
           await client.deleteIndividualEnrollment(input.registrationId, individual.etag);
         } catch (err) {
@@ -429,13 +432,18 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       return { deviceId, dps: 'enabled' };
     },
 
-    async dpsReinstateGroup(input: { enrollmentGroupId: string }): Promise<{ dps: 'groupEnabled' | 'notRevokedHere' }> {
+    async dpsReinstateGroup(input: {
+      enrollmentGroupId: string;
+      revokedBy: string;
+    }): Promise<{ dps: 'groupEnabled' | 'notRevokedHere' }> {
       const client = dps();
       const group = await azureCall('get enrollment group', () => findEnrollmentGroup(client, input.enrollmentGroupId));
       if (!group) {
         throw permanent(RevocationErrors.enrollmentNotFound, `enrollment group ${input.enrollmentGroupId} not found`);
       }
-      if (group.provisioningStatus !== 'disabled' || !markedByRevocation(group)) return { dps: 'notRevokedHere' };
+      if (group.provisioningStatus !== 'disabled' || markOf(group)?.workflowId !== input.revokedBy) {
+        return { dps: 'notRevokedHere' };
+      }
       await azureCall('re-enable enrollment group', () =>
         client.createOrUpdateEnrollmentGroup({
           ...group,
@@ -446,13 +454,16 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       return { dps: 'groupEnabled' };
     },
 
-    /** Re-enables the individual enrollments a revocation disabled (marked) among these; others stay as they are. */
-    async dpsEnableIndividuals(input: { registrationIds: string[] }): Promise<{ enabled: string[] }> {
+    /** Re-enables the individual enrollments this revocation disabled (its mark) among these; others stay as they are. */
+    async dpsEnableIndividuals(input: {
+      registrationIds: string[];
+      revokedBy: string;
+    }): Promise<{ enabled: string[] }> {
       const client = dps();
       const enabled: string[] = [];
       for (const registrationId of input.registrationIds) {
         const e = await azureCall('get individual enrollment', () => findIndividualEnrollment(client, registrationId));
-        if (!e || e.provisioningStatus !== 'disabled' || !markedByRevocation(e)) continue;
+        if (!e || e.provisioningStatus !== 'disabled' || markOf(e)?.workflowId !== input.revokedBy) continue;
         await azureCall('re-enable individual enrollment', () =>
           client.createOrUpdateIndividualEnrollment({
             ...e,
@@ -472,6 +483,8 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
     async hubReinstateIdentities(input: {
       environment: string;
       deviceIds: string[];
+      /** Only identities disabled by these revocations are re-enabled. */
+      revokedBy: string[];
     }): Promise<
       Array<{ deviceId: string; environment: string; identity: 'reenabled' | 'absent' | 'leftDisabled' | 'enabled' }>
     > {
@@ -479,7 +492,7 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       const current = await readDevices(registry, input.deviceIds);
       const ours = input.deviceIds.filter((id) => {
         const d = current.get(id);
-        return d?.status === 'disabled' && isOurStatusReason(d.statusReason);
+        return d?.status === 'disabled' && input.revokedBy.some((id) => d.statusReason === statusReasonOf(id));
       });
       for (let i = 0; i < ours.length; i += BULK_DEVICES) {
         Context.current().heartbeat({ reenabled: i });

@@ -68,7 +68,7 @@ export async function benchPromotion(options: PromotionBenchOptions, defer: Defe
     connection: nativeConnection,
     namespace: server.namespace,
     taskQueue,
-    deps: { azure },
+    deps: { azure, temporal: client },
     workflowBundle: await bundleWorkflows(),
     shutdownGraceSeconds: 1,
   });

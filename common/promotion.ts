@@ -85,6 +85,8 @@ export const PROMOTION_PHASES = [
   'parked',
   'cancelled',
   'failed',
+  /** A revocation of the device stopped it; nothing was put back (the revocation takes over). */
+  'stoppedForRevocation',
 ] as const;
 export type PromotionPhase = (typeof PROMOTION_PHASES)[number];
 
@@ -145,9 +147,11 @@ export type PromotionOutcome =
   /** Refused or failed before anything changed. */
   | 'failed'
   /** Cancelled before anything changed. */
-  | 'cancelled';
+  | 'cancelled'
+  /** A revocation of the device stopped it: nothing was put back, the revocation takes over. */
+  | 'stoppedForRevocation';
 
-export type PromotionEndReason = 'deadline' | 'cancelled' | 'failure';
+export type PromotionEndReason = 'deadline' | 'cancelled' | 'failure' | 'revoked';
 
 export interface PromotionStatus {
   workflowId: string;
@@ -219,4 +223,8 @@ export const PromotionErrors = {
   compensationFailed: 'CompensationFailed',
   /** `retryCompensation` outside the compensationFailed phase. */
   nothingToRetry: 'NothingToRetry',
+  /** The device is revoked (its enrollment disabled by a revocation): it is not promoted. */
+  deviceRevoked: 'DeviceRevoked',
+  /** A revocation of the device stopped this promotion without restoring access. */
+  stoppedForRevocation: 'StoppedForRevocation',
 } as const;

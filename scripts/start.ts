@@ -85,6 +85,10 @@ async function main(): Promise<void> {
     const address = temporalAddress;
     const nativeConnection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
     lifecycle.add('temporal worker connection', RANK.emulator, () => nativeConnection.close());
+    // One client for the API and for activities that act on other workflows; closed after the worker drained.
+    const connection = await connectToTemporal(address, () => Connection.connect({ address }));
+    lifecycle.add('temporal client connection', RANK.emulator, () => connection.close());
+    const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
     const workflowBundle = await bundleWorkflows();
     lifecycle.checkpoint();
     const worker = await createWorker({
@@ -92,7 +96,10 @@ async function main(): Promise<void> {
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.TASK_QUEUE,
       workflowBundle,
-      deps: { azure: createAzureClients({ dpsConnectionString: azure.dps, hubConnectionStrings: azure.hubs }) },
+      deps: {
+        azure: createAzureClients({ dpsConnectionString: azure.dps, hubConnectionStrings: azure.hubs }),
+        temporal: client,
+      },
       shutdownGraceSeconds: Math.min(config.SHUTDOWN_GRACE_SECONDS, WORKER_GRACE_SECONDS),
     });
     const workerDone = worker.run();
@@ -103,8 +110,6 @@ async function main(): Promise<void> {
     lifecycle.checkpoint();
 
     // 4. API.
-    const connection = await connectToTemporal(address, () => Connection.connect({ address }));
-    const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
     const app = createApp({
       client,
       taskQueue: config.TASK_QUEUE,
@@ -118,7 +123,6 @@ async function main(): Promise<void> {
       const closed = new Promise<void>((resolve) => api.close(() => resolve()));
       api.closeAllConnections();
       await closed;
-      await connection.close();
     });
     lifecycle.checkpoint();
 

@@ -1,3 +1,4 @@
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
@@ -18,6 +19,9 @@ async function main(): Promise<void> {
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
   const connection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
+  // Activities that act on other workflows (a revocation stopping promotions) use a client of their own.
+  const clientConnection = await connectToTemporal(address, () => Connection.connect({ address }));
+  const client = new Client({ connection: clientConnection, namespace: config.TEMPORAL_NAMESPACE });
   const workflowBundle = await loadWorkflowBundle();
   const worker = await createWorker({
     connection,
@@ -29,6 +33,7 @@ async function main(): Promise<void> {
         dpsConnectionString: config.AZURE_DPS_CONNECTION_STRING,
         hubConnectionStrings: config.AZURE_HUB_CONNECTION_STRINGS,
       }),
+      temporal: client,
     },
     shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
   });
@@ -36,6 +41,7 @@ async function main(): Promise<void> {
   log.info({ address, taskQueue: config.TASK_QUEUE, workflowBundle: bundle }, 'worker started');
   // Worker.run() installs SIGINT/SIGTERM handlers that start a graceful shutdown.
   await worker.run();
+  await clientConnection.close();
   await connection.close();
   log.info('worker stopped');
 }

@@ -2,4 +2,5 @@
 export { checkConnectivity } from './connectivity';
 export { promotionEventRelay } from './device-event-relay';
 export { promoteDevice } from './promotion';
+export { reinstateDevice, reinstateEnrollmentGroup } from './reinstatement';
 export { revokeDevice, revokeEnrollmentGroup } from './revocation';

@@ -23,6 +23,8 @@ import {
   OPERATIONS,
   promotionStatusQuery,
   retryCompensationUpdate,
+  revocationRequestedSignal,
+  type RevocationRequestedEvent,
 } from '../common/messages';
 import {
   durationMs,
@@ -40,9 +42,11 @@ import {
   type PromotionStatus,
   type WaitStatus,
 } from '../common/promotion';
+import { REVOCATION_MARK } from '../common/revocation';
 import { SA } from '../common/search-attributes';
 import { promotionEventRelay } from './device-event-relay';
 import { promoteDeviceV1 } from './promotion-v1';
+import { PERMANENT_FAILURES } from './policies';
 import { landingProblem } from './promotion-checks';
 import { applicationFailureIn, failureOf, Saga } from './saga';
 
@@ -57,17 +61,7 @@ export const PROMOTION_PATCHES = { v2: 'promotion-v2' } as const;
 // ---- Timeouts and retry policies, reviewed in one place ----
 
 /** Permanent failures: retrying cannot help, the workflow decides what to do. */
-const NON_RETRYABLE = [
-  'AzureBadRequest',
-  'AzureUnauthorized',
-  'AzureForbidden',
-  'AzureNotFound',
-  'AzureConflict',
-  'AzurePreconditionFailed',
-  'UnknownEnvironment',
-  'DpsNotConfigured',
-  ...Object.values(PromotionErrors),
-];
+const NON_RETRYABLE = [...PERMANENT_FAILURES, ...Object.values(PromotionErrors)];
 
 /**
  * One Azure call: throttling (429), 5xx and timeouts are retried with back-off for up to ~10 minutes. Activities
@@ -142,6 +136,8 @@ class Promotion {
   private hinted = false;
   private readonly seen: string[] = [];
   private retryRequests = 0;
+  /** Set by a revocation of the device: the promotion stops at once and puts nothing back. */
+  private revocation?: RevocationRequestedEvent;
   private retriesServed = 0;
   private finalRegistration?: RegistrationView | null;
 
@@ -164,14 +160,19 @@ class Promotion {
     try {
       // 1. Validate: nothing changes before every check has passed.
       await this.validate();
+      this.stopIfRevoked();
       // 2. Snapshot what will change (identity and twin; never keys).
       await this.snapshot();
+      this.stopIfRevoked();
       // 3. Re-point the enrollment to the target hub.
       await this.repoint();
+      this.stopIfRevoked();
       // 4. Make the source hub reject the device, so that it re-runs DPS registration.
       await this.removeFromSource();
+      this.stopIfRevoked();
       // 5. Wait until the device has landed on the target (Event Grid hints, polling, a deadline).
       const via = await this.awaitLanding();
+      this.stopIfRevoked();
       if (via) {
         this.status.connectedVia = via;
         this.done('connected', `on ${this.status.targetHub}: ${this.status.wait?.lastCheck ?? ''} (seen by ${via})`);
@@ -190,8 +191,12 @@ class Promotion {
       };
     } catch (err) {
       const cancelled = isCancellation(err);
-      this.done(cancelled ? 'cancelled' : 'failed', cancelled ? 'promotion cancelled' : failureOf(err).message);
-      ending = { reason: cancelled ? 'cancelled' : 'failure', err };
+      const revoked = applicationFailureIn(err)?.type === PromotionErrors.stoppedForRevocation;
+      this.done(
+        cancelled ? 'cancelled' : revoked ? 'revoked' : 'failed',
+        cancelled ? 'promotion cancelled' : failureOf(err).message,
+      );
+      ending = { reason: cancelled ? 'cancelled' : revoked ? 'revoked' : 'failure', err };
     }
     // Outside the try: whatever happens while stopping is not taken for a new failure to stop for.
     return this.stop(ending.reason, ending.err);
@@ -345,7 +350,11 @@ class Promotion {
       const sleepMs = Math.min(pollMs, remaining);
       status.wait.nextCheckAt = new Date(Date.now() + sleepMs).toISOString();
       this.refreshDetails();
-      const hinted = await condition(() => this.hinted && hintedChecks < MAX_HINTED_CHECKS, sleepMs);
+      const hinted = await condition(
+        () => (this.hinted && hintedChecks < MAX_HINTED_CHECKS) || this.revocation !== undefined,
+        sleepMs,
+      );
+      this.stopIfRevoked();
       this.hinted = false;
       if (hinted) hintedChecks += 1;
       const verdict = await this.checkLanding();
@@ -432,13 +441,20 @@ class Promotion {
     const failed = applicationFailureIn(err);
     const failureType = reason === 'cancelled' ? 'Cancelled' : (failed?.type ?? failureOf(err).type);
     let outcome: PromotionOutcome;
-    if (this.saga.isEmpty) {
+    if (reason === 'revoked') {
+      // Revocation wins: no rollback re-enables anything; the revocation disables the device everywhere.
+      outcome = 'stoppedForRevocation';
+    } else if (this.saga.isEmpty) {
       outcome = reason === 'cancelled' ? 'cancelled' : 'failed';
     } else if (request.onTimeout === 'park') {
       status.flagged = `parked after ${reason}: enrollment points at ${status.targetHub}; device disabled or removed in ${status.sourceHub}`;
       outcome = 'parked';
     } else {
       outcome = await this.compensate();
+      if (this.revocation) {
+        this.flagRevocation();
+        outcome = 'stoppedForRevocation';
+      }
     }
     const phase: PromotionPhase = outcome === 'promoted' ? 'completed' : outcome;
     const result = this.close(phase, { outcome, reason, failureType }, failureOf(err).message);
@@ -451,8 +467,11 @@ class Promotion {
         details: [result],
       });
     }
-    if (reason === 'cancelled') throw err;
-    const named = failed ?? failure(failureType, failureOf(err).message);
+    if (reason === 'cancelled' && outcome !== 'stoppedForRevocation') throw err;
+    const named =
+      outcome === 'stoppedForRevocation'
+        ? failure(PromotionErrors.stoppedForRevocation, status.flagged ?? 'stopped by a revocation of the device')
+        : (failed ?? failure(failureType, failureOf(err).message));
     throw ApplicationFailure.create({
       type: named.type ?? failureType,
       message: named.message,
@@ -466,16 +485,17 @@ class Promotion {
     this.phase('compensating');
     const onStep = (s: { step: string; status: string; detail?: string; error?: { message: string } }) =>
       this.done(`undo:${s.step}`, s.status === 'undone' ? (s.detail ?? 'undone') : `failed: ${s.error?.message}`);
-    let report: CompensationReport = await this.saga.compensate(onStep);
+    const revoked = () => this.revocation !== undefined;
+    let report: CompensationReport = await this.saga.compensate(onStep, revoked);
     this.status.compensation = report;
-    while (report.leftovers.length > 0) {
+    while (report.leftovers.length > 0 && !revoked()) {
       this.phase('compensationFailed');
       const retried = await CancellationScope.nonCancellable(() =>
-        condition(() => this.retryRequests > this.retriesServed, OPERATOR_RETRY_WINDOW),
+        condition(() => this.retryRequests > this.retriesServed || revoked(), OPERATOR_RETRY_WINDOW),
       );
-      if (!retried) break;
+      if (!retried || revoked()) break;
       this.phase('compensating');
-      report = await this.saga.compensate(onStep);
+      report = await this.saga.compensate(onStep, revoked);
       this.status.compensation = report;
       this.retriesServed = this.retryRequests;
     }
@@ -484,8 +504,21 @@ class Promotion {
 
   // ---- Handlers, phases and what the UI shows ----
 
+  /** Revocation wins over a promotion: after each step, and as soon as the wait wakes, the promotion stops. */
+  private stopIfRevoked(): void {
+    if (this.revocation) throw failure(PromotionErrors.stoppedForRevocation, this.flagRevocation());
+  }
+
+  /** Records why the promotion stopped: which revocation, who asked, the reason. */
+  private flagRevocation(): string {
+    const r = this.revocation!;
+    this.status.flagged = `stopped by revocation ${r.revocationWorkflowId}${r.requestedBy ? ` (${r.requestedBy})` : ''}: ${r.reason}`;
+    return this.status.flagged;
+  }
+
   private installHandlers(): void {
     setHandler(promotionStatusQuery, () => this.status);
+    setHandler(revocationRequestedSignal, (event) => void (this.revocation ??= event));
     setHandler(deviceConnectedSignal, (event) => this.onDeviceConnected(event));
     setHandler(
       retryCompensationUpdate,
@@ -633,6 +666,12 @@ function checkEnrollment(
   assignedHub: string | undefined,
   sourceHub: string | undefined,
 ): void {
+  if (enrollment.provisioningStatus !== 'enabled' && enrollment.initialTwin?.tags[REVOCATION_MARK.twinTag]) {
+    throw failure(
+      PromotionErrors.deviceRevoked,
+      `${request.registrationId} is revoked (its ${enrollment.kind === 'individual' ? 'enrollment' : 'enrollment group'} was disabled by a revocation): reinstate it first`,
+    );
+  }
   if (enrollment.provisioningStatus !== 'enabled') {
     throw failure(
       PromotionErrors.enrollmentDisabled,

@@ -24,23 +24,12 @@ import {
   type RevocationStatus,
 } from '../common/revocation';
 import { SA } from '../common/search-attributes';
+import { PERMANENT_FAILURES } from './policies';
 import { applicationFailureIn, failureOf } from './saga';
 
 // ---- Timeouts and retry policies ----
 
-const NON_RETRYABLE = [
-  'AzureBadRequest',
-  'AzureUnauthorized',
-  'AzureForbidden',
-  'AzureNotFound',
-  'AzureConflict',
-  'AzurePreconditionFailed',
-  'UnknownEnvironment',
-  'DpsNotConfigured',
-  'TemporalClientNotConfigured',
-  ...Object.values(RevocationErrors),
-  'DeviceCertificateUnverifiable',
-];
+const NON_RETRYABLE = [...PERMANENT_FAILURES, ...Object.values(RevocationErrors), 'DeviceCertificateUnverifiable'];
 
 /**
  * A revocation must get through: Azure's throttling, 5xx and timeouts are retried with back-off for up to 2 hours

@@ -23,12 +23,16 @@ export class Saga {
     return this.undos.length === 0;
   }
 
-  /** Runs every undo that has not succeeded yet, newest first; `onStep` hears about each as it ends. */
-  async compensate(onStep?: (report: UndoReport) => void): Promise<CompensationReport> {
+  /**
+   * Runs every undo that has not succeeded yet, newest first; `onStep` hears about each as it ends. `shouldStop`,
+   * asked before each undo, ends the compensation early (the rest stay pending): something else has taken over.
+   */
+  async compensate(onStep?: (report: UndoReport) => void, shouldStop?: () => boolean): Promise<CompensationReport> {
     this.attempts += 1;
     await CancellationScope.nonCancellable(async () => {
       for (const entry of [...this.undos].reverse()) {
         if (entry.report.status === 'undone') continue;
+        if (shouldStop?.()) break;
         try {
           const detail = await entry.undo();
           entry.report = { step: entry.step, status: 'undone', ...(detail ? { detail } : {}) };

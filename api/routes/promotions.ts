@@ -133,7 +133,7 @@ const PromotionDetail = PromotionSummary.extend({
   result: z.record(z.string(), z.unknown()).optional().describe('completed: the PromotionResult'),
   failure: Failure.optional().describe('failed, cancelled, terminated or timed out: what ended it'),
   outcome: z
-    .enum(['promoted', 'rolledBack', 'parked', 'compensationFailed', 'failed', 'cancelled'])
+    .enum(['promoted', 'rolledBack', 'parked', 'compensationFailed', 'failed', 'cancelled', 'stoppedForRevocation'])
     .optional()
     .describe('closed: what the run left behind (from its report)'),
   report: z

@@ -76,7 +76,7 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
       connection: temporal.nativeConnection,
       namespace: 'default',
       taskQueue,
-      deps: { azure },
+      deps: { azure, temporal: temporal.client },
       workflowBundle: worker_.workflowBundle ?? (await workflowBundle()),
       shutdownGraceSeconds: 1,
       ...(worker_.identity ? { identity: worker_.identity } : {}),

@@ -51,3 +51,21 @@ export function toFailure(what: string, err: unknown): unknown {
 export function permanent(type: string, message: string, details?: unknown): ApplicationFailure {
   return ApplicationFailure.create({ type, message, nonRetryable: true, details: details ? [details] : [] });
 }
+
+/** A bulk registry call's per-device errors, from its answer or from the 400 the SDK raised with the same body. */
+export function bulkErrorsOf(
+  err: unknown,
+): Array<{ deviceId?: string; errorCode?: string; errorStatus?: string }> | undefined {
+  let body = (err as { responseBody?: unknown }).responseBody;
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body) as unknown;
+    } catch {
+      return undefined;
+    }
+  }
+  const errors = (body as { errors?: unknown } | undefined)?.errors;
+  return Array.isArray(errors)
+    ? (errors as Array<{ deviceId?: string; errorCode?: string; errorStatus?: string }>)
+    : undefined;
+}

@@ -1,6 +1,6 @@
 import type { Registry } from 'azure-iothub';
 import type { AzureClients, HubClient } from './azure-clients';
-import { AzureFailureTypes, azureCall, isNotFound, permanent } from './azure-errors';
+import { AzureFailureTypes, azureCall, bulkErrorsOf, isNotFound, permanent } from './azure-errors';
 import { deriveDeviceKey, type EnrollmentView } from './dps';
 
 /**
@@ -335,9 +335,9 @@ async function bulkOne(
     errors = (responseBody.errors ?? []) as unknown as typeof errors;
   } catch (err) {
     // A per-device failure answers 400 with the same result body (azure-wire.md).
-    const body = (err as { responseBody?: { errors?: typeof errors } }).responseBody;
-    if (!body?.errors) return azureCall(`bulk ${mode} ${device.deviceId}`, () => Promise.reject(err));
-    errors = body.errors;
+    const parsed = bulkErrorsOf(err);
+    if (!parsed) return azureCall(`bulk ${mode} ${device.deviceId}`, () => Promise.reject(err));
+    errors = parsed;
   }
   const [first] = errors;
   if (!first) return 'done';

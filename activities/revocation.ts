@@ -9,7 +9,7 @@ import type {
 } from 'azure-iot-provisioning-service/dist/interfaces';
 import type { Registry } from 'azure-iothub';
 import type { AzureClients, HubClient } from './azure-clients';
-import { AzureFailureTypes, azureCall, isNotFound, permanent } from './azure-errors';
+import { AzureFailureTypes, azureCall, bulkErrorsOf, isNotFound, permanent } from './azure-errors';
 import {
   continuationOf,
   deriveDeviceKey,
@@ -90,6 +90,17 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
   };
 
   return {
+    /** The device id DPS gave the registration (its registration record, else its enrollment, else the same id). */
+    async dpsDeviceOf(input: { registrationId: string }): Promise<{ deviceId: string }> {
+      const client = dps();
+      const registration = await registrationState(client, input.registrationId);
+      if (registration?.deviceId) return { deviceId: registration.deviceId };
+      const individual = await azureCall('get individual enrollment', () =>
+        findIndividualEnrollment(client, input.registrationId),
+      );
+      return { deviceId: individual?.deviceId || input.registrationId };
+    },
+
     /** Every configured hub: a revocation looks in all of them. */
     async listEnvironments(): Promise<Record<string, string>> {
       return Object.fromEntries([...clients.hubs].map(([environment, h]) => [environment, h.hostName]));
@@ -570,9 +581,9 @@ async function bulk(
         : await registry.removeDevices(devices as never, false);
     errors = (responseBody.errors ?? []) as unknown as typeof errors;
   } catch (err) {
-    const body = (err as { responseBody?: { errors?: typeof errors } }).responseBody;
-    if (!body?.errors) return azureCall(`bulk ${mode}`, () => Promise.reject(err));
-    errors = body.errors;
+    const parsed = bulkErrorsOf(err);
+    if (!parsed) return azureCall(`bulk ${mode}`, () => Promise.reject(err));
+    errors = parsed;
   }
   const real = errors.filter((e) => !(mode === 'delete' && e.errorCode === 'DeviceNotFound'));
   if (real.length === 0) return;

@@ -9,6 +9,7 @@ import { healthRoutes } from './routes/health';
 import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
 import { eventGridRoutes } from './routes/eventgrid';
+import { revocationRoutes } from './routes/revocations';
 
 export interface AppDeps {
   client: Client;
@@ -50,6 +51,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', diagnosticsRoutes(deps));
   app.use('/v1', promotionRoutes(deps));
   app.use('/v1', eventGridRoutes(deps));
+  app.use('/v1', revocationRoutes(deps));
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

@@ -36,8 +36,15 @@ describe('replay of recorded workflow histories', () => {
         'promotion-v2-cancelled',
         'promotion-v2-relayed',
         'promotion-v2-compensation-retried',
+        'promotion-v2-stopped-for-revocation',
         'promotion-event-relay-v1',
         'connectivity-v1',
+        // Revocation and reinstatement: one device, one member of a group, a whole group.
+        'revocation-v1-device',
+        'revocation-v1-group-member',
+        'revocation-v1-group',
+        'reinstatement-v1-device',
+        'reinstatement-v1-group',
       ]),
     );
   });

@@ -22,9 +22,10 @@ import { PERMANENT_FAILURES } from './policies';
 import { failureOf } from './saga';
 
 /**
- * Reinstatement undoes exactly what one revocation did, found by the marks it left: the enrollment it disabled is
- * enabled again, the individual enrollment it created to block a group member is deleted, and the identities it
- * disabled (its status reason) are enabled again. Identities and enrollments disabled for any other reason — by an
+ * Reinstatement undoes exactly what one revocation did, found by the marks it left: the identities it disabled (its
+ * status reason) are enabled again, then the enrollment it disabled is enabled again and the individual enrollment it
+ * created to block a group member is deleted — in that order, the reverse of the revocation's, so that a device DPS
+ * accepts again finds its identity enabled rather than re-registering against a disabled one. Identities and enrollments disabled for any other reason — by an
  * operator, or by another revocation — are left as they are. A deleted identity comes back through DPS when the
  * device registers again.
  */
@@ -58,22 +59,21 @@ export async function reinstateDevice(input: ReinstatementRequestInput & Request
   const run = new Run(request);
   upsertSearchAttributes([{ key: SA.registrationId, value: registrationId }]);
 
-  // 1. Which hubs.
+  // 1. Which hubs, and which device.
   const environments = await azure.listEnvironments();
+  const { deviceId } = await azure.dpsDeviceOf({ registrationId });
+  upsertSearchAttributes([{ key: SA.deviceId, value: deviceId }]);
 
-  // 2. DPS: the enrollment that revocation disabled enabled again, or the blocker it created deleted.
-  run.phase('reinstatingInDps');
-  const dps = await azure.dpsReinstateDevice({
-    registrationId,
-    enrollmentGroupId: request.enrollmentGroupId,
-    revokedBy,
-  });
-  upsertSearchAttributes([{ key: SA.deviceId, value: dps.deviceId }]);
-
-  // 3. Every hub: the identities that revocation disabled enabled again.
+  // 2. Every hub: the identities that revocation disabled enabled again.
   run.phase('reinstatingInHubs');
-  const device: DeviceOutcome = { registrationId, deviceId: dps.deviceId, dps: dps.dps, hubs: [], problems: [] };
+  const device: DeviceOutcome = { registrationId, deviceId, dps: 'notRevokedHere', hubs: [], problems: [] };
   await reinstateInHubs(environments, [device], [revokedBy]);
+
+  // 3. DPS: the enrollment that revocation disabled enabled again, or the blocker it created deleted.
+  run.phase('reinstatingInDps');
+  device.dps = (
+    await azure.dpsReinstateDevice({ registrationId, enrollmentGroupId: request.enrollmentGroupId, revokedBy })
+  ).dps;
 
   // 4. Whatever still keeps the device out is said, not hidden.
   const refusal = await azure.dpsRegistrationRefused({ registrationId, enrollmentGroupId: request.enrollmentGroupId });
@@ -110,14 +110,6 @@ export async function reinstateEnrollmentGroup(
   let stage = carry?.stage ?? 'members';
   let continuation = carry?.continuation;
 
-  if (!carry) {
-    run.phase('reinstatingInDps');
-    try {
-      await azure.dpsReinstateGroup({ enrollmentGroupId: groupId, revokedBy });
-    } catch (err) {
-      throw run.fail(err);
-    }
-  }
   for (let pages = 0; pages < PAGES_PER_RUN; pages += 1) {
     run.phase('reinstatingInHubs');
     const page =
@@ -153,7 +145,16 @@ export async function reinstateEnrollmentGroup(
     else if (stage === 'members') {
       stage = 'registrations';
       continuation = undefined;
-    } else return run.finish();
+    } else {
+      // Last, DPS accepts the group's devices again: their identities are enabled by now.
+      run.phase('reinstatingInDps');
+      try {
+        await azure.dpsReinstateGroup({ enrollmentGroupId: groupId, revokedBy });
+      } catch (err) {
+        throw run.fail(err);
+      }
+      return run.finish();
+    }
   }
   await continueAsNew<typeof reinstateEnrollmentGroup>(input, {
     devices: run.devices,

@@ -2,24 +2,12 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  WorkflowFailedError,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   WorkflowUpdateStage,
   type WorkflowExecutionInfo,
-  type WorkflowExecutionStatusName,
 } from '@temporalio/client';
-// The public list() iterator hides the server's page token; the API pages with the raw RPC and decodes each
-// execution with the SDK's own helper instead of a hand-written decoder.
-import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  CancelledFailure,
-  TemporalFailure,
-  TerminatedFailure,
-  TimeoutFailure,
-} from '@temporalio/common';
+import { ApplicationFailure } from '@temporalio/common';
 import type { AppDeps } from '../app';
 import { jsonBody } from '../body';
 import { IDEMPOTENCY_KEY_HEADER, IdempotencyHeaders, REPLAYED_HEADER, startIdempotently } from '../idempotency';
@@ -28,7 +16,20 @@ import { PageTokens } from '../page-tokens';
 import { problem, problemResponse } from '../problems';
 import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
 import { validate } from '../validate';
-import { visibilityLiteral } from '../visibility';
+import {
+  describeRun,
+  equals,
+  ExecutionStatus,
+  json,
+  listRuns,
+  NextPageToken,
+  PageSize,
+  RunDetail,
+  Started,
+  STATUS_BY_NAME,
+  STATUS_FILTERS,
+  StatusFilter,
+} from '../operations';
 import {
   OPERATIONS,
   promotionStatusQuery,
@@ -39,7 +40,6 @@ import {
 import {
   environmentName,
   PROMOTION_PHASES,
-  PROMOTION_REPORT_MEMO,
   PromotionErrors,
   PromotionRequest,
   type CompensationReport,
@@ -51,54 +51,23 @@ import type { promoteDevice } from '../../workflows/promotion';
 /** How long a compensation retry may take before the API answers 202 and lets the client poll instead. */
 const RETRY_ANSWER_WAIT_MS = 20_000;
 
-/** How long GET waits for the live status query before answering from search attributes alone. */
-const STATUS_QUERY_TIMEOUT_MS = 3_000;
-
 // ----- schemas (the single source of types, validation and OpenAPI) -----
 
 const RegistrationParams = z.object({ registrationId: PromotionRequest.shape.registrationId });
-
-/** Execution statuses as the API names them → the visibility ExecutionStatus value. */
-const STATUS_FILTERS = {
-  running: 'Running',
-  completed: 'Completed',
-  failed: 'Failed',
-  cancelled: 'Canceled',
-  terminated: 'Terminated',
-  timedOut: 'TimedOut',
-  continuedAsNew: 'ContinuedAsNew',
-} as const;
-const ExecutionStatus = z.enum([...(Object.keys(STATUS_FILTERS) as Array<keyof typeof STATUS_FILTERS>), 'unknown']);
-type ExecutionStatus = z.infer<typeof ExecutionStatus>;
-
-const STATUS_BY_NAME: Partial<Record<WorkflowExecutionStatusName, ExecutionStatus>> = {
-  RUNNING: 'running',
-  COMPLETED: 'completed',
-  FAILED: 'failed',
-  CANCELLED: 'cancelled',
-  TERMINATED: 'terminated',
-  TIMED_OUT: 'timedOut',
-  CONTINUED_AS_NEW: 'continuedAsNew',
-};
 
 /** Azure device ids: up to 128 of ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ ' + #. */
 const deviceId = z.string().regex(/^[A-Za-z0-9\-.%_*?!(),:=@$'+#]{1,128}$/, 'an Azure IoT device id');
 
 const ListQuery = z.strictObject({
-  status: z.enum(Object.keys(STATUS_FILTERS) as Array<keyof typeof STATUS_FILTERS>).optional(),
+  status: StatusFilter.optional(),
   sourceEnvironment: environmentName.optional(),
   targetEnvironment: environmentName.optional(),
   registrationId: PromotionRequest.shape.registrationId.optional(),
   deviceId: deviceId.optional(),
   phase: z.enum(PROMOTION_PHASES).optional(),
-  pageSize: z.coerce.number().int().min(1).max(1000).default(50),
-  nextPageToken: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]+$/, 'the nextPageToken of a previous page')
-    .optional(),
+  pageSize: PageSize,
+  nextPageToken: NextPageToken,
 });
-
-const Started = z.object({ workflowId: z.string(), runId: z.string(), statusUrl: z.string() });
 
 const PromotionSummary = z.object({
   workflowId: z.string(),
@@ -117,34 +86,14 @@ const PromotionSummary = z.object({
 });
 type PromotionSummary = z.infer<typeof PromotionSummary>;
 
-const Failure = z.object({
-  type: z.string().describe('ApplicationFailure type (see PromotionErrors), or Cancelled / Terminated / TimedOut'),
-  message: z.string(),
-  details: z.array(z.unknown()).optional(),
-});
-type Failure = z.infer<typeof Failure>;
-
-const PromotionDetail = PromotionSummary.extend({
-  progress: z
-    .record(z.string(), z.unknown())
-    .optional()
-    .describe('running: the live PromotionStatus from the workflow’s status query'),
-  progressUnavailable: z.string().optional().describe('running, but the status query did not answer: why'),
-  result: z.record(z.string(), z.unknown()).optional().describe('completed: the PromotionResult'),
-  failure: Failure.optional().describe('failed, cancelled, terminated or timed out: what ended it'),
+const PromotionDetail = PromotionSummary.extend(RunDetail.shape).extend({
   outcome: z
     .enum(['promoted', 'rolledBack', 'parked', 'compensationFailed', 'failed', 'cancelled', 'stoppedForRevocation'])
     .optional()
     .describe('closed: what the run left behind (from its report)'),
-  report: z
-    .record(z.string(), z.unknown())
-    .optional()
-    .describe('closed: how the run ended — outcome, reason, terminal phase, failure type, undo steps left'),
 });
 
 const PromotionList = z.object({ promotions: z.array(PromotionSummary), nextPageToken: z.string().optional() });
-
-const json = <T extends z.ZodType>(schema: T) => ({ 'application/json': { schema } });
 
 const location = {
   Location: { schema: { type: 'string' }, required: true, description: '/v1/promotions/<registrationId>' },
@@ -363,67 +312,31 @@ export function promotionRoutes(deps: AppDeps): Router {
 
   router.get('/promotions', validate({ query: ListFilters }), temporal, async (req, res) => {
     const filters = req.query;
-    const clauses = [`WorkflowType = ${visibilityLiteral(WORKFLOW_TYPES.promoteDevice)}`];
-    const equals = (attribute: string, value: string | undefined) => {
-      if (value !== undefined) clauses.push(`${attribute} = ${visibilityLiteral(value)}`);
-    };
-    equals(SA.sourceHub.name, filters.sourceEnvironment && hubOf(filters.sourceEnvironment));
-    equals(SA.targetHub.name, filters.targetEnvironment && hubOf(filters.targetEnvironment));
-    equals('ExecutionStatus', filters.status && STATUS_FILTERS[filters.status]);
-    equals(SA.registrationId.name, filters.registrationId);
-    equals(SA.deviceId.name, filters.deviceId);
-    equals(SA.phase.name, filters.phase);
-
-    const query = clauses.join(' AND ');
-    const page = await client.workflowService.listWorkflowExecutions({
-      namespace: client.options.namespace,
-      query,
+    const page = await listRuns(client, pageTokens, {
+      clauses: [
+        ...equals('WorkflowType', WORKFLOW_TYPES.promoteDevice),
+        ...equals(SA.sourceHub.name, filters.sourceEnvironment && hubOf(filters.sourceEnvironment)),
+        ...equals(SA.targetHub.name, filters.targetEnvironment && hubOf(filters.targetEnvironment)),
+        ...equals('ExecutionStatus', filters.status && STATUS_FILTERS[filters.status]),
+        ...equals(SA.registrationId.name, filters.registrationId),
+        ...equals(SA.deviceId.name, filters.deviceId),
+        ...equals(SA.phase.name, filters.phase),
+      ],
       pageSize: filters.pageSize,
-      nextPageToken: filters.nextPageToken ? openPageToken(filters.nextPageToken, query) : undefined,
+      nextPageToken: filters.nextPageToken,
     });
-    const executions = await Promise.all(
-      page.executions.map((raw) =>
-        executionInfoFromRaw(raw, client.options.loadedDataConverter, raw, client.options.namespace),
-      ),
-    );
-    res.json({
-      promotions: executions.map(summarize),
-      nextPageToken: page.nextPageToken?.length ? pageTokens.seal(page.nextPageToken, query) : undefined,
-    });
+    res.json({ promotions: page.executions.map(summarize), nextPageToken: page.nextPageToken });
   });
 
   router.get('/promotions/:registrationId', validate({ params: RegistrationParams }), temporal, async (req, res) => {
     const workflowId = promotionWorkflowId(req.params.registrationId);
-    // The latest run; then everything else about exactly that run, even if a new promotion starts meanwhile.
-    const description = await client.workflow.getHandle(workflowId).describe();
-    const handle = client.workflow.getHandle<typeof promoteDevice>(workflowId, description.runId, {
-      followRuns: false,
-    });
-    const detail: z.infer<typeof PromotionDetail> = summarize(description);
-    const report = description.memo?.[PROMOTION_REPORT_MEMO] as PromotionReport | undefined;
-    if (report && detail.status !== 'running') {
-      detail.report = report as unknown as Record<string, unknown>;
-      detail.outcome = report.outcome;
-    }
-    if (detail.status === 'running') {
-      try {
-        const progress = await client.withDeadline(Date.now() + STATUS_QUERY_TIMEOUT_MS, () =>
-          handle.query(promotionStatusQuery),
-        );
-        detail.progress = progress as unknown as Record<string, unknown>;
-      } catch (err) {
-        // No worker polling, or the query failed: the search attributes above still say the phase.
-        detail.progressUnavailable = (err as Error).message;
-        log.warn({ workflowId, err }, 'status query did not answer');
-      }
-    } else if (detail.status === 'completed') {
-      detail.result = (await handle.result()) as unknown as Record<string, unknown>;
-    } else if (detail.status !== 'continuedAsNew' && detail.status !== 'unknown') {
-      detail.failure = await handle.result().then(
-        () => undefined,
-        (err: unknown) => describeFailure(err),
-      );
-    }
+    const run = await describeRun(client, log, workflowId, promotionStatusQuery);
+    const report = run.detail.report as PromotionReport | undefined;
+    const detail: z.infer<typeof PromotionDetail> = {
+      ...summarize(run.description),
+      ...run.detail,
+      ...(report ? { outcome: report.outcome } : {}),
+    };
     res.json(detail);
   });
 
@@ -490,39 +403,9 @@ export function promotionRoutes(deps: AppDeps): Router {
     res.json({ workflowId, runId: description.runId, compensation });
   });
 
-  /** Temporal's token inside a page token this server issued for the same listing; 400 otherwise. */
-  function openPageToken(token: string, query: string): Buffer {
-    const serverToken = pageTokens.open(token, query);
-    if (!serverToken) throw pageTokenIssue(token, 'not a nextPageToken of this listing (same filters required)');
-    return serverToken;
-  }
-
   return router;
-}
-
-function pageTokenIssue(token: string, message: string): z.ZodError {
-  return new z.ZodError([{ code: 'custom', path: ['query', 'nextPageToken'], message, input: token }]);
 }
 
 function statusUrl(registrationId: string): string {
   return `/v1/promotions/${encodeURIComponent(registrationId)}`;
-}
-
-/** What ended a closed run, from the error its result() raised. */
-function describeFailure(err: unknown): Failure {
-  let cause = err instanceof WorkflowFailedError ? err.cause : err;
-  // Runs of the first release failed with the activity's failure: name the ApplicationFailure inside it.
-  if (cause instanceof ActivityFailure && cause.cause instanceof ApplicationFailure) cause = cause.cause;
-  if (cause instanceof ApplicationFailure) {
-    return {
-      type: cause.type ?? 'Error',
-      message: cause.message,
-      ...(cause.details?.length ? { details: [...cause.details] } : {}),
-    };
-  }
-  if (cause instanceof CancelledFailure) return { type: 'Cancelled', message: cause.message };
-  if (cause instanceof TerminatedFailure) return { type: 'Terminated', message: cause.message };
-  if (cause instanceof TimeoutFailure) return { type: 'TimedOut', message: cause.message };
-  if (cause instanceof TemporalFailure) return { type: cause.name, message: cause.message };
-  throw err;
 }

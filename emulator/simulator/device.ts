@@ -116,6 +116,23 @@ type ProvisioningMqttBase = ConstructorParameters<typeof ProvisioningMqtt>[0];
 
 /** Callback-style SDK call → promise (the SDK's own promise forms are not used: some never settle). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the SDK callbacks carry assorted result types
+/** How long stop() waits for an in-flight DPS registration to acknowledge its cancellation. */
+const CANCEL_WAIT_MS = 2_000;
+
+/** Rejects once the signal aborts (the device is stopping). */
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const stop = () => reject(new Error('stopped'));
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
+  });
+}
+
+/** Closes a device client, without waiting on a close that never calls back. */
+async function closeBounded(client: Client): Promise<void> {
+  await Promise.race([call((cb) => client.close(cb)).catch(() => undefined), sleep(CANCEL_WAIT_MS)]);
+}
+
 function call<T = any>(fn: (cb: (err?: Error | null, result?: T) => void) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => fn((err, result) => (err ? reject(err) : resolve(result as T))));
 }
@@ -159,7 +176,9 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
     if (this.stopController.signal.aborted) return this.loop;
     this.stopController.abort();
     const registration = this.registration;
-    if (registration) await call((cb) => registration.cancel(cb)).catch(() => undefined);
+    if (registration) {
+      await Promise.race([call((cb) => registration.cancel(cb)).catch(() => undefined), sleep(CANCEL_WAIT_MS)]);
+    }
     await this.closeClient();
     await this.loop;
   }
@@ -287,7 +306,11 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
     this.registration = registration;
     let result: RegistrationResult;
     try {
-      result = await call<RegistrationResult>((cb) => registration.register(cb));
+      // A cancelled registration does not always call back: stopping must not wait for it.
+      result = await Promise.race([
+        call<RegistrationResult>((cb) => registration.register(cb)),
+        aborted(this.stopController.signal),
+      ]);
     } finally {
       this.registration = undefined;
     }
@@ -343,10 +366,11 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
     this.client = client;
     try {
       if (options.ca) await call((cb) => client.setOptions({ ca: options.ca }, cb));
-      await call((cb) => client.open(cb));
+      // An open in flight when the device stops may never call back once stop() closed the client.
+      await Promise.race([call((cb) => client.open(cb)), aborted(this.stopController.signal)]);
     } catch (err) {
       this.client = undefined;
-      await call((cb) => client.close(cb)).catch(() => undefined);
+      await closeBounded(client);
       throw err;
     }
     if (this.stopped) {
@@ -392,6 +416,6 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
   private async closeClient(): Promise<void> {
     const client = this.client;
     this.client = undefined;
-    if (client) await call((cb) => client.close(cb)).catch(() => undefined);
+    if (client) await closeBounded(client);
   }
 }

@@ -63,6 +63,14 @@ let counter = 0;
 const uniqueId = (prefix: string): string => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms`);
+    await pause(20);
+  }
+}
+
 async function createSasDevice(deviceId = uniqueId('https')) {
   const { responseBody } = await registry.create({ deviceId });
   return { deviceId, key: responseBody.authentication!.symmetricKey!.primaryKey! };
@@ -297,7 +305,7 @@ describe('HTTPS devices', () => {
     broker.sendCloudToDevice('test', deviceId, { payload: 'one', messageId: 'c-1', properties: { kind: 'greeting' } });
     broker.sendCloudToDevice('test', deviceId, { payload: 'two', messageId: 'c-2' });
     broker.sendCloudToDevice('test', deviceId, { payload: 'three', messageId: 'c-3', correlationId: 'r-3' });
-    while (settled.length < 4) await pause(20);
+    await until(() => settled.length >= 4, 'four settlements');
 
     expect(settled.sort()).toEqual(['abandoned c-3', 'completed c-1', 'completed c-3', 'rejected c-2']);
     expect(received.map((m) => String(m.messageId))).toEqual(['c-1', 'c-2', 'c-3', 'c-3']);

@@ -470,11 +470,15 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
     client.on('error', () => undefined);
     let end!: (err?: Error) => void;
     const ended = new Promise<Error | undefined>((resolve) => {
+      const { signal } = this.stopController;
+      const stopped = (): void => resolve(undefined);
+      signal.addEventListener('abort', stopped, { once: true });
       end = (err) => {
+        // A device that keeps failing opens many sessions: each lets go of the stop signal when it ends.
+        signal.removeEventListener('abort', stopped);
         resolve(err);
         if (this.client === client) void this.closeClient();
       };
-      this.stopController.signal.addEventListener('abort', () => resolve(undefined), { once: true });
     });
     transport.on('error', (err: Error) => end(err));
     this.client = client;
@@ -490,6 +494,7 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
       await this.sendTelemetry(client, assignment.hub);
     } catch (err) {
       this.client = undefined;
+      end();
       await call((cb) => client.close(cb)).catch(() => undefined);
       throw err;
     }

@@ -347,6 +347,18 @@ describe('HTTPS devices', () => {
     expect((await hubRequest('DELETE', `${path}/${lockToken}?api-version=2021-04-12`, auth)).status).toBe(412);
   });
 
+  it('drops the queued messages of a deleted device, so a new device of that id starts empty', async () => {
+    // The queue is the device identity's: deleting the identity removes it (iot-hub-devguide-messages-c2d).
+    const { deviceId } = await createSasDevice();
+    deviceBroker(emulator.state)!.sendCloudToDevice('test', deviceId, { payload: 'for the old identity' });
+    await registry.delete(deviceId);
+    const again = await createSasDevice(deviceId);
+    const poll = await hubRequest('GET', `/devices/${deviceId}/messages/deviceBound?api-version=2021-04-12`, {
+      Authorization: deviceToken(deviceId, again.key),
+    });
+    expect(poll.status).toBe(204);
+  });
+
   it('puts device calls under their own fault and quota names, and writes no registry counter', async () => {
     const { deviceId, key } = await createSasDevice();
     const client = sasClient(deviceId, key);

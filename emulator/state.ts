@@ -65,6 +65,19 @@ export interface TwinDesiredUpdatedEvent {
   version: number;
 }
 
+/** One device-to-cloud message the hub accepted (a batch over HTTPS gives one event per message). */
+export interface DeviceTelemetryEvent {
+  hubName: string;
+  hubHostName: string;
+  deviceId: string;
+  protocol: 'mqtt' | 'https';
+  body: Buffer;
+  /** Application properties: MQTT property-bag keys without `$.`, HTTPS `iothub-app-*` without the prefix. */
+  properties: Record<string, string>;
+  messageId?: string;
+  correlationId?: string;
+}
+
 export interface EmulatorEventMap {
   deviceCreated: [DeviceEvent];
   deviceUpdated: [DeviceUpdatedEvent];
@@ -72,6 +85,7 @@ export interface EmulatorEventMap {
   deviceConnected: [DeviceEvent];
   deviceDisconnected: [DeviceEvent];
   twinDesiredUpdated: [TwinDesiredUpdatedEvent];
+  deviceTelemetry: [DeviceTelemetryEvent];
 }
 
 export type EmulatorEvents = EventEmitter<EmulatorEventMap>;
@@ -87,6 +101,8 @@ export type QuotaClass =
   | 'twinRead'
   | 'twinUpdate'
   | 'connection'
+  | 'deviceToCloud'
+  | 'cloudToDeviceReceive'
   | 'dpsOperation'
   | 'dpsRegistration'
   | 'dpsStatusPoll';

@@ -57,6 +57,8 @@ const quotaClass = z.enum([
   'twinRead',
   'twinUpdate',
   'connection',
+  'deviceToCloud',
+  'cloudToDeviceReceive',
   'dpsOperation',
   'dpsRegistration',
   'dpsStatusPoll',

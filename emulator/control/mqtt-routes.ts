@@ -9,7 +9,8 @@ import type { EmulatorState } from '../state';
  * `{certificatePem}` (a verified CA for `certificateAuthority` devices); `POST /hubs/:hub/devices/:id/disconnect`
  * (drop a device's connection, as a network fault would); `POST /hubs/:hub/devices/:id/methods`
  * `{methodName, payload?, responseTimeoutInSeconds?}`; `POST /hubs/:hub/devices/:id/messages` `{payload,
- * messageId?, correlationId?, properties?}` (cloud-to-device).
+ * messageId?, correlationId?, properties?}` (cloud-to-device: pushed to a subscribed MQTT device, or queued, also for
+ * HTTPS devices to poll).
  */
 export function mqttControlRouter(state: EmulatorState): express.Router {
   const router = express.Router();

@@ -1,6 +1,7 @@
 /**
  * IoT hub registry REST (api-version 2021-04-12) for every hub, selected by the request's Host header.
- * Every call is authenticated with a policy SAS and the policy's rights, like Azure.
+ * Every call is authenticated with a policy SAS and the policy's rights, like Azure. The same host also serves the
+ * hub's device endpoints for HTTPS devices (hub/device-rest.ts).
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
@@ -10,6 +11,7 @@ import { DeviceMethodError, type DeviceBroker, type MethodInvocation, type Metho
 import { deviceBroker } from '../mqtt/listener';
 import { SasError, authorizeWithPolicy, requestResource, type AccessRight } from '../security/sas';
 import type { EmulatorState, HubState } from '../state';
+import { hubDeviceRouter } from './device-rest';
 import { AzureError, hubErrors, sendHubError } from './errors';
 import { parseDeviceQuery } from './query';
 import {
@@ -152,13 +154,15 @@ export function hubRouter(state: EmulatorState): Router {
     next();
   });
   router.use(limitsMiddleware(state, 'hub', (req) => findHubByHost(state, req.hostname)));
-  router.use(express.json({ type: () => true, limit: '4mb' }));
   router.use((req, _res, next) => {
     if (typeof req.query['api-version'] !== 'string') {
       throw new AzureError(400, 'InvalidProtocolVersion', 'The api-version query parameter is required');
     }
     next();
   });
+  // Device telemetry is any octet stream, so the device endpoints come before the registry's JSON parser.
+  router.use(hubDeviceRouter(state));
+  router.use(express.json({ type: () => true, limit: '4mb' }));
 
   router.post('/devices/query', authorize(TWIN_READ), (req, res) => {
     const hub = hubOf(res);
@@ -278,6 +282,11 @@ export function hubRouter(state: EmulatorState): Router {
     }
     if (status === 413) {
       sendHubError(res, new AzureError(413, 'MessageTooLarge', 'The request body is too large'));
+      return;
+    }
+    if (status !== undefined && status >= 400 && status < 500) {
+      // Any other refusal of the body parser (e.g. 415 for an unsupported Content-Encoding) is the client's.
+      sendHubError(res, new AzureError(status, 'ArgumentInvalid', (err as Error).message));
       return;
     }
     sendHubError(res, new AzureError(500, 'ServerError', 'Internal error'));

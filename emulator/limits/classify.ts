@@ -14,9 +14,26 @@ export interface Classified {
   key?: string;
 }
 
-/** IoT hub registry REST (paths without the query string); `ifMatch` tells a device create from an update. */
-export function classifyHubRequest(method: string, path: string, ifMatch?: string): Classified {
+/**
+ * IoT hub REST (paths without the query string): the registry, where `ifMatch` tells a device create from an update,
+ * and the device endpoints of HTTPS devices, where `query` tells a reject (`?reject`) from a complete.
+ */
+export function classifyHubRequest(
+  method: string,
+  path: string,
+  ifMatch?: string,
+  query: Record<string, unknown> = {},
+): Classified {
   const p = path.replace(/\/+$/, '').toLowerCase();
+  if (/^\/devices\/[^/]+\/messages\/events$/.test(p))
+    return { operation: 'deviceTelemetry', quotaClass: 'deviceToCloud' };
+  if (/^\/devices\/[^/]+\/messages\/devicebound$/.test(p)) {
+    return { operation: 'receiveCloudToDevice', quotaClass: 'cloudToDeviceReceive' };
+  }
+  if (/^\/devices\/[^/]+\/messages\/devicebound\/[^/]+\/abandon$/.test(p)) return { operation: 'abandonCloudToDevice' };
+  if (/^\/devices\/[^/]+\/messages\/devicebound\/[^/]+$/.test(p)) {
+    return { operation: 'reject' in query ? 'rejectCloudToDevice' : 'completeCloudToDevice' };
+  }
   if (p === '/devices/query') return { operation: 'queryDevices', quotaClass: 'query' };
   if (p === '/devices') {
     return method === 'POST'

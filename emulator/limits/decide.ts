@@ -53,6 +53,14 @@ function azureRate(quotaClass: QuotaClass, hub?: Pick<HubState, 'tier' | 'units'
       if (tier === 'S2') return { perMinute: perSecond(120 * units) };
       if (s3) return { perMinute: perSecond(6000 * units) };
       return { perMinute: perSecond(Math.max(100, 12 * units)) };
+    case 'deviceToCloud':
+      // "Device-to-cloud sends": one token per send call (an HTTPS batch is one call).
+      if (tier === 'B2' || tier === 'S2') return { perMinute: perSecond(120 * units) };
+      if (tier === 'B3' || s3) return { perMinute: perSecond(6000 * units) };
+      return { perMinute: perSecond(Math.max(100, 12 * units)) };
+    case 'cloudToDeviceReceive':
+      // "Cloud-to-device receives (only when device uses HTTPS)".
+      return { perMinute: (s3 ? 50_000 : 1000) * units };
     case 'dpsOperation':
     case 'dpsRegistration':
       return { perMinute: 1000 };

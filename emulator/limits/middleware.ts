@@ -81,7 +81,7 @@ export function limitsMiddleware(
         : classifyDpsDeviceRequest;
   return (req: Request, res: Response, next: NextFunction): void => {
     const ifMatch = req.get('If-Match') || undefined;
-    const classified = classify(req.method, req.path, ifMatch);
+    const classified = classify(req.method, req.path, ifMatch, req.query);
     const decision = evaluateLimits(state, { surface, ...classified, hub: hubOf?.(req) });
     const sendFault = (status: number, code: string | undefined, message: string | undefined): void => {
       const text = message ?? `Injected fault for ${classified.operation}`;

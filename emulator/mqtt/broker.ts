@@ -22,12 +22,20 @@ import type tls from 'node:tls';
 import Aedes, { type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import mqttPacket, { type IConnectPacket } from 'mqtt-packet';
 import { createDpsMqttHandler, type DpsMqttHandler, type DpsMqttSession } from '../dps/device-mqtt';
+import { CloudToDeviceQueues, type CloudToDeviceMessage } from '../hub/cloud-to-device';
 import type { DeviceRecord } from '../hub/model';
 import { findHubByHost, patchReported, recordActivity, setConnectionState, twinToWire } from '../hub/registry';
 import { evaluateLimits } from '../limits/decide';
 import { peerCertificateChain } from '../security/certs';
 import { parseSasToken } from '../security/sas';
-import type { DeviceEvent, DeviceUpdatedEvent, EmulatorState, HubState, TwinDesiredUpdatedEvent } from '../state';
+import type {
+  DeviceEvent,
+  DeviceTelemetryEvent,
+  DeviceUpdatedEvent,
+  EmulatorState,
+  HubState,
+  TwinDesiredUpdatedEvent,
+} from '../state';
 import { credentialHolds, normalizeThumbprint, type Credential } from './credentials';
 
 /**
@@ -84,13 +92,6 @@ export class DeviceMethodError extends Error {
   }
 }
 
-export interface CloudToDeviceMessage {
-  payload: string | Buffer;
-  messageId?: string;
-  correlationId?: string;
-  properties?: Record<string, string>;
-}
-
 interface PendingMethod {
   resolve: (result: MethodResult) => void;
   reject: (err: Error) => void;
@@ -107,14 +108,17 @@ function topicQuery(topic: string): URLSearchParams {
 
 /**
  * The device side of every hub: live connections, what they may do, and the operations the service side needs
- * (direct methods, cloud-to-device messages). One per emulator; reach it with `deviceBroker(state)`.
+ * (direct methods, cloud-to-device messages). It also holds what the hub's HTTPS device endpoints share with MQTT
+ * (hub/device-rest.ts): cloud-to-device queues, telemetry counts and verified CA certificates. One per emulator;
+ * reach it with `deviceBroker(state)`.
  */
 export class DeviceBroker {
   private readonly hubBrokers = new Map<string, Aedes>();
   private readonly sessions = new Map<Client, HubSession>();
   private readonly byDevice = new Map<string, Set<Client>>();
   private readonly pendingMethods = new Map<string, PendingMethod>();
-  private readonly c2dQueues = new Map<string, CloudToDeviceMessage[]>();
+  /** Cloud-to-device queues of every hub's devices, for MQTT delivery and HTTPS polling alike. */
+  readonly cloudToDevice = new CloudToDeviceQueues();
   private readonly verifiedCas = new Map<string, X509Certificate[]>();
   private readonly telemetry = new Map<string, number>();
   /** Last known record of devices deleted while connected, for their disconnect event. */
@@ -177,6 +181,22 @@ export class DeviceBroker {
     return list;
   }
 
+  /**
+   * Counts device-to-cloud messages the hub accepted (over any protocol) and announces each on the state bus
+   * (`deviceTelemetry`).
+   */
+  acceptTelemetry(
+    hub: HubState,
+    deviceId: string,
+    messages: Array<Omit<DeviceTelemetryEvent, 'hubName' | 'hubHostName' | 'deviceId'>>,
+  ): void {
+    const key = `${hub.name}/${deviceId}`;
+    this.telemetry.set(key, (this.telemetry.get(key) ?? 0) + messages.length);
+    for (const message of messages) {
+      this.state.events.emit('deviceTelemetry', { hubName: hub.name, hubHostName: hub.hostName, deviceId, ...message });
+    }
+  }
+
   /** Telemetry messages accepted from a device (or the whole hub when `deviceId` is omitted). */
   telemetryCount(hubName: string, deviceId?: string): number {
     if (deviceId !== undefined) return this.telemetry.get(`${hubName}/${deviceId}`) ?? 0;
@@ -193,6 +213,11 @@ export class DeviceBroker {
     const list = this.verifiedCas.get(hubName) ?? [];
     list.push(new X509Certificate(certPem));
     this.verifiedCas.set(hubName, list);
+  }
+
+  /** A hub's verified CA certificates. */
+  caCertificates(hubName: string): X509Certificate[] {
+    return [...(this.verifiedCas.get(hubName) ?? [])];
   }
 
   /** PEMs of a hub's verified CA certificates. */
@@ -240,10 +265,7 @@ export class DeviceBroker {
     const device = hub?.devices.get(deviceId);
     if (!hub || !device) throw new DeviceMethodError(404, 'DeviceNotFound', `Device ${deviceId} not found`);
     device.cloudToDeviceMessageCount += 1;
-    const key = `${hubName}/${deviceId}`;
-    const queue = this.c2dQueues.get(key) ?? [];
-    queue.push(message);
-    this.c2dQueues.set(key, queue);
+    this.cloudToDevice.enqueue(hubName, deviceId, message);
     this.flushCloudToDevice(hubName, deviceId);
   }
 
@@ -263,7 +285,7 @@ export class DeviceBroker {
     this.sessions.clear();
     this.byDevice.clear();
     this.deletedWhileConnected.clear();
-    this.c2dQueues.clear();
+    this.cloudToDevice.clear();
     this.telemetry.clear();
     this.verifiedCas.clear();
     const dpsClients = [...this.dpsSessions.keys()];
@@ -527,9 +549,22 @@ export class DeviceBroker {
     const { hub, deviceId } = session;
     const topic = packet.topic;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-    if (topic.startsWith(`devices/${deviceId}/messages/events/`)) {
-      const key = `${hub.name}/${deviceId}`;
-      this.telemetry.set(key, (this.telemetry.get(key) ?? 0) + 1);
+    const events = `devices/${deviceId}/messages/events/`;
+    if (topic.startsWith(events)) {
+      // The topic ends in the message's property bag: system properties as `$.mid`, `$.cid`, …, the rest are the
+      // application's (iot-hub-mqtt-support, "Sending device-to-cloud messages").
+      const bag = new URLSearchParams(topic.slice(events.length));
+      const properties: Record<string, string> = {};
+      for (const [name, value] of bag) if (!name.startsWith('$.')) properties[name] = value;
+      this.acceptTelemetry(hub, deviceId, [
+        {
+          protocol: 'mqtt',
+          body: payload,
+          properties,
+          ...(bag.has('$.mid') ? { messageId: bag.get('$.mid')! } : {}),
+          ...(bag.has('$.cid') ? { correlationId: bag.get('$.cid')! } : {}),
+        },
+      ]);
       recordActivity(hub, deviceId);
       return true;
     }
@@ -639,11 +674,12 @@ export class DeviceBroker {
   }
 
   private onDeviceDeleted(e: DeviceEvent): void {
+    // A deleted identity takes its queue with it, connected or not.
+    this.cloudToDevice.drop(e.hubName, e.deviceId);
     const key = `${e.hubName}/${e.deviceId}`;
     const clients = [...(this.byDevice.get(key) ?? [])];
     if (clients.length === 0) return;
     this.deletedWhileConnected.set(key, e.device);
-    this.c2dQueues.delete(key);
     for (const client of clients) client.close();
   }
 
@@ -674,15 +710,12 @@ export class DeviceBroker {
   }
 
   private flushCloudToDevice(hubName: string, deviceId: string): void {
-    const key = `${hubName}/${deviceId}`;
-    const queue = this.c2dQueues.get(key);
-    if (!queue?.length) return;
+    if (!this.cloudToDevice.hasReady(hubName, deviceId)) return;
     const client = this.liveClient(hubName, deviceId, (s) =>
       [...s.subscriptions].some((t) => t.startsWith(`devices/${deviceId}/messages/devicebound/`)),
     );
     if (!client) return;
-    this.c2dQueues.delete(key);
-    for (const message of queue) {
+    for (const message of this.cloudToDevice.takeReady(hubName, deviceId)) {
       const props = new URLSearchParams();
       if (message.messageId) props.set('$.mid', message.messageId);
       if (message.correlationId) props.set('$.cid', message.correlationId);

@@ -6,12 +6,26 @@
  * its default one a refused device keeps reconnecting for about four minutes (a CONNACK refusal on a reconnection is
  * a retryable NotConnectedError to the SDK), which would keep it from DPS.
  *
+ * With `hubTransport: 'https'` (azure-iot-device-http) there is no connection: the device sends telemetry every
+ * `telemetryIntervalMs` and polls for cloud-to-device messages (completing each). Its first successful call on a hub
+ * is an `active` event (the counterpart of MQTT's `connected`); a failed call is `requestFailed`, and when the hub
+ * refused it (401, 403 or 404: disabled, deleted, credentials changed) the device goes back to DPS at once, as over
+ * MQTT. IoT Hub never shows an HTTPS device as Connected; only its `lastActivityTime` moves.
+ *
  * Secrets (symmetric keys, private keys) come only from the options of the device; nothing is read from the
  * environment.
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Message, X509AuthenticationProvider, type Twin } from 'azure-iot-device';
+import {
+  Client,
+  Message,
+  SharedAccessKeyAuthenticationProvider,
+  X509AuthenticationProvider,
+  type Twin,
+} from 'azure-iot-device';
+// The package's index.d.ts declares `Http` as a namespace while index.js exports the class: take the typed class.
+import { Http as DeviceHttp } from 'azure-iot-device-http/dist/http';
 import { Mqtt as DeviceMqtt } from 'azure-iot-device-mqtt';
 import { NoRetry } from 'azure-iot-common';
 import { MqttBase } from 'azure-iot-mqtt-base';
@@ -49,20 +63,31 @@ export interface SimulatedDeviceOptions {
   dpsTransport?: 'http' | 'mqtt';
   /** `host:port` of DPS's MQTT endpoint (default `provisioningHost`, port 8883). */
   dpsMqttAddress?: string;
+  /**
+   * Protocol to the hub (default `mqtt`). `https` reaches the hub's own host name on port 443 (route it to the
+   * emulator with `installAzureEndpointRouting`, as for DPS over HTTP); it has no twin, so no `reportedProperties`.
+   */
+  hubTransport?: 'mqtt' | 'https';
   /** `host:port` the device opens its hub MQTT connection to (the SDK's GatewayHostName); default the hub. */
   hubMqttAddress?: string;
-  /** Extra CA certificate(s) (PEM) to trust for MQTT over TLS. */
+  /** Extra CA certificate(s) (PEM) to trust for the hub (MQTT or HTTPS) and DPS over MQTT. */
   ca?: string;
   backoff?: Partial<BackoffOptions>;
   /** DPS registration payload. */
   payload?: unknown;
   /** Reported properties to send after every successful connection (none by default). */
   reportedProperties?: Record<string, unknown>;
-  /** Sends a telemetry message this often while connected (0 = never, the default). */
+  /**
+   * Sends a telemetry message this often while connected (MQTT: 0 = never, the default). An HTTPS device makes itself
+   * known to the hub only by its calls, so it needs one: default 2 s, 0 is refused.
+   */
   telemetryIntervalMs?: number;
+  /** HTTPS: how often the device polls for cloud-to-device messages (default 5 s). */
+  cloudToDevicePollMs?: number;
 }
 
-export type SimulatorPhase = 'idle' | 'provisioning' | 'connecting' | 'connected' | 'waiting' | 'stopped';
+/** `active`: an HTTPS device whose last call the hub accepted (an MQTT device is `connected` instead). */
+export type SimulatorPhase = 'idle' | 'provisioning' | 'connecting' | 'connected' | 'active' | 'waiting' | 'stopped';
 
 export type SimulatorEvent =
   | { type: 'provisioned'; time: string; assignedHub: string; deviceId: string; substatus?: string }
@@ -72,6 +97,12 @@ export type SimulatorEvent =
   | { type: 'disconnected'; time: string; hub: string; error?: string }
   | { type: 'twinReported'; time: string; hub: string }
   | { type: 'telemetrySent'; time: string; hub: string; count: number }
+  /** HTTPS: the hub accepted the device's first call since it was provisioned or since a call failed. */
+  | { type: 'active'; time: string; hub: string; deviceId: string }
+  /** HTTPS: a call failed; `refused` (401, 403, 404) sends the device back to DPS at once. */
+  | { type: 'requestFailed'; time: string; hub: string; error: string; refused: boolean; status?: number }
+  /** HTTPS: a cloud-to-device message was received (and completed). */
+  | { type: 'messageReceived'; time: string; hub: string; messageId?: string }
   | { type: 'stopped'; time: string };
 
 export interface SimulatorState {
@@ -79,7 +110,10 @@ export interface SimulatorState {
   phase: SimulatorPhase;
   assignedHub?: string;
   deviceId?: string;
+  /** Connected over MQTT (never for an HTTPS device: IoT Hub keeps no connection for it). */
   connected: boolean;
+  /** The hub accepts the device: connected over MQTT, or its last HTTPS call succeeded. */
+  active: boolean;
   telemetrySent: number;
   history: SimulatorEvent[];
 }
@@ -90,11 +124,25 @@ interface Assignment {
 }
 
 const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 1_000, maxMs: 60_000, factor: 2 };
+const HTTPS_TELEMETRY_INTERVAL_MS = 2_000;
+const HTTPS_C2D_POLL_MS = 5_000;
 const HISTORY_LIMIT = 200;
 
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * Whether a failed HTTPS call was the hub refusing the device: "for 401 Unauthorized, 403 Forbidden, 404 Not Found
+ * errors, perform a full re-registration" (DPS how-to-troubleshoot-dps). azure-iot-device-http keeps the response on
+ * the error it reports.
+ */
+function httpStatus(err: unknown): number | undefined {
+  const status = (err as { response?: { statusCode?: unknown } } | undefined)?.response?.statusCode;
+  return typeof status === 'number' ? status : undefined;
+}
+
+const REFUSALS = new Set([401, 403, 404]);
 
 /** Connection attempts that fail without an answer from the hub before the device asks DPS again. */
 const HUB_FAILURES_BEFORE_DPS = 3;
@@ -151,6 +199,16 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
   constructor(readonly options: SimulatedDeviceOptions) {
     super();
     this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    if (options.hubTransport === 'https') {
+      if (options.telemetryIntervalMs === 0) {
+        throw new Error('an HTTPS device needs telemetryIntervalMs > 0: its calls are all the hub sees of it');
+      }
+      if (options.reportedProperties) throw new Error('an HTTPS device has no twin: reportedProperties need MQTT');
+    }
+  }
+
+  private get https(): boolean {
+    return this.options.hubTransport === 'https';
   }
 
   get state(): SimulatorState {
@@ -160,6 +218,7 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
       assignedHub: this.assignment?.hub,
       deviceId: this.assignment?.deviceId,
       connected: this.phase === 'connected',
+      active: this.phase === 'connected' || this.phase === 'active',
       telemetrySent: this.telemetryCount,
       history: [...this.history],
     };
@@ -223,6 +282,41 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
       failures += 1;
       await sleep(ms, undefined, { signal: this.stopController.signal }).catch(() => undefined);
     };
+    const hubFailed = async (hub: string, err: unknown): Promise<void> => {
+      const time = new Date().toISOString();
+      const status = httpStatus(err);
+      const refused = this.https ? status !== undefined && REFUSALS.has(status) : refusedByHub(err);
+      if (this.https) {
+        this.record({
+          type: 'requestFailed',
+          time,
+          hub,
+          error: message(err),
+          refused,
+          ...(status !== undefined ? { status } : {}),
+        });
+      } else {
+        this.record({ type: 'connectFailed', time, hub, error: message(err), refused });
+      }
+      if (refused) {
+        // The hub refused this device (deleted, disabled, or its credentials changed): ask DPS where it belongs
+        // now — "for 401 Unauthorized, 403 Forbidden, 404 Not Found errors, perform a full re-registration"
+        // (DPS how-to-troubleshoot-dps). At once, unless DPS has just sent it here: then back off first, so a device
+        // that no hub accepts does not hammer DPS.
+        this.assignment = undefined;
+        if (fresh) await wait();
+      } else {
+        // Not an answer from the hub (network, TLS, throttling, server errors): retry the same hub with back-off,
+        // and ask DPS only after repeated failures, since the hub may be gone.
+        hubFailures += 1;
+        if (hubFailures >= HUB_FAILURES_BEFORE_DPS) {
+          this.assignment = undefined;
+          hubFailures = 0;
+        }
+        await wait();
+      }
+      fresh = false;
+    };
     while (!this.stopped) {
       if (!this.assignment) {
         this.phase = 'provisioning';
@@ -238,38 +332,25 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
       }
       const { hub } = this.assignment;
       this.phase = 'connecting';
-      let dropped: Promise<Error | undefined>;
+      let ended: Promise<Error | undefined>;
       try {
-        ({ dropped } = await this.connect(this.assignment));
+        ({ ended } = await (this.https ? this.openHttps(this.assignment) : this.connect(this.assignment)));
       } catch (err) {
         if (this.stopped) break;
-        const refused = refusedByHub(err);
-        this.record({ type: 'connectFailed', time: new Date().toISOString(), hub, error: message(err), refused });
-        if (refused) {
-          // The hub refused this device (deleted, disabled, or its credentials changed): ask DPS where it belongs
-          // now — "for 401 Unauthorized, 403 Forbidden, 404 Not Found errors, perform a full re-registration"
-          // (DPS how-to-troubleshoot-dps). At once, unless DPS has just sent it here: then back off first, so a device
-          // that no hub accepts does not hammer DPS.
-          this.assignment = undefined;
-          if (fresh) await wait();
-        } else {
-          // Not an answer from the hub (network, TLS): retry the same hub with back-off, and ask DPS only after
-          // repeated failures, since the hub may be gone.
-          hubFailures += 1;
-          if (hubFailures >= HUB_FAILURES_BEFORE_DPS) {
-            this.assignment = undefined;
-            hubFailures = 0;
-          }
-          await wait();
-        }
-        fresh = false;
+        await hubFailed(hub, err);
         continue;
       }
       failures = 0;
       hubFailures = 0;
       fresh = false;
-      const error = await dropped;
+      const error = await ended;
       if (this.stopped) break;
+      if (this.https) {
+        // A failed call ends an HTTPS session: judged like a failed first call (fresh is false, so a refusal goes
+        // to DPS at once).
+        await hubFailed(hub, error);
+        continue;
+      }
       this.record({
         type: 'disconnected',
         time: new Date().toISOString(),
@@ -333,7 +414,7 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
   }
 
   /** Opens the hub connection; resolves with a promise that settles when the connection drops. */
-  private async connect(assignment: Assignment): Promise<{ dropped: Promise<Error | undefined> }> {
+  private async connect(assignment: Assignment): Promise<{ ended: Promise<Error | undefined> }> {
     const { options } = this;
     const gateway = options.hubMqttAddress;
     let client: Client;
@@ -375,7 +456,7 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
     }
     if (this.stopped) {
       await this.closeClient();
-      return { dropped };
+      return { ended: dropped };
     }
     this.phase = 'connected';
     this.record({
@@ -385,7 +466,103 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
       deviceId: assignment.deviceId,
     });
     void this.afterConnect(client, assignment.hub, dropped);
-    return { dropped };
+    return { ended: dropped };
+  }
+
+  /**
+   * Starts an HTTPS device on its hub: the first telemetry message must succeed (else this throws the error the SDK
+   * reported); resolves with a promise that settles with the error of the first call that fails afterwards — a
+   * telemetry send, a cloud-to-device poll or its completion.
+   */
+  private async openHttps(assignment: Assignment): Promise<{ ended: Promise<Error | undefined> }> {
+    const { options } = this;
+    const provider =
+      options.attestation.type === 'x509'
+        ? new X509AuthenticationProvider({
+            host: assignment.hub,
+            deviceId: assignment.deviceId,
+            x509: { cert: options.attestation.certPem, key: options.attestation.keyPem },
+          })
+        : SharedAccessKeyAuthenticationProvider.fromConnectionString(
+            `HostName=${assignment.hub};DeviceId=${assignment.deviceId};SharedAccessKey=${this.deviceKey()}`,
+          );
+    // The transport is built here rather than by Client.fromConnectionString because only it reports the failures of
+    // the cloud-to-device polls it runs on its own timer (as `error` events; the client swallows them).
+    const transport = new DeviceHttp(provider);
+    const client = new Client(transport);
+    client.setRetryPolicy(new NoRetry());
+    client.on('error', () => undefined);
+    let end!: (err?: Error) => void;
+    const ended = new Promise<Error | undefined>((resolve) => {
+      const { signal } = this.stopController;
+      const stopped = (): void => resolve(undefined);
+      signal.addEventListener('abort', stopped, { once: true });
+      end = (err) => {
+        // A device that keeps failing opens many sessions: each lets go of the stop signal when it ends.
+        signal.removeEventListener('abort', stopped);
+        resolve(err);
+        if (this.client === client) void this.closeClient();
+      };
+    });
+    transport.on('error', (err: Error) => end(err));
+    this.client = client;
+    const pollSeconds = (options.cloudToDevicePollMs ?? HTTPS_C2D_POLL_MS) / 1000;
+    try {
+      await call((cb) =>
+        client.setOptions(
+          { ...(options.ca ? { ca: options.ca } : {}), http: { receivePolicy: { interval: pollSeconds } } },
+          cb,
+        ),
+      );
+      await call((cb) => client.open(cb));
+      await this.sendTelemetry(client, assignment.hub);
+    } catch (err) {
+      this.client = undefined;
+      end();
+      await call((cb) => client.close(cb)).catch(() => undefined);
+      throw err;
+    }
+    if (this.stopped) {
+      await this.closeClient();
+      return { ended };
+    }
+    this.phase = 'active';
+    this.record({ type: 'active', time: new Date().toISOString(), hub: assignment.hub, deviceId: assignment.deviceId });
+    client.on('message', (msg: Message) => {
+      client.complete(msg, (err) => {
+        if (err) end(err);
+        else
+          this.record({
+            type: 'messageReceived',
+            time: new Date().toISOString(),
+            hub: assignment.hub,
+            ...(msg.messageId ? { messageId: String(msg.messageId) } : {}),
+          });
+      });
+    });
+    void (async () => {
+      const interval = options.telemetryIntervalMs ?? HTTPS_TELEMETRY_INTERVAL_MS;
+      for (;;) {
+        await sleep(interval, undefined, { signal: this.stopController.signal }).catch(() => undefined);
+        if (this.stopped || this.client !== client) return;
+        try {
+          await this.sendTelemetry(client, assignment.hub);
+        } catch (err) {
+          end(err as Error);
+          return;
+        }
+      }
+    })();
+    return { ended };
+  }
+
+  private async sendTelemetry(client: Client, hub: string): Promise<void> {
+    const body = JSON.stringify({ registrationId: this.options.registrationId, seq: this.telemetryCount + 1 });
+    await call((cb) => client.sendEvent(new Message(body), cb));
+    this.telemetryCount += 1;
+    if (this.telemetryCount === 1 || this.telemetryCount % 100 === 0) {
+      this.record({ type: 'telemetrySent', time: new Date().toISOString(), hub, count: this.telemetryCount });
+    }
   }
 
   /** Reports properties and sends telemetry while the connection lasts; failures here end with the drop. */
@@ -400,12 +577,7 @@ export class SimulatedDevice extends EventEmitter<{ event: [SimulatorEvent] }> {
         this.record({ type: 'twinReported', time: new Date().toISOString(), hub });
       }
       while (live && telemetryIntervalMs && !this.stopped && this.client === client) {
-        const body = JSON.stringify({ registrationId: this.options.registrationId, seq: this.telemetryCount + 1 });
-        await call((cb) => client.sendEvent(new Message(body), cb));
-        this.telemetryCount += 1;
-        if (this.telemetryCount === 1 || this.telemetryCount % 100 === 0) {
-          this.record({ type: 'telemetrySent', time: new Date().toISOString(), hub, count: this.telemetryCount });
-        }
+        await this.sendTelemetry(client, hub);
         await sleep(telemetryIntervalMs, undefined, { signal: this.stopController.signal }).catch(() => undefined);
       }
     } catch {

@@ -19,9 +19,13 @@ export interface FleetOptions extends Omit<SimulatedDeviceOptions, 'registration
 export interface FleetSummary {
   total: number;
   connected: number;
+  /** Devices the hub accepts: connected over MQTT, or active over HTTPS (which never connect). */
+  active: number;
   phases: Partial<Record<SimulatorPhase, number>>;
   /** Connected devices per assigned hub host name. */
   connectedByHub: Record<string, number>;
+  /** Active devices (see `active`) per assigned hub host name. */
+  activeByHub: Record<string, number>;
 }
 
 export class Fleet {
@@ -56,12 +60,23 @@ export class Fleet {
   }
 
   summary(): FleetSummary {
-    const summary: FleetSummary = { total: this.devices.length, connected: 0, phases: {}, connectedByHub: {} };
+    const summary: FleetSummary = {
+      total: this.devices.length,
+      connected: 0,
+      active: 0,
+      phases: {},
+      connectedByHub: {},
+      activeByHub: {},
+    };
     for (const { state } of this.devices) {
       summary.phases[state.phase] = (summary.phases[state.phase] ?? 0) + 1;
       if (state.connected && state.assignedHub) {
         summary.connected += 1;
         summary.connectedByHub[state.assignedHub] = (summary.connectedByHub[state.assignedHub] ?? 0) + 1;
+      }
+      if (state.active && state.assignedHub) {
+        summary.active += 1;
+        summary.activeByHub[state.assignedHub] = (summary.activeByHub[state.assignedHub] ?? 0) + 1;
       }
     }
     return summary;

@@ -31,8 +31,8 @@ Usage:
 enroll   Creates an individual enrollment (or a group) with symmetric keys for one hub, through the emulated DPS,
          and writes the key to the file (mode 0600), or prints it when no file is given. An enrollment that exists
          already is left as it is, and its key is handed over.
-run      Provisions each device through DPS, connects it to its hub over MQTT, and re-registers it when the hub
-         refuses it. The default command.
+run      Provisions each device through DPS, connects it to its hub over MQTT (or talks to it over HTTPS), and
+         re-registers it when the hub refuses it. The default command.
 
 Keys (never on the command line, where ps shows them):
   --symmetric-key-file <file>   an individual enrollment's key      (or env SIMULATOR_SYMMETRIC_KEY)
@@ -48,7 +48,9 @@ Options:
   --mqtt <host:port>            emulator MQTT address for hubs and DPS over MQTT (default 127.0.0.1:8883)
   --ca-file <file>              emulator CA (default .data/emulator/ca.pem)
   --dps-transport http|mqtt     (default http)
-  --telemetry-interval <ms>     send telemetry this often while connected (default 0: never)
+  --hub-transport mqtt|https    (default mqtt). An HTTPS device never connects: it sends telemetry and polls for
+                                cloud-to-device messages, and shows as "active" once its hub accepts a call
+  --telemetry-interval <ms>     send telemetry this often (default: never over MQTT, 2000 over HTTPS)
   --report '<json>'             reported properties to send after each connection
   --backoff-initial <ms>, --backoff-max <ms>   back-off between failed attempts (default 1000, 60000)
 
@@ -77,6 +79,7 @@ const FLAGS = {
   mqtt: text,
   'ca-file': text,
   'dps-transport': text,
+  'hub-transport': text,
   'telemetry-interval': text,
   report: text,
   'backoff-initial': text,
@@ -123,7 +126,8 @@ const runSchema = z
     keyFile: z.string().min(1).optional(),
     mqtt: address.default('127.0.0.1:8883'),
     dpsTransport: z.enum(['http', 'mqtt']).default('http'),
-    telemetryInterval: z.coerce.number().int().min(0).default(0),
+    hubTransport: z.enum(['mqtt', 'https']).default('mqtt'),
+    telemetryInterval: z.coerce.number().int().min(0).optional(),
     report: z
       .string()
       .transform((s, ctx) => {
@@ -149,6 +153,12 @@ const runSchema = z
   .refine((c) => !c.certFile || !!c.keyFile, { message: '--cert-file needs --key-file' })
   .refine((c) => !c.symmetricKey || c.count === undefined, {
     message: 'a symmetric key is one device’s: use --group-key-file for a fleet',
+  })
+  .refine((c) => c.hubTransport !== 'https' || c.telemetryInterval !== 0, {
+    message: 'an HTTPS device needs --telemetry-interval above 0: its calls are all its hub sees of it',
+  })
+  .refine((c) => c.hubTransport !== 'https' || c.report === undefined, {
+    message: '--report needs a twin, which HTTPS devices do not have: use --hub-transport mqtt',
   });
 
 /** The environment the simulator reads, once: the keys a shell can hand over without the command line. */
@@ -229,6 +239,7 @@ function parseCommand(argv: string[], env: Record<string, string | undefined>): 
         keyFile: values['key-file'],
         mqtt: values.mqtt,
         dpsTransport: values['dps-transport'],
+        hubTransport: values['hub-transport'],
         telemetryInterval: values['telemetry-interval'],
         report: values.report,
         backoffInitial: values['backoff-initial'],
@@ -295,7 +306,7 @@ function describe(registrationId: string, event: SimulatorEvent): string {
 
 async function run(config: z.infer<typeof runSchema>): Promise<void> {
   const caPem = readFileSync(config.caFile, 'utf8');
-  // DPS over HTTP goes through https.request: route the Azure host names to the emulator.
+  // DPS over HTTP and hubs over HTTPS go through https.request: route the Azure host names to the emulator.
   installAzureEndpointRouting({ address: config.emulator, caPem });
 
   let attestation: Attestation;
@@ -314,6 +325,7 @@ async function run(config: z.infer<typeof runSchema>): Promise<void> {
   const options: Omit<SimulatedDeviceOptions, 'registrationId' | 'attestation'> = {
     idScope: config.idScope,
     dpsTransport: config.dpsTransport,
+    hubTransport: config.hubTransport,
     dpsMqttAddress: config.mqtt,
     hubMqttAddress: config.mqtt,
     ca: caPem,

@@ -21,7 +21,7 @@ import { deviceBroker } from '../../emulator/mqtt/listener';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { createSasToken } from '../../emulator/security/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
-import type { DeviceEvent } from '../../emulator/state';
+import type { DeviceEvent, DeviceTelemetryEvent } from '../../emulator/state';
 
 let emulator: RunningEmulator;
 let uninstallRouting: () => void;
@@ -140,6 +140,33 @@ describe('MQTT device connections', () => {
     await client.close();
     await disconnected;
     expect((await registry.get(deviceId)).responseBody.connectionState).toBe('Disconnected');
+  });
+
+  it('announces each telemetry message with its properties on the state bus', async () => {
+    // The topic carries the property bag: `$.mid`, `$.cid` … are system properties, the rest the application's
+    // (iot-hub-mqtt-support, "Sending device-to-cloud messages").
+    const { deviceId, key } = await createSasDevice();
+    const client = await sasClient(deviceId, key);
+    await client.open();
+    const announced = new Promise<DeviceTelemetryEvent>((resolve) =>
+      emulator.state.events.on('deviceTelemetry', (e) => {
+        if (e.deviceId === deviceId) resolve(e);
+      }),
+    );
+    const message = new Message('{"t":22}');
+    message.messageId = 'mq-1';
+    message.correlationId = 'corr-1';
+    message.properties.add('unit', 'C');
+    await client.sendEvent(message);
+    const event = await announced;
+    expect(event).toMatchObject({
+      hubName: 'test',
+      protocol: 'mqtt',
+      messageId: 'mq-1',
+      correlationId: 'corr-1',
+    });
+    expect(event.properties).toEqual({ unit: 'C' });
+    expect(event.body.toString()).toBe('{"t":22}');
   });
 
   it('updates lastActivityTime when the device connects, sends or receives, not on keep-alive pings', async () => {

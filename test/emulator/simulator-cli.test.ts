@@ -1,7 +1,7 @@
 /**
  * The simulator's command line (emulator/simulator/main.ts), run as a process against an in-process emulator: help,
- * usage errors without stack traces, `enroll` through the emulated DPS, and keys from a file or the environment,
- * never from the command line.
+ * usage errors without stack traces, `enroll` through the emulated DPS, keys from a file or the environment,
+ * never from the command line, and devices over MQTT or HTTPS.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -122,6 +122,49 @@ describe('simulator command line', () => {
     const exited = new Promise<number | null>((resolve) => device.on('exit', (code) => resolve(code)));
     device.kill('SIGINT');
     expect(await exited).toBe(0);
+  });
+
+  it('runs a device over HTTPS with --hub-transport https, and refuses what HTTPS cannot do', async () => {
+    const keyFile = path.join(dir, 'cli-https.key');
+    const enrolled = await run([
+      'enroll',
+      '--registration-id',
+      'cli-https',
+      '--symmetric-key-file',
+      keyFile,
+      '--control',
+      emulator.controlUrl!,
+      ...emulatorFlags(),
+    ]);
+    expect(enrolled.code).toBe(0);
+
+    const device = start([
+      '--registration-id',
+      'cli-https',
+      '--symmetric-key-file',
+      keyFile,
+      '--hub-transport',
+      'https',
+      '--telemetry-interval',
+      '200',
+      ...emulatorFlags(),
+    ]);
+    await untilOutput(device, /cli-https active/);
+    const onHub = emulator.state.hubs.get('test')!.devices.get('cli-https')!;
+    expect(onHub.connectionState).toBe('Disconnected');
+    expect(onHub.lastActivityTime).not.toBe('0001-01-01T00:00:00Z');
+    const exited = new Promise<number | null>((resolve) => device.on('exit', (code) => resolve(code)));
+    device.kill('SIGINT');
+    expect(await exited).toBe(0);
+
+    const env = { SIMULATOR_SYMMETRIC_KEY: 'a2V5' };
+    const https = ['--registration-id', 'x', '--hub-transport', 'https'];
+    const withTwin = await run([...https, '--report', '{"a":1}'], env);
+    expect(withTwin.code).toBe(2);
+    expect(withTwin.stderr).toMatch(/--report needs a twin/);
+    const silent = await run([...https, '--telemetry-interval', '0'], env);
+    expect(silent.code).toBe(2);
+    expect(silent.stderr).toMatch(/--telemetry-interval above 0/);
   });
 
   it('enrolls a group, printing its key for the environment, and runs a fleet with SIMULATOR_GROUP_KEY', async () => {

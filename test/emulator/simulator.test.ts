@@ -337,3 +337,163 @@ describe('simulated devices', () => {
     ).toHaveLength(6);
   });
 });
+
+/**
+ * Devices on azure-iot-device-http (`hubTransport: 'https'`): no connection, so IoT Hub never shows them Connected and
+ * raises no DeviceConnected; the promotion recognises one on the target hub by its DPS assignment and a
+ * `lastActivityTime` newer than the re-point.
+ */
+describe('simulated HTTPS devices', () => {
+  const NEVER = '0001-01-01T00:00:00Z';
+
+  function simulateHttps(
+    registrationId: string,
+    attestation: Attestation,
+    backoff = { initialMs: 50, maxMs: 400 },
+  ): SimulatedDevice {
+    const device = new SimulatedDevice({
+      registrationId,
+      idScope: emulator.idScope,
+      attestation,
+      hubTransport: 'https',
+      telemetryIntervalMs: 100,
+      cloudToDevicePollMs: 100,
+      ca: emulator.caPem,
+      backoff,
+    });
+    running.push(device);
+    return device.start();
+  }
+
+  const activeOn =
+    (host: string) =>
+    (e: SimulatorEvent): boolean =>
+      e.type === 'active' && e.hub === host;
+
+  async function symmetricKeyEnrollment(registrationId: string): Promise<Attestation> {
+    const created = await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation: { type: 'symmetricKey' },
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    return { type: 'symmetricKey', key: created.responseBody.attestation.symmetricKey!.primaryKey };
+  }
+
+  /**
+   * The promotion's scenario for an HTTPS device: active on the test hub; the enrollment is re-pointed to production
+   * and the device removed from test; its next call is refused, it re-registers at once and goes on on production,
+   * where its lastActivityTime passes the re-point while it stays Disconnected.
+   */
+  async function expectHttpsMovesToProduction(
+    device: SimulatedDevice,
+    enrollment: Enrollment,
+    removal: 'delete' | 'disable',
+    refusal: number,
+  ): Promise<void> {
+    await device.waitFor(activeOn(hosts.test));
+    const deviceId = device.state.deviceId!;
+    const onTest = (await registries.test.get(deviceId)).responseBody;
+    expect(onTest).toMatchObject({ connectionState: 'Disconnected', connectionStateUpdatedTime: NEVER });
+    expect(onTest.lastActivityTime).not.toBe(NEVER);
+
+    await repoint(enrollment, hosts.production);
+    const repointedAt = Date.now();
+    if (removal === 'delete') await registries.test.delete(deviceId);
+    else await registries.test.update({ ...onTest, status: 'disabled' });
+
+    await device.waitFor(activeOn(hosts.production), 10_000);
+    expect(device.state).toMatchObject({
+      assignedHub: hosts.production,
+      phase: 'active',
+      active: true,
+      connected: false,
+    });
+    expect(device.state.history).toContainEqual(
+      expect.objectContaining({ type: 'requestFailed', hub: hosts.test, refused: true, status: refusal }),
+    );
+    const provisioned = device.state.history.filter(
+      (e): e is Extract<SimulatorEvent, { type: 'provisioned' }> => e.type === 'provisioned',
+    );
+    expect(provisioned.map((e) => e.assignedHub)).toEqual([hosts.test, hosts.production]);
+    expect(device.state.history.some((e) => e.type === 'connected')).toBe(false);
+
+    const registration = await service.getDeviceRegistrationState(device.options.registrationId);
+    expect(registration.responseBody).toMatchObject({ status: 'assigned', assignedHub: hosts.production });
+    const onProduction = (await registries.production.get(deviceId)).responseBody;
+    expect(onProduction).toMatchObject({ connectionState: 'Disconnected', connectionStateUpdatedTime: NEVER });
+    expect(Date.parse(onProduction.lastActivityTime!)).toBeGreaterThan(repointedAt);
+    expect(deviceBroker(emulator.state)!.telemetryCount('production', deviceId)).toBeGreaterThan(0);
+  }
+
+  it('symmetric key re-registers through DPS at once and goes on on production when deleted from the test hub', async () => {
+    // Deleted: the next call is 404 (REST common error codes), a refusal: "for 401 Unauthorized, 403 Forbidden, 404
+    // Not Found errors, perform a full re-registration" (DPS how-to-troubleshoot-dps). A 30 s back-off shows that the
+    // refusal skips it.
+    const registrationId = uniqueId('https-sk');
+    const device = simulateHttps(registrationId, await symmetricKeyEnrollment(registrationId), {
+      initialMs: 30_000,
+      maxMs: 60_000,
+    });
+    await expectHttpsMovesToProduction(device, { kind: 'individual', id: registrationId }, 'delete', 404);
+  });
+
+  it('X.509 client certificate moves to production when disabled on the test hub', async () => {
+    // Disabled: "If Disabled, this device can't connect" (iot-hub-devguide-identity-registry): 401.
+    const registrationId = uniqueId('https-x509');
+    const cert = mintCertificate({ commonName: registrationId });
+    const attestation = { type: 'x509', x509: { clientCertificates: { primary: { certificate: cert.certPem } } } };
+    await service.createOrUpdateIndividualEnrollment({
+      registrationId,
+      attestation,
+      ...toTest(),
+    } as unknown as IndividualEnrollment);
+    const device = simulateHttps(registrationId, { type: 'x509', certPem: cert.certPem, keyPem: cert.keyPem });
+    await expectHttpsMovesToProduction(
+      device,
+      { kind: 'individual', id: registrationId, x509Attestation: attestation },
+      'disable',
+      401,
+    );
+  });
+
+  it('polls for cloud-to-device messages and completes them', async () => {
+    const registrationId = uniqueId('https-c2d');
+    const device = simulateHttps(registrationId, await symmetricKeyEnrollment(registrationId));
+    await device.waitFor(activeOn(hosts.test));
+    const broker = deviceBroker(emulator.state)!;
+    broker.sendCloudToDevice('test', device.state.deviceId!, { payload: 'reboot', messageId: 'sim-c2d-1' });
+    await device.waitFor((e) => e.type === 'messageReceived' && e.messageId === 'sim-c2d-1', 5_000);
+    // Completed: nothing is left to deliver, now or after the lock would have run out.
+    expect(broker.cloudToDevice.receive('test', device.state.deviceId!, Date.now() + 120_000)).toBeUndefined();
+  });
+
+  it('retries its hub with back-off when a call fails without a refusal, and keeps its assignment', async () => {
+    const registrationId = uniqueId('https-flaky');
+    const device = simulateHttps(registrationId, await symmetricKeyEnrollment(registrationId));
+    await device.waitFor(activeOn(hosts.test));
+    // A failed telemetry send, then a failed cloud-to-device poll (which only the transport reports).
+    emulator.faults.addRule({ surface: 'hub', hub: 'test', operation: 'deviceTelemetry', status: 503 });
+    await device.waitFor((e) => e.type === 'requestFailed' && e.status === 503, 5_000);
+    await device.waitFor(() => device.state.history.filter((e) => e.type === 'active').length === 2, 5_000);
+    emulator.faults.addRule({ surface: 'hub', hub: 'test', operation: 'receiveCloudToDevice', status: 500 });
+    await device.waitFor((e) => e.type === 'requestFailed' && e.status === 500, 5_000);
+    await device.waitFor(() => device.state.history.filter((e) => e.type === 'active').length === 3, 5_000);
+
+    const failed = device.state.history.filter((e) => e.type === 'requestFailed');
+    expect(failed).toHaveLength(2);
+    expect(failed.every((e) => e.type === 'requestFailed' && !e.refused && e.hub === hosts.test)).toBe(true);
+    expect(device.state.history.filter((e) => e.type === 'provisioned')).toHaveLength(1);
+  });
+
+  it('refuses to run over HTTPS without telemetry or with a twin to report', () => {
+    const base = {
+      registrationId: 'never-started',
+      idScope: emulator.idScope,
+      attestation: { type: 'symmetricKey', key: 'a2V5' } as Attestation,
+      hubTransport: 'https' as const,
+    };
+    expect(() => new SimulatedDevice({ ...base, telemetryIntervalMs: 0 })).toThrow(/telemetryIntervalMs/);
+    expect(() => new SimulatedDevice({ ...base, reportedProperties: { a: 1 } })).toThrow(/no twin/);
+    expect(new SimulatedDevice(base).state).toMatchObject({ phase: 'idle', active: false, connected: false });
+  });
+});

@@ -12,7 +12,7 @@ import { configureDps } from '../../emulator/dps/runtime';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { mintCertificate, type MintedCert } from '../../emulator/security/certs';
-import { SimulatedDevice, type Attestation } from '../../emulator/simulator/device';
+import { SimulatedDevice, type Attestation, type SimulatedDeviceOptions } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { createWorker } from '../../worker/worker';
 import { connectToHarness, uniqueTaskQueue, workflowBundle, type TemporalTestContext } from './temporal';
@@ -212,8 +212,16 @@ function x509Device(registrationId: string, kind: DeviceKind, cert: MintedCert):
   };
 }
 
-/** Runs a simulated device (real device SDKs) that provisions, connects and follows DPS on rejection. */
-export function simulate(stack: Stack, device: EnrolledDevice): SimulatedDevice {
+/**
+ * Runs a simulated device (real device SDKs) that provisions, connects and follows DPS on rejection. `options`
+ * overrides the defaults, e.g. `{ hubTransport: 'https', telemetryIntervalMs: 500 }` for a device that talks to its
+ * hub over HTTPS (it is then `active`, never `connected`; see `activeOn`).
+ */
+export function simulate(
+  stack: Stack,
+  device: EnrolledDevice,
+  options: Partial<Omit<SimulatedDeviceOptions, 'registrationId' | 'attestation'>> = {},
+): SimulatedDevice {
   const address = `127.0.0.1:${stack.emulator.mqttPort}`;
   return new SimulatedDevice({
     registrationId: device.registrationId,
@@ -223,9 +231,15 @@ export function simulate(stack: Stack, device: EnrolledDevice): SimulatedDevice 
     dpsMqttAddress: address,
     ca: stack.emulator.caPem,
     backoff: { initialMs: 100, maxMs: 1_000 },
+    ...options,
   }).start();
 }
 
 export async function connectedTo(device: SimulatedDevice, hubHost: string, timeoutMs = 30_000) {
   return device.waitFor((e) => e.type === 'connected' && e.hub === hubHost, timeoutMs);
+}
+
+/** An HTTPS device's counterpart of `connectedTo`: the hub accepted its first call. */
+export async function activeOn(device: SimulatedDevice, hubHost: string, timeoutMs = 30_000) {
+  return device.waitFor((e) => e.type === 'active' && e.hub === hubHost, timeoutMs);
 }

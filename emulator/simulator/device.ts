@@ -162,8 +162,6 @@ type RegistrationClient = ReturnType<typeof ProvisioningDeviceClient.create>;
 type ProvisioningSecurity = Parameters<typeof ProvisioningDeviceClient.create>[3];
 type ProvisioningMqttBase = ConstructorParameters<typeof ProvisioningMqtt>[0];
 
-/** Callback-style SDK call → promise (the SDK's own promise forms are not used: some never settle). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the SDK callbacks carry assorted result types
 /** How long stop() waits for an in-flight DPS registration to acknowledge its cancellation. */
 const CANCEL_WAIT_MS = 2_000;
 
@@ -181,6 +179,8 @@ async function closeBounded(client: Client): Promise<void> {
   await Promise.race([call((cb) => client.close(cb)).catch(() => undefined), sleep(CANCEL_WAIT_MS)]);
 }
 
+/** Callback-style SDK call → promise (the SDK's own promise forms are not used: some never settle). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the SDK callbacks carry assorted result types
 function call<T = any>(fn: (cb: (err?: Error | null, result?: T) => void) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => fn((err, result) => (err ? reject(err) : resolve(result as T))));
 }

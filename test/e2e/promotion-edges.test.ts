@@ -17,7 +17,7 @@ import { eventGridFor } from '../../emulator/eventgrid/event-grid';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { recordHistory } from '../helpers/histories';
-import { connectedTo, enrollDevice, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
+import { activeOn, connectedTo, enrollDevice, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
 
 jest.setTimeout(120_000);
 
@@ -147,15 +147,39 @@ describe('twin data', () => {
 });
 
 describe('protocols', () => {
-  it('completes for a device declared as HTTPS, by its DPS re-registration and its activity on production', async () => {
-    const { enrolled, device } = await onlineInTest('symmetricKey');
-    const id = enrolled.registrationId;
-    const handle = await start({ registrationId: id, protocol: 'https', pollInterval: '1s' });
+  async function httpsDeviceInTest() {
+    const enrolled = await enrollDevice(stack, 'symmetricKey');
+    const device = simulate(stack, enrolled, { hubTransport: 'https', telemetryIntervalMs: 500 });
+    devices.push(device);
+    await activeOn(device, stack.hosts.test);
+    return { enrolled, device };
+  }
+
+  it('completes for an HTTPS device, by its DPS re-registration and its activity on production', async () => {
+    const { enrolled, device } = await httpsDeviceInTest();
+    const handle = await start({ registrationId: enrolled.registrationId, protocol: 'https', pollInterval: '1s' });
     const result: PromotionResult = await handle.result();
 
     expect(result.outcome).toBe('promoted');
     expect(result.steps.find((s) => s.step === 'connected')?.detail).toMatch(/last activity/);
-    await connectedTo(device, stack.hosts.production);
+    await activeOn(device, stack.hosts.production);
+    // IoT Hub keeps no connection state for HTTPS devices: "connected" could never have ended the wait.
+    expect(await deviceIn('production', enrolled.registrationId)).toMatchObject({ connectionState: 'Disconnected' });
+  });
+
+  it('would wait for a connection an HTTPS device never makes if the request named the wrong protocol', async () => {
+    const { enrolled, device } = await httpsDeviceInTest();
+    const handle = await start({
+      registrationId: enrolled.registrationId,
+      protocol: 'mqtt',
+      pollInterval: '1s',
+      deadline: '6s',
+      onTimeout: 'park',
+    });
+    const { type, result } = await failureOf(handle);
+    expect(type).toBe('ReconnectionDeadlineExceeded');
+    expect(result?.wait?.lastCheck).toMatch(/not connected/);
+    await activeOn(device, stack.hosts.production);
   });
 });
 

@@ -4,16 +4,12 @@
  * heartbeat timeout, the activity is retried, and the promotion completes with the enrollment written exactly once
  * (counted by the emulator).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import request from 'supertest';
 import { temporal } from '@temporalio/proto';
 import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
-import { entryArgs } from '../helpers/build';
-import { harnessAddress } from '../helpers/temporal';
+import { startWorkerProcess } from '../helpers/worker-process';
 import { connectedTo, enrollDevice, simulate, startStack, type Stack } from '../helpers/stack';
 
 jest.setTimeout(180_000);
@@ -30,26 +26,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function startWorkerProcess(): Promise<ChildProcess> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'iot-lifecycle-'));
-  const caFile = path.join(dir, 'ca.pem');
-  await writeFile(caFile, stack.emulator.caPem);
-  const proc = spawn(process.execPath, entryArgs('worker'), {
-    env: {
-      PATH: process.env.PATH,
-      TEMPORAL_ADDRESS: harnessAddress(),
-      TASK_QUEUE: stack.taskQueue,
-      AZURE_DPS_CONNECTION_STRING: stack.emulator.connectionStrings.dps,
-      AZURE_HUB_CONNECTION_STRINGS: JSON.stringify(stack.emulator.connectionStrings.hubs),
-      AZURE_ENDPOINT_ADDRESS: stack.emulator.address,
-      AZURE_CA_FILE: caFile,
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return proc;
-}
-
 it('completes a promotion after its worker process is killed during the enrollment write, writing it once', async () => {
   const enrolled = await enrollDevice(stack, 'symmetricKey');
   const device = simulate(stack, enrolled);
@@ -64,7 +40,7 @@ it('completes a promotion after its worker process is killed during the enrollme
       phase: 'after',
       latencyMs: 5_000,
     });
-    child = await startWorkerProcess();
+    child = await startWorkerProcess(stack);
     await request(stack.app).post('/v1/promotions').send({ registrationId: id, pollInterval: '1s' }).expect(202);
     const handle = stack.temporal.client.workflow.getHandle(promotionWorkflowId(id));
     await waitUntil(async () => !stack.emulator.faults.rules().some((r) => r.id === held.id), 60_000);
@@ -72,7 +48,7 @@ it('completes a promotion after its worker process is killed during the enrollme
     child.kill('SIGKILL');
     await new Promise((resolve) => child!.once('exit', resolve));
 
-    child = await startWorkerProcess();
+    child = await startWorkerProcess(stack);
     const result: PromotionResult = await handle.result();
 
     expect(result.outcome).toBe('promoted');

@@ -1,5 +1,6 @@
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import type { Logger } from '../common/logger';
+import { REVOCATION_MARK } from '../common/revocation';
 import type { RunningEmulator } from '../emulator';
 import { eventGridFor } from '../emulator/eventgrid/event-grid';
 import { SimulatedDevice } from '../emulator/simulator/device';
@@ -14,6 +15,8 @@ export interface DevicePlacement {
   registrationId: string;
   /** The emulator hub DPS assigns the device to now: test, production, or undefined before its first registration. */
   environment?: string;
+  /** Its enrollment was disabled by a revocation. */
+  revoked?: boolean;
 }
 
 export interface Rehearsal {
@@ -100,7 +103,13 @@ export async function startRehearsal(options: {
           );
           const assigned = state?.assignedHub?.toLowerCase();
           const environment = hubs.find(([, hub]) => hub.hostName.toLowerCase() === assigned)?.[0];
-          return { registrationId, environment };
+          const enrollment = await dps.getIndividualEnrollment(registrationId).then(
+            (answer) => answer.responseBody,
+            () => undefined,
+          );
+          const tags = (enrollment?.initialTwin as { tags?: Record<string, unknown> } | undefined)?.tags ?? {};
+          const revoked = enrollment?.provisioningStatus === 'disabled' && REVOCATION_MARK.twinTag in tags;
+          return { registrationId, environment, ...(revoked ? { revoked } : {}) };
         }),
       );
     },

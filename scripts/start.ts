@@ -194,14 +194,18 @@ function printUrls(
   if (devices.length) {
     // What is true now: a device promoted in an earlier run is on production, and its curl would be refused.
     lines.push('  Simulated devices:');
-    for (const d of devices) lines.push(`    ${d.registrationId}: ${d.environment ?? 'not provisioned'}`);
-    const onTest = devices.find((d) => d.environment === 'test');
-    const onProduction = devices.find((d) => d.environment === 'production');
-    const curl = (body: string, id: string) => [
-      `    curl -i -X POST ${api}/v1/promotions -H 'content-type: application/json' \\`,
+    for (const d of devices) {
+      lines.push(`    ${d.registrationId}: ${d.environment ?? 'not provisioned'}${d.revoked ? ' (revoked)' : ''}`);
+    }
+    const live = devices.filter((d) => !d.revoked);
+    const onTest = live.find((d) => d.environment === 'test');
+    const onProduction = live.find((d) => d.environment === 'production');
+    const post = (path: string, body: string, status: string) => [
+      `    curl -i -X POST ${api}${path} -H 'content-type: application/json' \\`,
       `      -d '${body}'`,
-      `    curl ${api}/v1/promotions/${id}`,
+      `    curl ${api}${status}`,
     ];
+    const curl = (body: string, id: string) => post('/v1/promotions', body, `/v1/promotions/${id}`);
     if (onTest) {
       lines.push(
         '  Promote one to production:',
@@ -215,6 +219,23 @@ function printUrls(
           `{"registrationId":"${onProduction.registrationId}","sourceEnvironment":"production","targetEnvironment":"test"}`,
           onProduction.registrationId,
         ),
+      );
+    }
+    // Revocation: the last live device (the promote curl names the first), or reinstating one already revoked.
+    const toRevoke = live.length > 1 ? live[live.length - 1] : undefined;
+    const revoked = devices.find((d) => d.revoked);
+    if (toRevoke) {
+      const id = toRevoke.registrationId;
+      lines.push(
+        '  Revoke one (DPS refuses it, every hub disables it):',
+        ...post('/v1/revocations', `{"registrationId":"${id}","reason":"rehearsal"}`, `/v1/revocations/devices/${id}`),
+      );
+    }
+    if (revoked ?? toRevoke) {
+      const id = (revoked ?? toRevoke)!.registrationId;
+      lines.push(
+        `  Reinstate ${revoked ? 'the revoked one' : 'it afterwards'}:`,
+        ...post('/v1/reinstatements', `{"registrationId":"${id}"}`, `/v1/reinstatements/devices/${id}`),
       );
     }
   }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { QuotasConfig } from './quotas';
 
 /**
  * The process configuration, parsed once at start from the environment. Nothing else reads `process.env`:
@@ -28,6 +29,21 @@ const hubConnectionStrings = z
     }
   })
   .pipe(z.record(z.string().regex(/^[a-z0-9-]+$/i), z.string().regex(/HostName=[^;]+/, 'needs HostName=…')));
+
+/** A variable holding JSON that must match `schema`. */
+function jsonOf<T extends z.ZodType>(schema: T) {
+  return z
+    .string()
+    .transform((raw, ctx) => {
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be JSON' });
+        return z.NEVER;
+      }
+    })
+    .pipe(schema);
+}
 
 export const configSchema = z.object({
   TEMPORAL_ADDRESS: hostPort.optional(),
@@ -65,6 +81,11 @@ export const configSchema = z.object({
   /** Simulated devices `npm start` enrolls and connects to the emulator's test hub, ready to promote. */
   REHEARSAL_DEVICES: z.coerce.number().int().min(0).max(1000).default(3),
   EVENT_GRID_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /**
+   * The quotas of the hubs and DPS (JSON): {"hubs":{"test":{"tier":"S1","units":1}},"dps":{"operationsPerMinute":1000},
+   * "scale":1}. Fleet operations never plan to exceed them. Hubs not named count as S1 with one unit.
+   */
+  AZURE_QUOTAS: jsonOf(QuotasConfig).optional(),
   /** HMAC key of the API's list page tokens; every replica needs the same. Unset: random per process. */
   API_PAGE_TOKEN_SECRET: z.string().min(32, 'use at least 32 characters').optional(),
 });

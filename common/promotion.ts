@@ -28,7 +28,8 @@ export const dpsId = /^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$/;
 
 export const protocols = ['mqtt', 'mqtt-ws', 'amqp', 'amqp-ws', 'https'] as const;
 
-export const PromotionRequest = z
+/** The request's fields (what a fleet operation's per-device parameters are made of); PromotionRequest adds checks. */
+export const PromotionFields = z
   .object({
     /** DPS registration id of the device (its individual enrollment, or its registration within a group). */
     registrationId: z.string().regex(dpsId, 'a DPS registration id (alphanumerics, . _ : -; not . or ..)'),
@@ -60,11 +61,12 @@ export const PromotionRequest = z
       .max(16_384)
       .optional(),
   })
-  .strict()
-  .refine((r) => r.sourceEnvironment !== r.targetEnvironment, {
-    message: 'source and target environments must differ',
-    path: ['targetEnvironment'],
-  });
+  .strict();
+
+export const PromotionRequest = PromotionFields.refine((r) => r.sourceEnvironment !== r.targetEnvironment, {
+  message: 'source and target environments must differ',
+  path: ['targetEnvironment'],
+});
 
 export type PromotionRequestInput = z.input<typeof PromotionRequest>;
 export type PromotionRequest = z.output<typeof PromotionRequest>;

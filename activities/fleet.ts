@@ -2,43 +2,16 @@ import type { Client } from '@temporalio/client';
 import type { AzureClients } from './azure-clients';
 import { AzureFailureTypes, azureCall, permanent } from './azure-errors';
 import { FleetErrors, type DeviceRecord, type FleetDevice, type FleetOperationRequest } from '../common/fleet';
-import { dpsOpsPerMinute, registryOpsPerMinute, type QuotasConfig } from '../common/quotas';
-
-/**
- * Azure calls one device costs each quota, per operation — counted from the activities: a revocation reads the
- * registration, the individual enrollment and maybe the group, writes one enrollment (a tenth of a bulk call) and
- * reads it back for the proof; in each hub it reads the identity, writes it (a hundredth of a bulk call) and reads
- * it back. A promotion is dominated by its polls while the device re-registers.
- */
-export const CALLS_PER_DEVICE: Record<FleetOperationRequest['operation'], { dps: number; perHub: number }> = {
-  revoke: { dps: 4, perHub: 2 },
-  reinstate: { dps: 4, perHub: 2 },
-  promote: { dps: 10, perHub: 8 },
-};
+import { fleetQuota, type QuotasConfig } from '../common/quotas';
 
 export function fleetActivities(clients: AzureClients, quotas: QuotasConfig, temporal?: Client) {
   return {
-    /**
-     * The devices per minute the configured quotas allow for this operation over these hubs, and which quota binds:
-     * a fleet operation never plans to go faster (Azure would answer 429s, retried but slowing everything).
-     */
+    /** See fleetQuota: the configured quotas' device rate for this operation over these hubs. */
     async fleetQuotaPlan(input: {
       operation: FleetOperationRequest['operation'];
       environments: string[];
     }): Promise<{ devicesPerMinute: number; binding: string; callsPerDevice: Record<string, number> }> {
-      const calls = CALLS_PER_DEVICE[input.operation];
-      let devicesPerMinute = dpsOpsPerMinute(quotas) / calls.dps;
-      let binding = `DPS ${dpsOpsPerMinute(quotas)} operations/min`;
-      const callsPerDevice: Record<string, number> = { dps: calls.dps };
-      for (const environment of input.environments) {
-        const rate = registryOpsPerMinute(quotas, environment) / calls.perHub;
-        callsPerDevice[environment] = calls.perHub;
-        if (rate < devicesPerMinute) {
-          devicesPerMinute = rate;
-          binding = `hub ${environment}: ${registryOpsPerMinute(quotas, environment)} registry operations/min`;
-        }
-      }
-      return { devicesPerMinute: Math.max(1, Math.floor(devicesPerMinute)), binding, callsPerDevice };
+      return fleetQuota(quotas, input.operation, input.environments);
     },
 
     /**

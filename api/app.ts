@@ -1,6 +1,7 @@
 import express, { type Express } from 'express';
 import type { Client } from '@temporalio/client';
 import type { Logger } from '../common/logger';
+import type { QuotasConfig } from '../common/quotas';
 import { correlation } from './correlation';
 import { errorHandler } from './errors';
 import { methodGuard, notFound } from './routing';
@@ -10,6 +11,7 @@ import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
 import { eventGridRoutes } from './routes/eventgrid';
 import { revocationRoutes } from './routes/revocations';
+import { fleetRoutes } from './routes/fleet-operations';
 
 export interface AppDeps {
   client: Client;
@@ -25,6 +27,8 @@ export interface AppDeps {
   pageTokenSecret?: string;
   /** How long a request waits for Temporal before answering 503 (api/temporal.ts); 5 s. */
   temporalDeadlineMs?: number;
+  /** AZURE_QUOTAS: fleet operations asking for more than these allow are refused up front. */
+  quotas?: QuotasConfig;
 }
 
 /** The `environments` dependency from hub connection strings by environment (only their HostName is kept). */
@@ -52,6 +56,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', promotionRoutes(deps));
   app.use('/v1', eventGridRoutes(deps));
   app.use('/v1', revocationRoutes(deps));
+  app.use('/v1', fleetRoutes(deps));
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

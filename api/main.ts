@@ -22,6 +22,7 @@ async function main(): Promise<void> {
     environments: hubHostNames(config.AZURE_HUB_CONNECTION_STRINGS),
     eventGridSecret: config.EVENT_GRID_SECRET,
     pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
+    quotas: config.AZURE_QUOTAS,
   });
   const server = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
   log.info({ url: `http://${config.API_HOST}:${config.API_PORT}`, temporal: address }, 'API listening');

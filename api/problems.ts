@@ -60,6 +60,12 @@ export const PROBLEMS = {
     title: 'There is nothing to retry',
     description: 'The operation is running but not waiting for a retry of its compensation (phase compensationFailed).',
   },
+  wrongState: {
+    slug: 'wrong-state',
+    status: 409,
+    title: 'The operation is not in a state for this',
+    description: 'For example resuming an operation that is not paused; `type` names the failure.',
+  },
   methodNotAllowed: {
     slug: 'method-not-allowed',
     status: 405,

@@ -1,6 +1,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { CompensationReport, DeviceConnectedEvent, PromotionStatus } from './promotion';
 import type { RevocationStatus } from './revocation';
+import type { DeviceCounts, DeviceRecord, DeviceState, FleetStatus } from './fleet';
 
 /**
  * Names shared by the API and the workers: workflow types, workflow-id prefixes, signals, queries, updates.
@@ -14,6 +15,8 @@ export const WORKFLOW_TYPES = {
   revokeEnrollmentGroup: 'revokeEnrollmentGroup',
   reinstateDevice: 'reinstateDevice',
   reinstateEnrollmentGroup: 'reinstateEnrollmentGroup',
+  fleetOperation: 'fleetOperation',
+  fleetChunk: 'fleetChunk',
 } as const;
 
 export const WORKFLOW_ID_PREFIX = {
@@ -24,6 +27,7 @@ export const WORKFLOW_ID_PREFIX = {
   groupRevocation: 'revoke-group',
   reinstatement: 'reinstate',
   groupReinstatement: 'reinstate-group',
+  fleet: 'fleet',
 } as const;
 
 export const promotionWorkflowId = (registrationId: string) => `${WORKFLOW_ID_PREFIX.promotion}/${registrationId}`;
@@ -44,7 +48,12 @@ export const reinstatementWorkflowId = (target: { registrationId?: string; enrol
     ? `${WORKFLOW_ID_PREFIX.reinstatement}/${target.registrationId}`
     : `${WORKFLOW_ID_PREFIX.groupReinstatement}/${target.enrollmentGroupId}`;
 
-export const OPERATIONS = { promote: 'promote', revoke: 'revoke', reinstate: 'reinstate' } as const;
+export const OPERATIONS = { promote: 'promote', revoke: 'revoke', reinstate: 'reinstate', fleet: 'fleet' } as const;
+
+/** A fleet operation, and the chunks of its device snapshot (each a child holding up to 500 devices). */
+export const fleetWorkflowId = (operationId: string) => `${WORKFLOW_ID_PREFIX.fleet}/${operationId}`;
+export const fleetChunkWorkflowId = (operationWorkflowId: string, index: number) =>
+  `${operationWorkflowId}/chunk-${String(index).padStart(5, '0')}`;
 
 /** A revocation tells a running promotion of its device to stop at once, without restoring access. */
 export interface RevocationRequestedEvent {
@@ -59,3 +68,33 @@ export const revocationRequestedSignal = defineSignal<[RevocationRequestedEvent]
 export const revocationStatusQuery = defineQuery<RevocationStatus>('status');
 /** Runs the failed undo steps of a promotion in phase compensationFailed again; answers the new report. */
 export const retryCompensationUpdate = defineUpdate<CompensationReport>('retryCompensation');
+
+// ---- Fleet operations ----
+
+export const fleetStatusQuery = defineQuery<FleetStatus>('status');
+/** A chunk's devices, filtered by state, a page at a time. */
+export const fleetDevicesQuery = defineQuery<
+  { devices: DeviceRecord[]; total: number },
+  [{ state?: DeviceState; offset?: number; limit?: number }]
+>('devices');
+export const pauseFleetUpdate = defineUpdate<FleetStatus, [{ reason?: string }]>('pause');
+export const resumeFleetUpdate = defineUpdate<FleetStatus>('resume');
+/** Stops starting devices; `force` also cancels the devices in flight (promotions compensate as they would). */
+export const cancelFleetUpdate = defineUpdate<FleetStatus, [{ force?: boolean; reason?: string }]>('cancel');
+
+/** Parent → chunk: this many more devices may start. */
+export const grantSignal = defineSignal<[number]>('grant');
+/** Parent → chunk: start no more devices (and with force, cancel those in flight). */
+export const stopChunkSignal = defineSignal<[{ force: boolean }]>('stop');
+
+export interface ChunkProgress {
+  chunkIndex: number;
+  /** Increases with every report of a chunk: signals may arrive out of order, the latest wins. */
+  sequence: number;
+  counts: DeviceCounts;
+  /** Devices started so far, retries not counted again (AWS "notified"). */
+  started: number;
+  done: boolean;
+}
+/** Chunk → parent: its counts now. */
+export const chunkProgressSignal = defineSignal<[ChunkProgress]>('chunkProgress');

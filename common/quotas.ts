@@ -38,3 +38,39 @@ export function registryOpsPerMinute(quotas: QuotasConfig, environment: string):
 export function dpsOpsPerMinute(quotas: QuotasConfig): number {
   return quotas.dps.operationsPerMinute * quotas.scale;
 }
+
+/**
+ * Azure calls one device costs each quota, per operation — counted from the activities: a revocation reads the
+ * registration, the individual enrollment and maybe the group, writes one enrollment (a tenth of a bulk call) and
+ * reads it back for the proof; in each hub it reads the identity, writes it (a hundredth of a bulk call) and reads
+ * it back. A promotion is dominated by its polls while the device re-registers.
+ */
+export const CALLS_PER_DEVICE: Record<'promote' | 'revoke' | 'reinstate', { dps: number; perHub: number }> = {
+  revoke: { dps: 4, perHub: 2 },
+  reinstate: { dps: 4, perHub: 2 },
+  promote: { dps: 10, perHub: 8 },
+};
+
+/**
+ * The devices per minute the quotas allow for an operation over these hubs, and which quota binds: a fleet operation
+ * never plans to go faster (Azure would answer 429s, retried but slowing everything).
+ */
+export function fleetQuota(
+  quotas: QuotasConfig,
+  operation: keyof typeof CALLS_PER_DEVICE,
+  environments: string[],
+): { devicesPerMinute: number; binding: string; callsPerDevice: Record<string, number> } {
+  const calls = CALLS_PER_DEVICE[operation];
+  let devicesPerMinute = dpsOpsPerMinute(quotas) / calls.dps;
+  let binding = `DPS: ${dpsOpsPerMinute(quotas)} operations/min`;
+  const callsPerDevice: Record<string, number> = { dps: calls.dps };
+  for (const environment of environments) {
+    const rate = registryOpsPerMinute(quotas, environment) / calls.perHub;
+    callsPerDevice[environment] = calls.perHub;
+    if (rate < devicesPerMinute) {
+      devicesPerMinute = rate;
+      binding = `hub ${environment}: ${registryOpsPerMinute(quotas, environment)} registry operations/min`;
+    }
+  }
+  return { devicesPerMinute: Math.max(1, Math.floor(devicesPerMinute)), binding, callsPerDevice };
+}

@@ -5,6 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { connectToTemporal, exitOnStartupFailure, listen } from '../common/startup';
+import { QuotasConfig } from '../common/quotas';
 import { createLogger, type Logger } from '../common/logger';
 import { Lifecycle } from '../common/lifecycle';
 import { describeCli, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
@@ -78,6 +79,11 @@ async function main(): Promise<void> {
     }
     lifecycle.checkpoint();
 
+    // The emulator's quotas are off: the rehearsal plans fleet operations against S3-sized hubs unless told otherwise.
+    const quotas =
+      config.AZURE_QUOTAS ??
+      (emulator ? QuotasConfig.parse({ hubs: { test: { tier: 'S3' }, production: { tier: 'S3' } } }) : undefined);
+
     // The embedded default makes up its own webhook secret; with real Azure, set EVENT_GRID_SECRET.
     const eventGridSecret = config.EVENT_GRID_SECRET ?? (emulator ? randomBytes(16).toString('hex') : undefined);
 
@@ -99,6 +105,7 @@ async function main(): Promise<void> {
       deps: {
         azure: createAzureClients({ dpsConnectionString: azure.dps, hubConnectionStrings: azure.hubs }),
         temporal: client,
+        quotas,
       },
       shutdownGraceSeconds: Math.min(config.SHUTDOWN_GRACE_SECONDS, WORKER_GRACE_SECONDS),
     });
@@ -117,6 +124,7 @@ async function main(): Promise<void> {
       environments: hubHostNames(azure.hubs),
       eventGridSecret,
       pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
+      quotas,
     });
     const api = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
     lifecycle.add('API', RANK.intake, async () => {

@@ -34,6 +34,7 @@ async function main(): Promise<void> {
         hubConnectionStrings: config.AZURE_HUB_CONNECTION_STRINGS,
       }),
       temporal: client,
+      quotas: config.AZURE_QUOTAS,
     },
     shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
   });

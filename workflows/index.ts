@@ -1,6 +1,7 @@
 // The worker's workflowsPath: every workflow type, and nothing else (each export becomes a workflow type).
 export { checkConnectivity } from './connectivity';
 export { promotionEventRelay } from './device-event-relay';
+export { fleetChunk, fleetOperation } from './fleet';
 export { promoteDevice } from './promotion';
 export { reinstateDevice, reinstateEnrollmentGroup } from './reinstatement';
 export { revokeDevice, revokeEnrollmentGroup } from './revocation';

@@ -7,6 +7,7 @@ import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioni
 import { Registry } from 'azure-iothub';
 import { createAzureClients, type AzureClients } from '../../activities/azure-clients';
 import { createApp } from '../../api/app';
+import { QuotasConfig } from '../../common/quotas';
 import { createLogger } from '../../common/logger';
 import { configureDps } from '../../emulator/dps/runtime';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
@@ -42,6 +43,12 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
+/** The emulator's quotas are off in tests; fleet operations plan against S3-sized hubs scaled well up. */
+export const STACK_QUOTAS = QuotasConfig.parse({
+  hubs: { test: { tier: 'S3', units: 10 }, production: { tier: 'S3', units: 10 } },
+  dps: { operationsPerMinute: 100_000 },
+});
+
 export async function startStack(options: { workflowBundle?: WorkflowBundleWithSourceMap } = {}): Promise<Stack> {
   const emulator = await startEmulator({ controlPort: false });
   const uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
@@ -63,6 +70,7 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
     log: createLogger('silent'),
     environments: hosts,
     eventGridSecret,
+    quotas: STACK_QUOTAS,
   });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
@@ -76,7 +84,7 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
       connection: temporal.nativeConnection,
       namespace: 'default',
       taskQueue,
-      deps: { azure, temporal: temporal.client },
+      deps: { azure, temporal: temporal.client, quotas: STACK_QUOTAS },
       workflowBundle: worker_.workflowBundle ?? (await workflowBundle()),
       shutdownGraceSeconds: 1,
       ...(worker_.identity ? { identity: worker_.identity } : {}),

@@ -1,6 +1,8 @@
 import express, { type Express } from 'express';
 import type { Client } from '@temporalio/client';
 import type { Logger } from '../common/logger';
+import { authorization } from './auth/middleware';
+import { browserGuard, corsFor, hostAllowList, securityHeaders } from './browser';
 import { correlation } from './correlation';
 import { errorHandler } from './errors';
 import { methodGuard, notFound } from './routing';
@@ -9,6 +11,8 @@ import { healthRoutes } from './routes/health';
 import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
 import { eventGridRoutes } from './routes/eventgrid';
+import { changeRateLimit } from './rate-limit';
+import { DEFAULT_RATE_LIMIT_PER_MINUTE, type ApiSecurity } from './security';
 
 export interface AppDeps {
   client: Client;
@@ -24,6 +28,8 @@ export interface AppDeps {
   pageTokenSecret?: string;
   /** How long a request waits for Temporal before answering 503 (api/temporal.ts); 5 s. */
   temporalDeadlineMs?: number;
+  /** Credentials, Host allow-list, CORS origins, rate limit (api/security.ts); without it every role route is 401. */
+  security?: ApiSecurity;
 }
 
 /** The `environments` dependency from hub connection strings by environment (only their HostName is kept). */
@@ -41,11 +47,24 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.use(correlation(deps.log));
+  const security = deps.security ?? {};
+  const corsOrigins = security.corsOrigins ?? [];
+  app.use(hostAllowList(security.allowedHosts));
+  app.use(securityHeaders());
+  app.use(corsFor(corsOrigins));
   // Bodies are parsed per route (api/body.ts); unknown methods and paths answer problems, not express's pages.
   app.use(methodGuard());
+  // Who may call what: from each route's `auth` in registerRoute (api/openapi.ts).
+  app.use(authorization(security.auth, deps.log));
+  app.use(browserGuard(corsOrigins));
+  app.use(changeRateLimit(security.rateLimitPerMinute ?? DEFAULT_RATE_LIMIT_PER_MINUTE));
   app.use(healthRoutes(deps));
   app.use(
-    docsRoutes({ eventGridSecret: Boolean(deps.eventGridSecret), environments: Object.keys(deps.environments ?? {}) }),
+    docsRoutes({
+      eventGridSecret: Boolean(deps.eventGridSecret),
+      environments: Object.keys(deps.environments ?? {}),
+      oidc: Boolean(security.auth?.oidc),
+    }),
   );
   app.use('/v1', diagnosticsRoutes(deps));
   app.use('/v1', promotionRoutes(deps));

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ApiKeyEntries } from './access';
 
 /**
  * The process configuration, parsed once at start from the environment. Nothing else reads `process.env`:
@@ -28,6 +29,32 @@ const hubConnectionStrings = z
     }
   })
   .pipe(z.record(z.string().regex(/^[a-z0-9-]+$/i), z.string().regex(/HostName=[^;]+/, 'needs HostName=…')));
+
+/** JSON in an environment variable, then checked by `schema`. */
+const jsonOf = <T extends z.ZodType>(schema: T, example: string) =>
+  z
+    .string()
+    .transform((raw, ctx) => {
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `must be JSON: ${example}` });
+        return z.NEVER;
+      }
+    })
+    .pipe(schema);
+
+/** A comma-separated list: `a, b,c` → ['a', 'b', 'c']. */
+const commaList = <T extends z.ZodType<unknown, string>>(item: T) =>
+  z
+    .string()
+    .transform((raw) =>
+      raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(item).min(1));
 
 export const configSchema = z.object({
   TEMPORAL_ADDRESS: hostPort.optional(),
@@ -67,9 +94,45 @@ export const configSchema = z.object({
   EVENT_GRID_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
   /** HMAC key of the API's list page tokens; every replica needs the same. Unset: random per process. */
   API_PAGE_TOKEN_SECRET: z.string().min(32, 'use at least 32 characters').optional(),
+
+  // ----- API security (api/security.ts) -----
+  /** API keys by hash: [{"id":"ci","role":"operator","sha256":"<hex>","name":"CI"}]; `npm run api-key` makes one. */
+  API_KEYS: jsonOf(ApiKeyEntries, '[{"id":"ci","role":"operator","sha256":"<hex SHA-256 of the key>"}]').optional(),
+  /** A JSON file with the same list (mount it as a secret); read at start. */
+  API_KEYS_FILE: z.string().min(1).optional(),
+  /** OIDC issuer of bearer tokens, e.g. https://login.microsoftonline.com/<tenant>/v2.0 (Microsoft Entra ID v2). */
+  API_OIDC_ISSUER: z.url().optional(),
+  /** Accepted audiences, comma-separated: the API's application id URI (api://…) and/or its client id. */
+  API_OIDC_AUDIENCE: commaList(z.string().min(1)).optional(),
+  /** The issuer's signing keys, e.g. https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys. */
+  API_OIDC_JWKS_URI: z.url().optional(),
+  /** The claim that holds the caller's roles (viewer, operator, admin). */
+  API_OIDC_ROLES_CLAIM: z.string().min(1).default('roles'),
+  /** Host header values the API answers to (DNS rebinding guard); default: loopback names when API_HOST is loopback. */
+  API_ALLOWED_HOSTS: commaList(z.string().regex(/^[^\s/,]+$/, 'a host name, optionally with :port')).optional(),
+  /** Browser origins allowed by CORS, e.g. the Temporal UI for the codec endpoint; none by default. */
+  API_CORS_ORIGINS: commaList(z.url()).optional(),
+  /** Mutating requests a client (API key or token subject) may send per minute; 429 past it. */
+  API_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+/** Settings that only work with others: each missing partner is an issue of its own. */
+const TOGETHER: Array<[keyof Config, Array<keyof Config>]> = [
+  ['API_OIDC_ISSUER', ['API_OIDC_AUDIENCE', 'API_OIDC_JWKS_URI']],
+];
+
+function requireTogether(config: Config, ctx: z.RefinementCtx): void {
+  for (const [setting, partners] of TOGETHER) {
+    if (config[setting] === undefined) continue;
+    for (const partner of partners) {
+      if (config[partner] === undefined) {
+        ctx.addIssue({ code: 'custom', path: [partner], message: `required with ${setting}` });
+      }
+    }
+  }
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -84,7 +147,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       .filter((key) => env[key] !== undefined && env[key] !== '')
       .map((key) => [key, env[key]]),
   );
-  const parsed = configSchema.safeParse(relevant);
+  const parsed = configSchema.superRefine(requireTogether).safeParse(relevant);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`));
   }

@@ -1,5 +1,6 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { CompensationReport, DeviceConnectedEvent, PromotionStatus } from './promotion';
+import type { ChangeRequest, OperatorAction } from './requested-by';
 
 /**
  * Names shared by the API and the workers: workflow types, workflow-id prefixes, signals, queries, updates.
@@ -29,5 +30,13 @@ export const OPERATIONS = { promote: 'promote' } as const;
 
 export const deviceConnectedSignal = defineSignal<[DeviceConnectedEvent]>('deviceConnected');
 export const promotionStatusQuery = defineQuery<PromotionStatus>('status');
-/** Runs the failed undo steps of a promotion in phase compensationFailed again; answers the new report. */
-export const retryCompensationUpdate = defineUpdate<CompensationReport>('retryCompensation');
+/**
+ * Runs the failed undo steps of a promotion in phase compensationFailed again; answers the new report. Its argument
+ * says who asked (recorded among the run's operator actions); runs of earlier releases were sent none.
+ */
+export const retryCompensationUpdate = defineUpdate<CompensationReport, [ChangeRequest]>('retryCompensation');
+/**
+ * Tells a running operation who is about to change it by other means than a message of its own (a cancellation
+ * carries no arguments): the API sends it just before it cancels. The workflow records it with the run.
+ */
+export const operatorActionSignal = defineSignal<[OperatorAction]>('operatorAction');

@@ -8,6 +8,8 @@ export const SA = {
   targetHub: defineSearchAttributeKey('IotTargetHub', SearchAttributeType.KEYWORD),
   operation: defineSearchAttributeKey('IotOperation', SearchAttributeType.KEYWORD),
   phase: defineSearchAttributeKey('IotPhase', SearchAttributeType.KEYWORD),
+  /** Who started the operation: `<authMethod>:<subject>` (common/requested-by.ts). */
+  requestedBy: defineSearchAttributeKey('IotRequestedBy', SearchAttributeType.KEYWORD),
 } as const;
 
 export const searchAttributeKeys = Object.values(SA);

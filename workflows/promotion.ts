@@ -21,9 +21,11 @@ import {
   deviceConnectedSignal,
   deviceEventsWorkflowId,
   OPERATIONS,
+  operatorActionSignal,
   promotionStatusQuery,
   retryCompensationUpdate,
 } from '../common/messages';
+import type { ChangeRequest, OperationContext, OperatorAction, RequestedBy } from '../common/requested-by';
 import {
   durationMs,
   PROMOTION_REPORT_MEMO,
@@ -126,10 +128,16 @@ const OPERATOR_RETRY_WINDOW = '7 days';
  * Promotes one device from the source environment's hub to the target's through DPS (late binding), and completes
  * only once the device has re-registered with DPS and connected to the target hub.
  */
-export async function promoteDevice(input: PromotionRequestInput): Promise<PromotionResult> {
+export async function promoteDevice(
+  input: PromotionRequestInput,
+  context: OperationContext = {},
+): Promise<PromotionResult> {
   if (!patched(PROMOTION_PATCHES.v2)) return promoteDeviceV1(input);
-  return new Promotion(input).run();
+  return new Promotion(input, context).run();
 }
+
+/** Operator actions a run keeps (a retry loop must not grow the status without bound). */
+const MAX_OPERATOR_ACTIONS = 50;
 
 class Promotion {
   private readonly request: PromotionRequest;
@@ -145,7 +153,7 @@ class Promotion {
   private retriesServed = 0;
   private finalRegistration?: RegistrationView | null;
 
-  constructor(input: PromotionRequestInput) {
+  constructor(input: PromotionRequestInput, context: OperationContext) {
     this.request = parseRequest(input);
     const now = new Date().toISOString();
     this.status = {
@@ -155,6 +163,7 @@ class Promotion {
       startedAt: now,
       phaseChangedAt: now,
       steps: [],
+      ...(context.requestedBy ? { requestedBy: context.requestedBy } : {}),
     };
   }
 
@@ -487,15 +496,17 @@ class Promotion {
   private installHandlers(): void {
     setHandler(promotionStatusQuery, () => this.status);
     setHandler(deviceConnectedSignal, (event) => this.onDeviceConnected(event));
+    setHandler(operatorActionSignal, (action) => this.recordAction(action.action, action.requestedBy));
     setHandler(
       retryCompensationUpdate,
-      async () => {
+      async (change: ChangeRequest | undefined) => {
+        if (change?.requestedBy) this.recordAction('retryCompensation', change.requestedBy);
         const ticket = (this.retryRequests += 1);
         await condition(() => this.retriesServed >= ticket);
         return this.status.compensation!;
       },
       {
-        validator: () => {
+        validator: (_change: ChangeRequest | undefined) => {
           if (this.status.phase !== 'compensationFailed') {
             throw failure(
               PromotionErrors.nothingToRetry,
@@ -531,6 +542,16 @@ class Promotion {
     }
     status.lastEvent = { ...event, receivedAt: new Date().toISOString() };
     this.hinted = true;
+  }
+
+  /** Who asked for a change, kept in the status, result and report (no command: replays are unaffected). */
+  private recordAction(action: string, requestedBy: RequestedBy | undefined): void {
+    if (typeof action !== 'string' || !requestedBy) return;
+    const actions = (this.status.operatorActions ??= []);
+    const entry: OperatorAction = { action, requestedBy, at: new Date().toISOString() };
+    actions.push(entry);
+    if (actions.length > MAX_OPERATOR_ACTIONS) actions.shift();
+    this.refreshDetails();
   }
 
   /** Starts the relay that forwards Event Grid signals addressed by device id, when that is not the registration id. */
@@ -583,6 +604,8 @@ class Promotion {
       ...(message && result.outcome !== 'promoted' ? { message } : {}),
       ...(result.compensation?.leftovers.length ? { leftovers: result.compensation.leftovers } : {}),
       completedAt: result.completedAt,
+      ...(result.requestedBy ? { requestedBy: result.requestedBy } : {}),
+      ...(result.operatorActions?.length ? { operatorActions: result.operatorActions } : {}),
     };
     upsertMemo({ [PROMOTION_REPORT_MEMO]: report });
     return result;
@@ -594,6 +617,9 @@ class Promotion {
       `**Promote ${request.registrationId}**: ${request.sourceEnvironment} → ${request.targetEnvironment}`,
       `Phase: **${status.phase}** since ${status.phaseChangedAt}`,
     ];
+    if (status.requestedBy) lines.push(`Requested by: ${describeRequester(status.requestedBy)}`);
+    for (const a of status.operatorActions ?? [])
+      lines.push(`${a.action} by ${describeRequester(a.requestedBy)} at ${a.at}`);
     if (status.wait && status.phase === 'awaitingReconnection') {
       lines.push(
         `Deadline: ${status.wait.deadlineAt}; next check: ${status.wait.nextCheckAt ?? '-'}; checks so far: ${status.wait.checks}`,
@@ -610,6 +636,10 @@ class Promotion {
     if (status.flagged) lines.push(`⚠ ${status.flagged}`);
     setCurrentDetails(lines.join('\n'));
   }
+}
+
+function describeRequester(by: RequestedBy): string {
+  return `${by.name ?? by.subject} (${by.authMethod}:${by.subject})`;
 }
 
 // ---- Checks (pure) ----

@@ -124,6 +124,7 @@ registerRoute({
   method: 'post',
   path: '/v1/eventgrid',
   operationId: 'eventGridDelivery',
+  auth: 'webhook',
   summary: 'Event Grid webhook for IoT hub events: subscription validation, then DeviceConnected → running promotions',
   description:
     'Events of either schema are accepted under any of the three media types; unknown fields of events are ' +
@@ -146,6 +147,7 @@ registerRoute({
   method: 'options',
   path: '/v1/eventgrid',
   operationId: 'eventGridHandshake',
+  auth: 'webhook',
   summary: 'CloudEvents 1.0 webhook validation handshake (WebHook-Request-Origin → WebHook-Allowed-Origin)',
   security,
   request: { headers: HandshakeHeaders },

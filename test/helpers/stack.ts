@@ -15,6 +15,7 @@ import { mintCertificate, type MintedCert } from '../../emulator/security/certs'
 import { SimulatedDevice, type Attestation } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { createWorker } from '../../worker/worker';
+import { testSecurity } from './credentials';
 import { connectToHarness, uniqueTaskQueue, workflowBundle, type TemporalTestContext } from './temporal';
 
 /**
@@ -58,6 +59,7 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
   const taskQueue = uniqueTaskQueue('stack');
   const eventGridSecret = randomBytes(16).toString('hex');
   const app = createApp({
+    security: testSecurity(),
     client: temporal.client,
     taskQueue,
     log: createLogger('silent'),

@@ -1,6 +1,7 @@
 import express, { type Express } from 'express';
 import type { Client } from '@temporalio/client';
 import type { Logger } from '../common/logger';
+import type { EventGridEntraOptions } from './auth/event-grid-entra';
 import { authorization } from './auth/middleware';
 import { browserGuard, corsFor, hostAllowList, securityHeaders } from './browser';
 import { correlation } from './correlation';
@@ -22,6 +23,8 @@ export interface AppDeps {
   environments?: Record<string, string>;
   /** EVENT_GRID_SECRET: when set, the Event Grid webhook requires it (see api/routes/eventgrid.ts). */
   eventGridSecret?: string;
+  /** Event Grid's Microsoft Entra–secured delivery, accepted besides the secret (api/auth/event-grid-entra.ts). */
+  eventGridEntra?: EventGridEntraOptions;
   /** How many (hub, device, sequenceNumber) keys the webhook remembers to drop redelivered events; 10,000. */
   eventGridDedupCapacity?: number;
   /** API_PAGE_TOKEN_SECRET: the HMAC key of list page tokens; unset, a random one (tokens valid for this process). */
@@ -64,6 +67,7 @@ export function createApp(deps: AppDeps): Express {
       eventGridSecret: Boolean(deps.eventGridSecret),
       environments: Object.keys(deps.environments ?? {}),
       oidc: Boolean(security.auth?.oidc),
+      eventGridEntra: Boolean(deps.eventGridEntra),
     }),
   );
   app.use('/v1', diagnosticsRoutes(deps));

@@ -59,6 +59,17 @@ const commaList = <T extends z.ZodType<unknown, string>>(item: T) =>
 export const configSchema = z.object({
   TEMPORAL_ADDRESS: hostPort.optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  /** TLS to TEMPORAL_ADDRESS; on by default when a CA, client certificate or API key is set. */
+  TEMPORAL_TLS: booleanFlag.optional(),
+  /** CA (PEM) of the Temporal frontend's certificate; default: the system's roots. */
+  TEMPORAL_TLS_CA_FILE: z.string().min(1).optional(),
+  /** mTLS: this client's certificate (PEM) and its key (PEM). */
+  TEMPORAL_TLS_CERT_FILE: z.string().min(1).optional(),
+  TEMPORAL_TLS_KEY_FILE: z.string().min(1).optional(),
+  /** The name to verify the server's certificate against (SNI), when it is not the host of TEMPORAL_ADDRESS. */
+  TEMPORAL_TLS_SERVER_NAME: z.string().min(1).optional(),
+  /** Temporal Cloud API key (sent over TLS as a bearer token). */
+  TEMPORAL_API_KEY: z.string().min(1).optional(),
   TEMPORAL_CLI_PATH: z.string().min(1).optional(),
   TEMPORAL_PORT: port.default(7233),
   TEMPORAL_UI_PORT: port.default(8233),
@@ -89,9 +100,17 @@ export const configSchema = z.object({
   EMULATOR_HTTPS_PORT: port.default(8443),
   EMULATOR_MQTT_PORT: port.default(8883),
   EMULATOR_CONTROL_PORT: port.default(8480),
+  /** The emulator control API's bearer token; default: made once and kept in DATA_DIR/emulator/control-token. */
+  EMULATOR_CONTROL_TOKEN: z.string().min(16, 'use at least 16 characters').optional(),
   /** Simulated devices `npm start` enrolls and connects to the emulator's test hub, ready to promote. */
   REHEARSAL_DEVICES: z.coerce.number().int().min(0).max(1000).default(3),
   EVENT_GRID_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /** Accept Event Grid's Microsoft Entra–secured delivery from this tenant (its id). */
+  EVENT_GRID_ENTRA_TENANT_ID: z.uuid().optional(),
+  /** The webhook application's id URI or client id, as the subscription names it; comma-separated. */
+  EVENT_GRID_ENTRA_AUDIENCE: commaList(z.string().min(1)).optional(),
+  /** The tenant's signing keys; default https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys. */
+  EVENT_GRID_ENTRA_JWKS_URI: z.url().optional(),
   /** HMAC key of the API's list page tokens; every replica needs the same. Unset: random per process. */
   API_PAGE_TOKEN_SECRET: z.string().min(32, 'use at least 32 characters').optional(),
 
@@ -121,6 +140,9 @@ export type Config = z.infer<typeof configSchema>;
 /** Settings that only work with others: each missing partner is an issue of its own. */
 const TOGETHER: Array<[keyof Config, Array<keyof Config>]> = [
   ['API_OIDC_ISSUER', ['API_OIDC_AUDIENCE', 'API_OIDC_JWKS_URI']],
+  ['EVENT_GRID_ENTRA_TENANT_ID', ['EVENT_GRID_ENTRA_AUDIENCE']],
+  ['TEMPORAL_TLS_CERT_FILE', ['TEMPORAL_TLS_KEY_FILE']],
+  ['TEMPORAL_TLS_KEY_FILE', ['TEMPORAL_TLS_CERT_FILE']],
 ];
 
 function requireTogether(config: Config, ctx: z.RefinementCtx): void {

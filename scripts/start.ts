@@ -12,6 +12,12 @@ import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
+import { generateApiKey } from '../api/auth/api-keys';
+import { eventGridEntraOptions } from '../api/auth/event-grid-entra';
+import { apiSecurity, localOperatorKeyEntry } from '../api/security';
+import { ensureSecretFile } from '../common/secret-file';
+import { temporalConnectionOptions } from '../common/temporal-connection';
+import { generateControlToken } from '../emulator/control/token';
 import { installAzureEndpointRouting } from '../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../emulator';
 import { persistCa, readPersistedCa } from '../emulator/persistence/ca';
@@ -39,6 +45,8 @@ async function main(): Promise<void> {
     logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
   });
   const dataDir = path.resolve(projectRoot, config.DATA_DIR);
+  // The embedded default's own operator key and emulator control token, made once and kept under DATA_DIR (0600).
+  const local = localSecrets(config, dataDir);
 
   try {
     // 1. Temporal: existing cluster, or the dev server with a persisted SQLite file and the Web UI.
@@ -68,7 +76,7 @@ async function main(): Promise<void> {
     let azure = { dps: config.AZURE_DPS_CONNECTION_STRING, hubs: config.AZURE_HUB_CONNECTION_STRINGS };
     let emulator: RunningEmulator | undefined;
     if (useEmulator) {
-      const running = await startEmbeddedEmulator(config, dataDir);
+      const running = await startEmbeddedEmulator(config, dataDir, local.controlToken);
       emulator = running;
       lifecycle.add('emulator', RANK.emulator, () => running.stop());
       installAzureEndpointRouting({ address: running.address, caPem: running.caPem });
@@ -83,7 +91,9 @@ async function main(): Promise<void> {
 
     // 3. Worker.
     const address = temporalAddress;
-    const nativeConnection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
+    // TLS, mTLS or an API key for an existing cluster (TEMPORAL_ADDRESS); the embedded dev server is plain loopback.
+    const connectionOptions = config.TEMPORAL_ADDRESS ? temporalConnectionOptions(config, address) : { address };
+    const nativeConnection = await connectToTemporal(address, () => NativeConnection.connect(connectionOptions));
     lifecycle.add('temporal worker connection', RANK.emulator, () => nativeConnection.close());
     const workflowBundle = await bundleWorkflows();
     lifecycle.checkpoint();
@@ -103,7 +113,7 @@ async function main(): Promise<void> {
     lifecycle.checkpoint();
 
     // 4. API.
-    const connection = await connectToTemporal(address, () => Connection.connect({ address }));
+    const connection = await connectToTemporal(address, () => Connection.connect(connectionOptions));
     const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
     const app = createApp({
       client,
@@ -111,7 +121,9 @@ async function main(): Promise<void> {
       log,
       environments: hubHostNames(azure.hubs),
       eventGridSecret,
+      eventGridEntra: eventGridEntraOptions(config),
       pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
+      security: apiSecurity(config, [localOperatorKeyEntry(local.operatorKey)]),
     });
     const api = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
     lifecycle.add('API', RANK.intake, async () => {
@@ -150,9 +162,10 @@ async function main(): Promise<void> {
  * The emulator keeps its CA and its state under DATA_DIR, so that a trusted ca.pem stays valid and devices and
  * enrollments (which parked or rolled-back promotions refer to) are still there after a restart.
  */
-async function startEmbeddedEmulator(config: Config, dataDir: string): Promise<RunningEmulator> {
+async function startEmbeddedEmulator(config: Config, dataDir: string, controlToken: string): Promise<RunningEmulator> {
   const dir = path.join(dataDir, 'emulator');
   const emulator = await startEmulator({
+    controlToken,
     httpsPort: config.EMULATOR_HTTPS_PORT,
     mqttPort: config.EMULATOR_MQTT_PORT,
     controlPort: config.EMULATOR_CONTROL_PORT,
@@ -182,7 +195,7 @@ function printUrls(
   if (emulator) {
     lines.push(
       `  Emulator:     Azure HTTPS at ${emulator.address}, MQTT at 127.0.0.1:${emulator.mqttPort}`,
-      `  Emulator control API: ${emulator.controlUrl}`,
+      `  Emulator control API: ${emulator.controlUrl}  (-H "Authorization: Bearer ${config.EMULATOR_CONTROL_TOKEN ? '$EMULATOR_CONTROL_TOKEN' : `$(cat ${shownPath(config, CONTROL_TOKEN_FILE)})`}")`,
       `  Emulator CA:  ${path.join(config.DATA_DIR, 'emulator', 'ca.pem')}`,
       `  DPS id scope: ${emulator.idScope}`,
     );
@@ -193,10 +206,12 @@ function printUrls(
     for (const d of devices) lines.push(`    ${d.registrationId}: ${d.environment ?? 'not provisioned'}`);
     const onTest = devices.find((d) => d.environment === 'test');
     const onProduction = devices.find((d) => d.environment === 'production');
+    // The key stays in its file: the curls read it, so it never appears in the terminal or a log.
+    const key = `-H "X-API-Key: $(cat ${shownPath(config, OPERATOR_KEY_FILE)})"`;
     const curl = (body: string, id: string) => [
-      `    curl -i -X POST ${api}/v1/promotions -H 'content-type: application/json' \\`,
+      `    curl -i -X POST ${api}/v1/promotions ${key} -H 'content-type: application/json' \\`,
       `      -d '${body}'`,
-      `    curl ${api}/v1/promotions/${id}`,
+      `    curl ${api}/v1/promotions/${id} ${key}`,
     ];
     if (onTest) {
       lines.push(
@@ -217,6 +232,23 @@ function printUrls(
   lines.push('Press Ctrl-C to stop.', '');
   log.info({ temporal, uiUrl, controlUrl: emulator?.controlUrl }, 'started');
   console.log(lines.join('\n'));
+}
+
+/** Where `npm start` keeps its local secrets, under DATA_DIR. */
+const OPERATOR_KEY_FILE = 'local-operator.key';
+const CONTROL_TOKEN_FILE = path.join('emulator', 'control-token');
+
+function localSecrets(config: Config, dataDir: string): { operatorKey: string; controlToken: string } {
+  return {
+    operatorKey: ensureSecretFile(path.join(dataDir, OPERATOR_KEY_FILE), generateApiKey),
+    controlToken:
+      config.EMULATOR_CONTROL_TOKEN ?? ensureSecretFile(path.join(dataDir, CONTROL_TOKEN_FILE), generateControlToken),
+  };
+}
+
+/** A file under DATA_DIR as the banner shows it: relative when DATA_DIR is, so the curls work from the project. */
+function shownPath(config: Config, file: string): string {
+  return path.join(config.DATA_DIR, file);
 }
 
 main().catch(

@@ -1,6 +1,7 @@
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
+import { temporalConnectionOptions } from '../common/temporal-connection';
 import { connectToTemporal, exitOnStartupFailure } from '../common/startup';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from './worker';
@@ -17,7 +18,9 @@ async function main(): Promise<void> {
   });
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
-  const connection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
+  const connection = await connectToTemporal(address, () =>
+    NativeConnection.connect(temporalConnectionOptions(config!, address)),
+  );
   const worker = await createWorker({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,

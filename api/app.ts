@@ -1,5 +1,6 @@
 import express, { type Express } from 'express';
 import type { Client } from '@temporalio/client';
+import type { PayloadCodec } from '@temporalio/common';
 import type { Logger } from '../common/logger';
 import type { EventGridEntraOptions } from './auth/event-grid-entra';
 import { authorization } from './auth/middleware';
@@ -12,6 +13,7 @@ import { healthRoutes } from './routes/health';
 import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
 import { eventGridRoutes } from './routes/eventgrid';
+import { codecRoutes } from './routes/codec';
 import { changeRateLimit } from './rate-limit';
 import { DEFAULT_RATE_LIMIT_PER_MINUTE, type ApiSecurity } from './security';
 
@@ -33,6 +35,8 @@ export interface AppDeps {
   temporalDeadlineMs?: number;
   /** Credentials, Host allow-list, CORS origins, rate limit (api/security.ts); without it every role route is 401. */
   security?: ApiSecurity;
+  /** The payload codec of the client's data converter, served to the Temporal UI at /codec (api/routes/codec.ts). */
+  codec?: PayloadCodec;
 }
 
 /** The `environments` dependency from hub connection strings by environment (only their HostName is kept). */
@@ -73,6 +77,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', diagnosticsRoutes(deps));
   app.use('/v1', promotionRoutes(deps));
   app.use('/v1', eventGridRoutes(deps));
+  app.use(codecRoutes(deps));
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

@@ -62,6 +62,11 @@ export interface ApiRoute extends RouteConfig {
    * middleware (api/auth/middleware.ts) read. Required, so that no route is left open by omission.
    */
   auth: RouteAuth;
+  /**
+   * Whether the operation changes anything: POST, PUT, PATCH and DELETE do unless they say `false` (the codec's
+   * POSTs only translate payloads). Changes are rate-limited per client (429).
+   */
+  changes?: boolean;
   /** The route calls Temporal (behind temporalDeadline): it may answer 503 with Retry-After. */
   temporal?: boolean;
 }
@@ -70,6 +75,8 @@ const MUTATING_METHODS = new Set(['post', 'put', 'patch', 'delete']);
 
 /** Declared auth by `METHOD path-template`, e.g. `POST /v1/promotions/{registrationId}/cancel` → operator. */
 const declaredAuth = new Map<string, RouteAuth>();
+/** `METHOD path-template` of the operations that change something. */
+const declaredChanges = new Set<string>();
 
 /**
  * Registers an operation with the answers every route of its kind can give besides its own: 400 when it has
@@ -77,9 +84,12 @@ const declaredAuth = new Map<string, RouteAuth>();
  * and 429 (mutating) with a role; 503 when it calls Temporal; always 421 and 500.
  * The route's own `responses` win over these.
  */
-export function registerRoute({ temporal, auth, ...route }: ApiRoute): void {
+export function registerRoute({ temporal, auth, changes, ...route }: ApiRoute): void {
   const { request } = route;
-  declaredAuth.set(`${route.method.toUpperCase()} ${route.path}`, auth);
+  const key = `${route.method.toUpperCase()} ${route.path}`;
+  declaredAuth.set(key, auth);
+  const isChange = changes ?? MUTATING_METHODS.has(route.method);
+  if (isChange) declaredChanges.add(key);
   if (auth !== 'public' && auth !== 'webhook') {
     // OpenAPI 3.1 lets a non-OAuth requirement list the roles it needs.
     route.security = [{ [SECURITY_SCHEMES.apiKey]: [auth] }, { [SECURITY_SCHEMES.bearer]: [auth] }];
@@ -107,7 +117,7 @@ export function registerRoute({ temporal, auth, ...route }: ApiRoute): void {
       headers: { 'Accept-Post': { schema: { type: 'string' }, description: 'the media types accepted' } },
     };
   }
-  if (auth !== 'public' && auth !== 'webhook' && MUTATING_METHODS.has(route.method)) {
+  if (auth !== 'public' && auth !== 'webhook' && isChange) {
     standard[429] = {
       ...problemResponse(429, ['tooManyRequests']),
       headers: {
@@ -218,7 +228,13 @@ function narrowEnvironments(node: unknown, environments: string[]): void {
  * Documented methods by path template, with who may call each, for OPTIONS, 405 and 404 answers (api/routing.ts)
  * and for authorization (api/auth/middleware.ts).
  */
-export function documentedRoutes(): Array<{ path: string; methods: string[]; auth: Record<string, RouteAuth> }> {
+export function documentedRoutes(): Array<{
+  path: string;
+  methods: string[];
+  auth: Record<string, RouteAuth>;
+  /** The methods of this path that change something. */
+  changes: string[];
+}> {
   const byPath = new Map<string, Map<string, RouteAuth>>();
   for (const definition of registry.definitions) {
     if (definition.type !== 'route') continue;
@@ -230,5 +246,6 @@ export function documentedRoutes(): Array<{ path: string; methods: string[]; aut
     path,
     methods: [...methods.keys()],
     auth: Object.fromEntries(methods),
+    changes: [...methods.keys()].filter((method) => declaredChanges.has(`${method} ${path}`)),
   }));
 }

@@ -1,13 +1,13 @@
 import type { RequestHandler } from 'express';
 import { rateLimit } from 'express-rate-limit';
-import { callerOf } from './auth/caller';
+import { callerOf, isChange } from './auth/caller';
 import { problem } from './problems';
 
-const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 const WINDOW_MS = 60_000;
 
 /**
- * Per-client limits on changes: at most `perMinute` mutating requests per authenticated caller (its method and
+ * Per-client limits on changes: at most `perMinute` requests to operations that change something (see
+ * `changes` in registerRoute) per authenticated caller (its method and
  * subject, so one key or user is one client wherever it connects from) in a fixed one-minute window; past it, 429
  * with Retry-After. Reads and the webhook (Event Grid, authenticated by its own secret or token) are not limited.
  * Counts are per API process (express-rate-limit's memory store): replicas each allow as much.
@@ -18,7 +18,7 @@ export function changeRateLimit(perMinute: number): RequestHandler {
     limit: perMinute,
     standardHeaders: 'draft-8',
     legacyHeaders: false,
-    skip: (req, res) => !MUTATING.has(req.method) || !callerOf(res),
+    skip: (_req, res) => !isChange(res),
     keyGenerator: (_req, res) => {
       const caller = callerOf(res)!;
       return `${caller.authMethod}:${caller.subject}`;

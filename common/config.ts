@@ -70,6 +70,20 @@ export const configSchema = z.object({
   TEMPORAL_TLS_SERVER_NAME: z.string().min(1).optional(),
   /** Temporal Cloud API key (sent over TLS as a bearer token). */
   TEMPORAL_API_KEY: z.string().min(1).optional(),
+  /**
+   * Payload encryption (common/payload-codec.ts): `id:base64key` pairs, comma-separated, each key 32 bytes; the
+   * first encrypts, all decrypt (rotation). The worker and the API need the same list.
+   */
+  TEMPORAL_CODEC_KEYS: commaList(
+    z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,32}:[A-Za-z0-9+/=_-]+$/, 'id:base64key')
+      .transform((pair) => {
+        const [id, key] = pair.split(':');
+        return { id, key: Buffer.from(key, 'base64') };
+      })
+      .refine((k) => k.key.length === 32, 'each key is 32 bytes (openssl rand -base64 32)'),
+  ).optional(),
   TEMPORAL_CLI_PATH: z.string().min(1).optional(),
   TEMPORAL_PORT: port.default(7233),
   TEMPORAL_UI_PORT: port.default(8233),

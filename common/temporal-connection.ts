@@ -25,7 +25,10 @@ export type TemporalConnectionConfig = Pick<
 >;
 
 /** The options for `address` from the configuration; files are read now, so a missing one stops the start. */
-export function temporalConnectionOptions(config: TemporalConnectionConfig, address: string): TemporalConnectionOptions {
+export function temporalConnectionOptions(
+  config: TemporalConnectionConfig,
+  address: string,
+): TemporalConnectionOptions {
   const files = config.TEMPORAL_TLS_CA_FILE || config.TEMPORAL_TLS_CERT_FILE || config.TEMPORAL_TLS_SERVER_NAME;
   // TLS when asked for, or implied: a CA, a client certificate or an API key (Temporal Cloud takes keys over TLS only).
   const useTls = config.TEMPORAL_TLS ?? Boolean(files || config.TEMPORAL_API_KEY);
@@ -37,7 +40,8 @@ export function temporalConnectionOptions(config: TemporalConnectionConfig, addr
   }
   const tls: TLSConfig = {};
   if (config.TEMPORAL_TLS_SERVER_NAME) tls.serverNameOverride = config.TEMPORAL_TLS_SERVER_NAME;
-  if (config.TEMPORAL_TLS_CA_FILE) tls.serverRootCACertificate = read('TEMPORAL_TLS_CA_FILE', config.TEMPORAL_TLS_CA_FILE);
+  if (config.TEMPORAL_TLS_CA_FILE)
+    tls.serverRootCACertificate = read('TEMPORAL_TLS_CA_FILE', config.TEMPORAL_TLS_CA_FILE);
   if (config.TEMPORAL_TLS_CERT_FILE && config.TEMPORAL_TLS_KEY_FILE) {
     tls.clientCertPair = {
       crt: read('TEMPORAL_TLS_CERT_FILE', config.TEMPORAL_TLS_CERT_FILE),

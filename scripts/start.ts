@@ -17,6 +17,7 @@ import { eventGridEntraOptions } from '../api/auth/event-grid-entra';
 import { apiSecurity, localOperatorKeyEntry } from '../api/security';
 import { ensureSecretFile } from '../common/secret-file';
 import { temporalConnectionOptions } from '../common/temporal-connection';
+import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
 import { generateControlToken } from '../emulator/control/token';
 import { installAzureEndpointRouting } from '../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../emulator';
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
     const connectionOptions = config.TEMPORAL_ADDRESS ? temporalConnectionOptions(config, address) : { address };
     const nativeConnection = await connectToTemporal(address, () => NativeConnection.connect(connectionOptions));
     lifecycle.add('temporal worker connection', RANK.emulator, () => nativeConnection.close());
+    const codec = payloadCodecFrom(config);
     const workflowBundle = await bundleWorkflows();
     lifecycle.checkpoint();
     const worker = await createWorker({
@@ -104,6 +106,7 @@ async function main(): Promise<void> {
       workflowBundle,
       deps: { azure: createAzureClients({ dpsConnectionString: azure.dps, hubConnectionStrings: azure.hubs }) },
       shutdownGraceSeconds: Math.min(config.SHUTDOWN_GRACE_SECONDS, WORKER_GRACE_SECONDS),
+      dataConverter: dataConverterWith(codec),
     });
     const workerDone = worker.run();
     lifecycle.add('worker', RANK.worker, async () => {
@@ -114,7 +117,11 @@ async function main(): Promise<void> {
 
     // 4. API.
     const connection = await connectToTemporal(address, () => Connection.connect(connectionOptions));
-    const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+    const client = new Client({
+      connection,
+      namespace: config.TEMPORAL_NAMESPACE,
+      dataConverter: dataConverterWith(codec),
+    });
     const app = createApp({
       client,
       taskQueue: config.TASK_QUEUE,
@@ -124,6 +131,7 @@ async function main(): Promise<void> {
       eventGridEntra: eventGridEntraOptions(config),
       pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
       security: apiSecurity(config, [localOperatorKeyEntry(local.operatorKey)]),
+      codec,
     });
     const api = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
     lifecycle.add('API', RANK.intake, async () => {

@@ -2,6 +2,7 @@ import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
 import { temporalConnectionOptions } from '../common/temporal-connection';
+import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
 import { connectToTemporal, exitOnStartupFailure } from '../common/startup';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from './worker';
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
       }),
     },
     shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
+    dataConverter: dataConverterWith(payloadCodecFrom(config)),
   });
   log.info({ address, taskQueue: config.TASK_QUEUE }, 'worker started');
   // Worker.run() installs SIGINT/SIGTERM handlers that start a graceful shutdown.

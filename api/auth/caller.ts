@@ -19,6 +19,17 @@ export function callerOf(res: Response): Caller | undefined {
   return res.locals[KEY] as Caller | undefined;
 }
 
+const CHANGE_KEY = 'changeRequest';
+
+/** The authenticated request changes something (its route says so): what the rate limit counts. */
+export function markChange(res: Response): void {
+  res.locals[CHANGE_KEY] = true;
+}
+
+export function isChange(res: Response): boolean {
+  return res.locals[CHANGE_KEY] === true;
+}
+
 /**
  * The identity a route records with the operation it starts or changes (memo, search attribute, workflow input,
  * logs): see common/requested-by.ts. Only on routes that declare a role, where the middleware has authenticated

@@ -5,7 +5,7 @@ import { problem } from '../problems';
 import { templatePattern } from '../routing';
 import type { ApiKeyEntry } from '../../common/access';
 import { API_KEY_HEADER, ApiKeys } from './api-keys';
-import { setCaller, type Caller } from './caller';
+import { markChange, setCaller, type Caller } from './caller';
 import { TokenRejected } from './jwt';
 import { oidcAuthenticator, type OidcOptions } from './oidc';
 import { grants, ROLES, type Role } from './roles';
@@ -77,6 +77,7 @@ export function authorization(options: AuthOptions = {}, log: Logger): RequestHa
       throw problem('forbidden', `this operation needs the ${role} role`, { extensions: { requiredRole: role } });
     }
     setCaller(res, caller);
+    if (matching.some((route) => route.changes.includes(method))) markChange(res);
     next();
   };
 }

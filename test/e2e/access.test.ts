@@ -50,6 +50,8 @@ function samples(id: string): Record<string, Sample> {
       path: `/v1/promotions/${id}/retry-compensation`,
     },
     'POST /v1/diagnostics/connectivity': { method: 'post', path: '/v1/diagnostics/connectivity' },
+    'POST /codec/decode': { method: 'post', path: '/codec/decode', body: { payloads: [] } },
+    'POST /codec/encode': { method: 'post', path: '/codec/encode', body: { payloads: [] } },
   };
 }
 
@@ -128,6 +130,8 @@ describe('every route that needs a role', () => {
       'POST /v1/promotions/{registrationId}/cancel': 409,
       'POST /v1/promotions/{registrationId}/retry-compensation': 409,
       'POST /v1/diagnostics/connectivity': 200,
+      'POST /codec/decode': 200,
+      'POST /codec/encode': 200,
     });
   });
 });

@@ -14,6 +14,8 @@ import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
 import { eventGridRoutes } from './routes/eventgrid';
 import { codecRoutes } from './routes/codec';
+import { metricsRoutes } from './routes/metrics';
+import { createApiMetrics, httpMetrics, type ApiMetrics } from './metrics';
 import { changeRateLimit } from './rate-limit';
 import { DEFAULT_RATE_LIMIT_PER_MINUTE, type ApiSecurity } from './security';
 
@@ -37,6 +39,10 @@ export interface AppDeps {
   security?: ApiSecurity;
   /** The payload codec of the client's data converter, served to the Temporal UI at /codec (api/routes/codec.ts). */
   codec?: PayloadCodec;
+  /** The worker's Temporal metrics (its runtime's Prometheus exporter), served with the API's at /metrics. */
+  temporalMetricsUrl?: string;
+  /** The app's metrics; createApp makes them (api/metrics.ts). */
+  metrics?: ApiMetrics;
 }
 
 /** The `environments` dependency from hub connection strings by environment (only their HostName is kept). */
@@ -50,10 +56,13 @@ export function hubHostNames(connectionStrings: Record<string, string> = {}): Re
 }
 
 /** The REST API as an express app (exported for supertest); api/main.ts listens. */
-export function createApp(deps: AppDeps): Express {
+export function createApp(appDeps: AppDeps): Express {
+  const metrics = createApiMetrics();
+  const deps: AppDeps = { ...appDeps, metrics };
   const app = express();
   app.disable('x-powered-by');
   app.use(correlation(deps.log));
+  app.use(httpMetrics(metrics));
   const security = deps.security ?? {};
   const corsOrigins = security.corsOrigins ?? [];
   app.use(hostAllowList(security.allowedHosts));
@@ -78,6 +87,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', promotionRoutes(deps));
   app.use('/v1', eventGridRoutes(deps));
   app.use(codecRoutes(deps));
+  app.use(metricsRoutes(metrics, deps.temporalMetricsUrl));
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

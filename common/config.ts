@@ -68,6 +68,11 @@ export const configSchema = z.object({
   TEMPORAL_TLS_KEY_FILE: z.string().min(1).optional(),
   /** The name to verify the server's certificate against (SNI), when it is not the host of TEMPORAL_ADDRESS. */
   TEMPORAL_TLS_SERVER_NAME: z.string().min(1).optional(),
+  /**
+   * Where the Temporal SDK's Prometheus exporter listens (host:port) in the worker: its own metrics and the
+   * workflows' and activities'. `npm start` picks a free loopback port and serves them at the API's /metrics.
+   */
+  TEMPORAL_METRICS_ADDRESS: hostPort.optional(),
   /** Temporal Cloud API key (sent over TLS as a bearer token). */
   TEMPORAL_API_KEY: z.string().min(1).optional(),
   /**

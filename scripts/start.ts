@@ -2,14 +2,15 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { createServer } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { connectToTemporal, exitOnStartupFailure, listen } from '../common/startup';
 import { createLogger, type Logger } from '../common/logger';
 import { Lifecycle } from '../common/lifecycle';
-import { describeCli, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
+import { describeCli, freePort, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
+import { installRuntime } from '../worker/runtime';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
 import { generateApiKey } from '../api/auth/api-keys';
@@ -42,9 +43,9 @@ async function main(): Promise<void> {
   const log = createLogger(config.LOG_LEVEL);
   const lifecycle = new Lifecycle(log, { forceAfterMs: FORCE_AFTER_MS });
   lifecycle.installSignalHandlers();
-  Runtime.install({
-    logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
-  });
+  // The worker's Temporal metrics on a loopback port, served with the API's own at /metrics.
+  const temporalMetrics = config.TEMPORAL_METRICS_ADDRESS ?? `127.0.0.1:${await freePort()}`;
+  installRuntime(config, temporalMetrics);
   const dataDir = path.resolve(projectRoot, config.DATA_DIR);
   // The embedded default's own operator key and emulator control token, made once and kept under DATA_DIR (0600).
   const local = localSecrets(config, dataDir);
@@ -132,6 +133,7 @@ async function main(): Promise<void> {
       pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
       security: apiSecurity(config, [localOperatorKeyEntry(local.operatorKey)]),
       codec,
+      temporalMetricsUrl: `http://${temporalMetrics}/metrics`,
     });
     const api = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
     lifecycle.add('API', RANK.intake, async () => {

@@ -1,4 +1,4 @@
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
 import { temporalConnectionOptions } from '../common/temporal-connection';
@@ -6,6 +6,7 @@ import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
 import { connectToTemporal, exitOnStartupFailure } from '../common/startup';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from './worker';
+import { installRuntime } from './runtime';
 import { configureAzureEndpoints } from './azure-endpoints';
 
 let config: Config | undefined;
@@ -14,9 +15,7 @@ let config: Config | undefined;
 async function main(): Promise<void> {
   config = loadConfig();
   const log = createLogger(config.LOG_LEVEL, 'iot-lifecycle-worker');
-  Runtime.install({
-    logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
-  });
+  installRuntime(config, config.TEMPORAL_METRICS_ADDRESS);
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
   const connection = await connectToTemporal(address, () =>

@@ -47,6 +47,7 @@ import { promotionEventRelay } from './device-event-relay';
 import { promoteDeviceV1 } from './promotion-v1';
 import { landingProblem } from './promotion-checks';
 import { applicationFailureIn, failureOf, Saga } from './saga';
+import { operationFinished, operationStarted } from './operation-metrics';
 
 // ---- Versions ----
 
@@ -169,6 +170,7 @@ class Promotion {
 
   async run(): Promise<PromotionResult> {
     this.installHandlers();
+    operationStarted(OPERATIONS.promote);
     let ending: { reason: PromotionEndReason; err: unknown };
     try {
       // 1. Validate: nothing changes before every check has passed.
@@ -608,6 +610,7 @@ class Promotion {
       ...(result.operatorActions?.length ? { operatorActions: result.operatorActions } : {}),
     };
     upsertMemo({ [PROMOTION_REPORT_MEMO]: report });
+    operationFinished(OPERATIONS.promote, result.outcome);
     return result;
   }
 

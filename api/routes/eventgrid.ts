@@ -204,11 +204,13 @@ export function eventGridRoutes(deps: AppDeps): Router {
       if (!validation) throw bodyIssue('no SubscriptionValidationEvent in the request');
       const { validationCode } = SubscriptionValidationData.parse(validation.data);
       log.info({ ...delivery, eventId: validation.id }, 'Event Grid subscription validated');
+      deps.metrics?.eventGridEvents.inc({ outcome: 'validated' });
       res.json({ validationResponse: validationCode });
       return;
     }
 
     const results = await mapConcurrently(events, SIGNAL_CONCURRENCY, handle);
+    for (const result of results) deps.metrics?.eventGridEvents.inc({ outcome: result.outcome });
     res.json({ results });
 
     async function handle(event: WebhookEvent): Promise<Outcome> {

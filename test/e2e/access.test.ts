@@ -50,6 +50,7 @@ function samples(id: string): Record<string, Sample> {
       path: `/v1/promotions/${id}/retry-compensation`,
     },
     'POST /v1/diagnostics/connectivity': { method: 'post', path: '/v1/diagnostics/connectivity' },
+    'GET /metrics': { method: 'get', path: '/metrics' },
     'POST /codec/decode': { method: 'post', path: '/codec/decode', body: { payloads: [] } },
     'POST /codec/encode': { method: 'post', path: '/codec/encode', body: { payloads: [] } },
   };
@@ -130,6 +131,7 @@ describe('every route that needs a role', () => {
       'POST /v1/promotions/{registrationId}/cancel': 409,
       'POST /v1/promotions/{registrationId}/retry-compensation': 409,
       'POST /v1/diagnostics/connectivity': 200,
+      'GET /metrics': 200,
       'POST /codec/decode': 200,
       'POST /codec/encode': 200,
     });

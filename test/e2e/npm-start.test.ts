@@ -95,6 +95,19 @@ function localOperatorKey(started: Started): string {
   return readFileSync(file, 'utf8').trim();
 }
 
+/** The sum of every counter and histogram count of the Temporal SDK (`temporal_*`) in a Prometheus text. */
+function temporalCounts(text: string): number {
+  return [...text.matchAll(/^temporal_\w*(?:_total|_count)(?:\{[^}]*\})? (\d+(?:\.\d+)?)$/gm)].reduce(
+    (sum, m) => sum + Number(m[1]),
+    0,
+  );
+}
+
+/** The first value a Prometheus text has for `pattern` (its group 1), or 0. */
+function sample(text: string, pattern: RegExp): number {
+  return Number(pattern.exec(text)?.[1] ?? 0);
+}
+
 const ready = (started: Started) =>
   until('npm start to be ready', () => started.output().includes('Press Ctrl-C to stop.'), 90_000);
 const sigint = (started: Started) => process.kill(-started.pgid, 'SIGINT');
@@ -183,9 +196,37 @@ describe('the quick start', () => {
     expect(curls.length).toBeGreaterThanOrEqual(2);
     const [post, get] = curls;
     const shell = (command: string) => spawnSync('sh', ['-c', command], { encoding: 'utf8', timeout: 30_000 });
+    const metrics = async () => {
+      const res = await fetch(`${started.apiUrl}/metrics`, { headers: { 'x-api-key': localOperatorKey(started) } });
+      expect(res.status).toBe(200);
+      return res.text();
+    };
+    const before = await metrics();
     expect(shell(post).stdout).toMatch(/^HTTP\/1\.1 202/);
     const status = JSON.parse(shell(get).stdout) as { workflowId: string; status: string };
     expect(status).toMatchObject({ workflowId: expect.stringMatching(/^promote\/demo-device-\d$/) });
+
+    // /metrics: the API's own and the worker's Temporal metrics, moving as the promotion runs.
+    expect((await fetch(`${started.apiUrl}/metrics`)).status).toBe(401);
+    const started202 = (text: string) =>
+      sample(text, /^iot_lifecycle_http_requests_total\{method="POST",route="\/v1\/promotions",status="202"\} (\d+)/m);
+    expect(started202(before)).toBe(0);
+    let after = '';
+    await until(
+      'the promotion to show in the Temporal metrics',
+      async () => {
+        after = await metrics();
+        return (
+          sample(after, /^iot_lifecycle_operations_started_total\{[^}]*kind="promote"[^}]*\} (\d+)/m) >= 1 &&
+          sample(after, /^iot_lifecycle_azure_calls_total\{[^}]*\} (\d+)/m) >= 1
+        );
+      },
+      30_000,
+    );
+    expect(started202(after)).toBe(1);
+    // The SDK's own counters (polls, tasks, activities, requests) moved too.
+    expect(temporalCounts(after)).toBeGreaterThan(temporalCounts(before));
+    expect(sample(after, /^iot_lifecycle_azure_calls_total\{[^}]*\} (\d+)/m)).toBeGreaterThan(0);
     // Without the key: 401.
     expect((await fetch(`${started.apiUrl}/v1/promotions`)).status).toBe(401);
 

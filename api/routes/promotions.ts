@@ -450,9 +450,19 @@ export function promotionRoutes(deps: AppDeps): Router {
     }
     const by = requestedBy(res);
     const handle = client.workflow.getHandle(workflowId, description.runId);
-    // A cancellation carries no arguments: who asked reaches the run just before it, as a signal it records.
-    await handle.signal(operatorActionSignal, { action: 'cancel', requestedBy: by });
-    await handle.cancel();
+    try {
+      // A cancellation carries no arguments: who asked reaches the run just before it, as a signal it records.
+      await handle.signal(operatorActionSignal, { action: 'cancel', requestedBy: by });
+      await handle.cancel();
+    } catch (err) {
+      // The run closed between the describe and these calls (e.g. it failed at once): 409, as for a closed run.
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      const closed = await handle.describe();
+      const status = STATUS_BY_NAME[closed.status.name] ?? 'unknown';
+      throw problem('notRunning', `the promotion closed (${status}) before it could be cancelled`, {
+        extensions: { workflowId, executionStatus: status },
+      });
+    }
     const url = statusUrl(req.params.registrationId);
     log.info(
       { workflowId, runId: description.runId, requestedBy: requestedByKeyword(by) },

@@ -8,12 +8,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import request from 'supertest';
 import { temporal } from '@temporalio/proto';
 import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
 import { harnessAddress } from '../helpers/temporal';
 import { connectedTo, enrollDevice, simulate, startStack, type Stack } from '../helpers/stack';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(180_000);
 
@@ -64,7 +64,10 @@ it('completes a promotion after its worker process is killed during the enrollme
       latencyMs: 5_000,
     });
     child = await startWorkerProcess();
-    await request(stack.app).post('/v1/promotions').send({ registrationId: id, pollInterval: '1s' }).expect(202);
+    await authed(stack.app, 'operator')
+      .post('/v1/promotions')
+      .send({ registrationId: id, pollInterval: '1s' })
+      .expect(202);
     const handle = stack.temporal.client.workflow.getHandle(promotionWorkflowId(id));
     await waitUntil(async () => !stack.emulator.faults.rules().some((r) => r.id === held.id), 60_000);
     expect(stack.emulator.counters.get({ surface: 'dps', operation: 'enrollmentUpdate', id })).toBe(1);

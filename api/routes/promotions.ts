@@ -393,8 +393,10 @@ export function promotionRoutes(deps: AppDeps): Router {
       nextPageToken: filters.nextPageToken ? openPageToken(filters.nextPageToken, query) : undefined,
     });
     const executions = await Promise.all(
+      // The summary needs no memo: left undecoded, so one run whose memo this API cannot decode (written by a worker
+      // with another codec key) cannot fail the whole page.
       page.executions.map((raw) =>
-        executionInfoFromRaw(raw, client.options.loadedDataConverter, raw, client.options.namespace),
+        executionInfoFromRaw({ ...raw, memo: null }, client.options.loadedDataConverter, raw, client.options.namespace),
       ),
     );
     res.json({

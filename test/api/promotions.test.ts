@@ -262,6 +262,7 @@ describe('promotions REST API', () => {
       expect((await handle.describe()).memo).toEqual({
         requestFingerprint: expect.any(String),
         idempotencyKey: key,
+        requestedBy: { subject: 'test-admin', name: 'test admin', authMethod: 'apiKey' },
       });
       await handle.signal(fixtureFinishSignal, { outcome: 'complete' });
       await handle.result();

@@ -396,7 +396,7 @@ export function promotionRoutes(deps: AppDeps): Router {
       // The summary needs no memo: left undecoded, so one run whose memo this API cannot decode (written by a worker
       // with another codec key) cannot fail the whole page.
       page.executions.map((raw) =>
-        executionInfoFromRaw({ ...raw, memo: null }, client.options.loadedDataConverter, raw, client.options.namespace),
+        executionInfoFromRaw(withoutMemo(raw), client.options.loadedDataConverter, raw, client.options.namespace),
       ),
     );
     res.json({
@@ -537,6 +537,11 @@ export function promotionRoutes(deps: AppDeps): Router {
 
 function pageTokenIssue(token: string, message: string): z.ZodError {
   return new z.ZodError([{ code: 'custom', path: ['query', 'nextPageToken'], message, input: token }]);
+}
+
+/** A copy of a raw execution without its memo; protobuf messages keep field defaults on their prototype. */
+function withoutMemo<T extends object>(raw: T): T {
+  return Object.assign(Object.create(Object.getPrototypeOf(raw) as object) as T, raw, { memo: null });
 }
 
 function statusUrl(registrationId: string): string {

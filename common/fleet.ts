@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { OperationContext, OperatorAction, RequestedBy } from './requested-by';
 import { dpsId, PromotionFields } from './promotion';
 import { ReinstatementFields, RevocationFields } from './revocation';
 
@@ -180,7 +181,9 @@ export interface FleetStatus {
   phase: FleetPhase;
   pausedBecause?: string;
   abortedBecause?: string;
-  requestedBy?: string;
+  requestedBy?: RequestedBy;
+  /** Pauses, resumes and cancels, with who asked (the last 50). */
+  operatorActions?: OperatorAction[];
   plan?: FleetPlan;
   counts: DeviceCounts;
   /** Devices started so far (AWS "notified"). */
@@ -207,4 +210,17 @@ export const FleetErrors = {
   unknownOperation: 'UnknownFleetOperation',
   notPaused: 'NotPaused',
   alreadyFinished: 'FleetOperationFinished',
+  /** More devices than the caller's role may change in one operation (FLEET_OPERATOR_MAX_DEVICES). */
+  needsAdmin: 'FleetOperationNeedsAdmin',
 } as const;
+
+/**
+ * The fleet operation's second argument: who asked, and how many devices their role may change at once (the API
+ * sets it for callers below admin; a group or query target is only counted at planning, so the workflow checks).
+ */
+/** FLEET_OPERATOR_MAX_DEVICES' default: the most devices one fleet operation of an operator may change. */
+export const DEFAULT_FLEET_OPERATOR_MAX_DEVICES = 1000;
+
+export interface FleetContext extends OperationContext {
+  maxDevices?: number;
+}

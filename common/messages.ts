@@ -2,6 +2,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { CompensationReport, DeviceConnectedEvent, PromotionStatus } from './promotion';
 import type { RevocationStatus } from './revocation';
 import type { DeviceCounts, DeviceRecord, DeviceState, FleetStatus } from './fleet';
+import type { ChangeRequest, OperatorAction } from './requested-by';
 
 /**
  * Names shared by the API and the workers: workflow types, workflow-id prefixes, signals, queries, updates.
@@ -66,8 +67,16 @@ export const deviceConnectedSignal = defineSignal<[DeviceConnectedEvent]>('devic
 export const promotionStatusQuery = defineQuery<PromotionStatus>('status');
 export const revocationRequestedSignal = defineSignal<[RevocationRequestedEvent]>('revocationRequested');
 export const revocationStatusQuery = defineQuery<RevocationStatus>('status');
-/** Runs the failed undo steps of a promotion in phase compensationFailed again; answers the new report. */
-export const retryCompensationUpdate = defineUpdate<CompensationReport>('retryCompensation');
+/**
+ * Runs the failed undo steps of a promotion in phase compensationFailed again; answers the new report. Its argument
+ * says who asked (recorded among the run's operator actions); runs of earlier releases were sent none.
+ */
+export const retryCompensationUpdate = defineUpdate<CompensationReport, [ChangeRequest]>('retryCompensation');
+/**
+ * Tells a running operation who is about to change it by other means than a message of its own (a cancellation
+ * carries no arguments): the API sends it just before it cancels. The workflow records it with the run.
+ */
+export const operatorActionSignal = defineSignal<[OperatorAction]>('operatorAction');
 
 // ---- Fleet operations ----
 
@@ -77,10 +86,12 @@ export const fleetDevicesQuery = defineQuery<
   { devices: DeviceRecord[]; total: number },
   [{ state?: DeviceState; offset?: number; limit?: number }]
 >('devices');
-export const pauseFleetUpdate = defineUpdate<FleetStatus, [{ reason?: string }]>('pause');
-export const resumeFleetUpdate = defineUpdate<FleetStatus>('resume');
+export const pauseFleetUpdate = defineUpdate<FleetStatus, [{ reason?: string } & ChangeRequest]>('pause');
+export const resumeFleetUpdate = defineUpdate<FleetStatus, [ChangeRequest]>('resume');
 /** Stops starting devices; `force` also cancels the devices in flight (promotions compensate as they would). */
-export const cancelFleetUpdate = defineUpdate<FleetStatus, [{ force?: boolean; reason?: string }]>('cancel');
+export const cancelFleetUpdate = defineUpdate<FleetStatus, [{ force?: boolean; reason?: string } & ChangeRequest]>(
+  'cancel',
+);
 
 /** Parent → chunk: this many more devices may start. */
 export const grantSignal = defineSignal<[number]>('grant');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { OperatorAction, RequestedBy } from './requested-by';
 
 /**
  * The promotion contract shared by the API (validation, OpenAPI) and the workflow (which validates again, so a
@@ -174,6 +175,10 @@ export interface PromotionStatus {
   connectedVia?: 'eventGrid' | 'polling';
   compensation?: CompensationReport;
   flagged?: string;
+  /** Who started the promotion (from the API's credentials; common/requested-by.ts). */
+  requestedBy?: RequestedBy;
+  /** Changes operators asked for while it ran (cancel, compensation retries), and who asked, in order. */
+  operatorActions?: OperatorAction[];
 }
 
 export interface PromotionResult extends PromotionStatus {
@@ -197,6 +202,8 @@ export interface PromotionReport {
   message?: string;
   leftovers?: UndoReport[];
   completedAt: string;
+  requestedBy?: RequestedBy;
+  operatorActions?: OperatorAction[];
 }
 
 export const PROMOTION_REPORT_MEMO = 'report';

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { RequestedBy } from './requested-by';
 import { dpsId } from './promotion';
 
 /**
@@ -65,9 +66,9 @@ export type RevocationRequest = z.output<typeof RevocationRequest>;
 export type ReinstatementRequestInput = z.input<typeof ReinstatementRequest>;
 export type ReinstatementRequest = z.output<typeof ReinstatementRequest>;
 
-/** Who asked, as the API records it in the workflow's input (never settable by the request body). */
+/** Who asked: from the workflow's second argument (common/requested-by.ts), never from the request body. */
 export interface Requester {
-  requestedBy?: string;
+  requestedBy?: RequestedBy;
 }
 
 /**

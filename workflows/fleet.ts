@@ -1,4 +1,9 @@
 import {
+  requestedByKeyword,
+  type ChangeRequest,
+  type RequestedBy,
+} from '../common/requested-by';
+import {
   allHandlersFinished,
   ApplicationFailure,
   condition,
@@ -36,6 +41,7 @@ import {
   FleetErrors,
   FleetOperationRequest,
   MAX_FLEET_DEVICES,
+  type FleetContext,
   noCounts,
   type DeviceCounts,
   type DeviceRecord,
@@ -94,7 +100,7 @@ interface ChunkState {
 
 interface Carry {
   request: FleetOperationRequest;
-  requestedBy?: string;
+  requestedBy?: RequestedBy;
   status: FleetStatus;
   chunks: ChunkState[];
   groupEnds: number[];
@@ -124,10 +130,11 @@ interface Wakes {
  * new to keep its history short. Chunks run each device through the operation's own per-device logic.
  */
 export async function fleetOperation(
-  input: FleetOperationRequestInput & { requestedBy?: string },
+  input: FleetOperationRequestInput,
   carry?: Carry,
+  context: FleetContext = {},
 ): Promise<FleetResult> {
-  const state: Carry = carry ?? (await plan(input));
+  const state: Carry = carry ?? (await plan(input, context));
   const { status } = state;
   const wakes: Wakes = { progress: 0, control: 0 };
   installHandlers(state, wakes);
@@ -162,6 +169,14 @@ export async function fleetOperation(
   );
 }
 
+/** An operator's pause, resume or cancel, with who asked: the status keeps the last 50. */
+function recordAction(status: FleetStatus, action: string, change: ChangeRequest | undefined): void {
+  if (!change?.requestedBy) return;
+  const actions = (status.operatorActions ??= []);
+  actions.push({ action, requestedBy: change.requestedBy, at: new Date().toISOString() });
+  if (actions.length > 50) actions.splice(0, actions.length - 50);
+}
+
 function installHandlers(state: Carry, wakes: Wakes): void {
   const { status } = state;
   setHandler(fleetStatusQuery, () => status);
@@ -180,6 +195,7 @@ function installHandlers(state: Carry, wakes: Wakes): void {
     pauseFleetUpdate,
     (options) => {
       state.paused = options?.reason ?? 'paused by request';
+      recordAction(status, 'pause', options);
       status.phase = 'paused';
       status.pausedBecause = state.paused;
       wakes.control += 1;
@@ -194,8 +210,9 @@ function installHandlers(state: Carry, wakes: Wakes): void {
   );
   setHandler(
     resumeFleetUpdate,
-    () => {
+    (change) => {
       state.paused = undefined;
+      recordAction(status, 'resume', change);
       status.phase = 'running';
       status.pausedBecause = undefined;
       wakes.control += 1;
@@ -203,7 +220,7 @@ function installHandlers(state: Carry, wakes: Wakes): void {
       return status;
     },
     {
-      validator: () => {
+      validator: (_change) => {
         if (!state.paused) throw failure(FleetErrors.notPaused, `the operation is ${status.phase}, not paused`);
       },
     },
@@ -212,6 +229,7 @@ function installHandlers(state: Carry, wakes: Wakes): void {
     cancelFleetUpdate,
     (options) => {
       state.cancel = { force: !!options?.force, reason: options?.reason ?? 'cancelled by request' };
+      recordAction(status, options?.force ? 'cancel (force)' : 'cancel', options);
       state.paused = undefined;
       status.phase = 'cancelling';
       wakes.control += 1;
@@ -228,9 +246,9 @@ function installHandlers(state: Carry, wakes: Wakes): void {
 
 // ---- 1. Plan: snapshot the targets into chunks ----
 
-async function plan(input: FleetOperationRequestInput & { requestedBy?: string }): Promise<Carry> {
-  const { requestedBy, ...rest } = input;
-  const parsed = FleetOperationRequest.safeParse(rest);
+async function plan(input: FleetOperationRequestInput, context: FleetContext): Promise<Carry> {
+  const { requestedBy, maxDevices } = context;
+  const parsed = FleetOperationRequest.safeParse(input);
   if (!parsed.success) {
     throw failure(
       FleetErrors.invalidRequest,
@@ -315,6 +333,12 @@ async function plan(input: FleetOperationRequestInput & { requestedBy?: string }
       if (devices > MAX_FLEET_DEVICES) {
         throw failure(FleetErrors.tooManyDevices, `the targets hold more than ${MAX_FLEET_DEVICES} devices`);
       }
+      if (maxDevices !== undefined && devices > maxDevices) {
+        throw failure(
+          FleetErrors.needsAdmin,
+          `the targets hold more than ${maxDevices} devices: a larger fleet operation needs the admin role`,
+        );
+      }
       if (sample.length < 20) sample.push(device.registrationId);
       if (hub) byHub[hub] = (byHub[hub] ?? 0) + 1;
       pending.push(device);
@@ -325,54 +349,72 @@ async function plan(input: FleetOperationRequestInput & { requestedBy?: string }
     }
   };
 
-  // The snapshot: every target device now, whatever joins the group or matches the query later.
-  const targets = request.targets;
-  if ('registrationIds' in targets) {
-    await take(targets.registrationIds.map((registrationId) => ({ registrationId })));
-  } else if ('enrollmentGroupId' in targets) {
-    const stages =
-      request.operation === 'revoke' ? (['members', 'registrations'] as const) : (['registrations'] as const);
-    for (const stage of stages) {
+  // The snapshot: every target device now, whatever joins the group or matches the query later. Should planning
+  // fail part-way (too many devices, a DPS error past its retries), the chunks already started are stopped: they
+  // would otherwise wait for grants that never come.
+  try {
+    await snapshot();
+  } catch (err) {
+    await Promise.all(
+      request.dryRun
+        ? []
+        : chunks.map((c) =>
+            getExternalWorkflowHandle(fleetChunkWorkflowId(status.workflowId, c.index))
+              .signal(stopChunkSignal, { force: false })
+              .catch(() => undefined),
+          ),
+    );
+    throw err;
+  }
+  async function snapshot(): Promise<void> {
+    const targets = request.targets;
+    if ('registrationIds' in targets) {
+      await take(targets.registrationIds.map((registrationId) => ({ registrationId })));
+    } else if ('enrollmentGroupId' in targets) {
+      const stages =
+        request.operation === 'revoke' ? (['members', 'registrations'] as const) : (['registrations'] as const);
+      for (const stage of stages) {
+        let continuation: string | undefined;
+        do {
+          const page =
+            stage === 'members'
+              ? await planning.dpsGroupMemberEnrollments({
+                  enrollmentGroupId: targets.enrollmentGroupId,
+                  continuation,
+                  pageSize: TARGET_PAGE,
+                })
+              : await planning.dpsGroupRegistrations({
+                  enrollmentGroupId: targets.enrollmentGroupId,
+                  continuation,
+                  pageSize: TARGET_PAGE,
+                });
+          await take(page.registrations.map((r) => ({ registrationId: r.registrationId, deviceId: r.deviceId })));
+          continuation = page.continuation;
+        } while (continuation);
+      }
+    } else if ('query' in targets) {
+      const hub = environments[targets.query.environment];
+      if (!hub)
+        throw failure('UnknownEnvironment', `no IoT hub is configured for environment "${targets.query.environment}"`);
       let continuation: string | undefined;
       do {
-        const page =
-          stage === 'members'
-            ? await planning.dpsGroupMemberEnrollments({
-                enrollmentGroupId: targets.enrollmentGroupId,
-                continuation,
-                pageSize: TARGET_PAGE,
-              })
-            : await planning.dpsGroupRegistrations({
-                enrollmentGroupId: targets.enrollmentGroupId,
-                continuation,
-                pageSize: TARGET_PAGE,
-              });
-        await take(page.registrations.map((r) => ({ registrationId: r.registrationId, deviceId: r.deviceId })));
+        const page = await planning.hubQueryDevices({ ...targets.query, continuation, pageSize: TARGET_PAGE });
+        await take(page.devices, hub);
         continuation = page.continuation;
       } while (continuation);
-    }
-  } else if ('query' in targets) {
-    const hub = environments[targets.query.environment];
-    if (!hub)
-      throw failure('UnknownEnvironment', `no IoT hub is configured for environment "${targets.query.environment}"`);
-    let continuation: string | undefined;
-    do {
-      const page = await planning.hubQueryDevices({ ...targets.query, continuation, pageSize: TARGET_PAGE });
-      await take(page.devices, hub);
-      continuation = page.continuation;
-    } while (continuation);
-  } else {
-    const earlier = `fleet/${targets.retryOf}`;
-    for (let index = 0; ; index += 1) {
-      const chunk = await planning.fleetFailedDevices({ chunkWorkflowId: fleetChunkWorkflowId(earlier, index) });
-      if (!chunk.exists) {
-        if (index === 0) throw failure(FleetErrors.invalidRequest, `no fleet operation ${targets.retryOf}`);
-        break;
+    } else {
+      const earlier = `fleet/${targets.retryOf}`;
+      for (let index = 0; ; index += 1) {
+        const chunk = await planning.fleetFailedDevices({ chunkWorkflowId: fleetChunkWorkflowId(earlier, index) });
+        if (!chunk.exists) {
+          if (index === 0) throw failure(FleetErrors.invalidRequest, `no fleet operation ${targets.retryOf}`);
+          break;
+        }
+        await take(chunk.devices);
       }
-      await take(chunk.devices);
     }
+    if (pending.length) await startChunk(pending);
   }
-  if (pending.length) await startChunk(pending);
 
   const ratePerMinute = Math.min(initialRate(request), quota.devicesPerMinute);
   const planned: FleetPlan = {
@@ -621,7 +663,7 @@ interface ChunkInput {
   chunkIndex: number;
   devices: FleetDevice[];
   request: FleetOperationRequest;
-  requestedBy?: string;
+  requestedBy?: RequestedBy;
 }
 
 /**
@@ -750,7 +792,7 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
       await scope.run(async () => {
         const handle = await startChild(promoteDevice, {
           workflowId,
-          args: [promotion],
+          args: [promotion, input.requestedBy ? { requestedBy: input.requestedBy } : {}],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           typedSearchAttributes: [
             { key: SA.registrationId, value: record.registrationId },
@@ -788,7 +830,7 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
           items: batch.map((r) => ({ registrationId: r.registrationId })),
           hubAction: request.parameters.hubAction,
           reason: request.parameters.reason,
-          requestedBy: input.requestedBy,
+          requestedBy: input.requestedBy && requestedByKeyword(input.requestedBy),
           disconnectTimeoutSeconds: request.parameters.disconnectTimeoutSeconds,
           environments,
           // Each device is revoked as its own revocation would: its reinstatement finds the marks.

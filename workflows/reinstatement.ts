@@ -1,3 +1,4 @@
+import type { OperationContext } from '../common/requested-by';
 import {
   ApplicationFailure,
   continueAsNew,
@@ -52,8 +53,11 @@ const PAGES_PER_RUN = 20;
 
 type DeviceOutcome = ReinstatementResult['devices'][number];
 
-export async function reinstateDevice(input: ReinstatementRequestInput & Requester): Promise<ReinstatementResult> {
-  const request = parse(input);
+export async function reinstateDevice(
+  input: ReinstatementRequestInput,
+  context: OperationContext = {},
+): Promise<ReinstatementResult> {
+  const request = parse(input, context);
   const registrationId = request.registrationId!;
   const run = new Run(request);
   upsertSearchAttributes([{ key: SA.registrationId, value: registrationId }]);
@@ -127,10 +131,11 @@ interface GroupCarry {
 }
 
 export async function reinstateEnrollmentGroup(
-  input: ReinstatementRequestInput & Requester,
+  input: ReinstatementRequestInput,
   carry?: GroupCarry,
+  context: OperationContext = {},
 ): Promise<ReinstatementResult> {
-  const request = parse(input);
+  const request = parse(input, context);
   const groupId = request.enrollmentGroupId!;
   const revokedBy = revocationWorkflowId({ enrollmentGroupId: groupId });
   const run = new Run(request, carry);
@@ -185,12 +190,11 @@ export async function reinstateEnrollmentGroup(
       return run.finish();
     }
   }
-  await continueAsNew<typeof reinstateEnrollmentGroup>(input, {
-    devices: run.devices,
-    stage,
-    continuation,
-    counts: run.counts,
-  });
+  await continueAsNew<typeof reinstateEnrollmentGroup>(
+    input,
+    { devices: run.devices, stage, continuation, counts: run.counts },
+    context,
+  );
   throw new Error('unreachable: continueAsNew does not return');
 }
 
@@ -275,9 +279,9 @@ class Run {
   }
 }
 
-function parse(input: ReinstatementRequestInput & Requester): ReinstatementRequest & Requester {
-  const { requestedBy, ...rest } = input;
-  const parsed = ReinstatementRequest.safeParse(rest);
+function parse(input: ReinstatementRequestInput, context: OperationContext): ReinstatementRequest & Requester {
+  const { requestedBy } = context;
+  const parsed = ReinstatementRequest.safeParse(input);
   if (!parsed.success) {
     throw ApplicationFailure.create({
       type: RevocationErrors.invalidRequest,

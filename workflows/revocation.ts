@@ -1,3 +1,4 @@
+import { requestedByKeyword, type OperationContext } from '../common/requested-by';
 import {
   ApplicationFailure,
   continueAsNew,
@@ -66,8 +67,11 @@ const PROMOTION_STOP_WAIT_MS = 120_000;
  * enrollment disabled, or a disabled individual enrollment blocking it within its group), disables or deletes its
  * identity in every configured hub, and proves all of it.
  */
-export async function revokeDevice(input: RevocationRequestInput & Requester): Promise<RevocationResult> {
-  const request = parse(input);
+export async function revokeDevice(
+  input: RevocationRequestInput,
+  context: OperationContext = {},
+): Promise<RevocationResult> {
+  const request = parse(input, context);
   const run = new Run(request, { kind: 'device', registrationId: request.registrationId });
   const registrationId = request.registrationId!;
 
@@ -84,7 +88,7 @@ export async function revokeDevice(input: RevocationRequestInput & Requester): P
     ],
     hubAction: request.hubAction,
     reason: request.reason,
-    requestedBy: request.requestedBy,
+    requestedBy: request.requestedBy && requestedByKeyword(request.requestedBy),
     disconnectTimeoutSeconds: request.disconnectTimeoutSeconds,
     environments,
     revocationOf: () => run.status.workflowId,
@@ -273,10 +277,11 @@ interface GroupCarry {
  * deleted in every configured hub, page by page, continuing as new to keep each run's history short.
  */
 export async function revokeEnrollmentGroup(
-  input: RevocationRequestInput & Requester,
+  input: RevocationRequestInput,
   carry?: GroupCarry,
+  context: OperationContext = {},
 ): Promise<RevocationResult> {
-  const request = parse(input);
+  const request = parse(input, context);
   const groupId = request.enrollmentGroupId!;
   const run = new Run(request, { kind: 'group', enrollmentGroupId: groupId }, carry);
   const environments = await azure.listEnvironments();
@@ -323,13 +328,17 @@ export async function revokeEnrollmentGroup(
     else return run.finish();
   }
   // Past this run's pages: the same workflow goes on in a new run, with what it has found so far.
-  await continueAsNew<typeof revokeEnrollmentGroup>(input, {
-    status: run.status,
-    devices: run.devices,
-    leftovers: run.leftovers,
-    cursor,
-    membersDisabled: [...membersDisabled],
-  });
+  await continueAsNew<typeof revokeEnrollmentGroup>(
+    input,
+    {
+      status: run.status,
+      devices: run.devices,
+      leftovers: run.leftovers,
+      cursor,
+      membersDisabled: [...membersDisabled],
+    },
+    context,
+  );
   throw new Error('unreachable: continueAsNew does not return');
 }
 
@@ -432,7 +441,7 @@ class Run {
       registrationIds,
       revocationWorkflowId: this.status.workflowId,
       reason: this.request.reason,
-      requestedBy: this.request.requestedBy,
+      requestedBy: this.request.requestedBy && requestedByKeyword(this.request.requestedBy),
       waitMs: PROMOTION_STOP_WAIT_MS,
     });
     this.status.promotionsStopped.push(...stopped.stopped);
@@ -521,9 +530,9 @@ class Run {
 
 // ---- Helpers (pure) ----
 
-function parse(input: RevocationRequestInput & Requester): RevocationRequest & Requester {
-  const { requestedBy, ...rest } = input;
-  const parsed = RevocationRequest.safeParse(rest);
+function parse(input: RevocationRequestInput, context: OperationContext): RevocationRequest & Requester {
+  const { requestedBy } = context;
+  const parsed = RevocationRequest.safeParse(input);
   if (!parsed.success) {
     throw ApplicationFailure.create({
       type: RevocationErrors.invalidRequest,

@@ -1,8 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Router } from 'express';
+import { Router, type Response } from 'express';
 import { z } from 'zod';
-import { WorkflowUpdateFailedError, type WorkflowExecutionInfo } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowExecutionInfo } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { AppDeps } from '../app';
 import { jsonBody } from '../body';
@@ -41,10 +41,15 @@ import {
   FleetErrors,
   FleetOperationRequest,
   type DeviceState,
+  DEFAULT_FLEET_OPERATOR_MAX_DEVICES,
+  type FleetContext,
   type FleetResult,
   type FleetStatus,
 } from '../../common/fleet';
 import { fleetQuota, QuotasConfig } from '../../common/quotas';
+import { requestedByKeyword, requestedByStartOptions, type ChangeRequest } from '../../common/requested-by';
+import { callerOf, requestedBy, requireRole } from '../auth/caller';
+import { grants } from '../auth/roles';
 import { SA } from '../../common/search-attributes';
 
 /**
@@ -65,7 +70,6 @@ const Summary = z.object({
   workflowId: z.string(),
   runId: z.string(),
   status: ExecutionStatus,
-  operation: z.string().optional(),
   phase: z.string().optional(),
   startTime: z.string(),
   closeTime: z.string().optional(),
@@ -110,10 +114,14 @@ registerRoute({
   method: 'post',
   path: '/v1/fleet-operations',
   operationId: 'startFleetOperation',
+  auth: 'operator',
   summary: 'Start a fleet operation: promote, revoke or reinstate many devices as one throttled rollout',
   description:
     `A dry run answers its plan (200) instead of starting. With an ${IDEMPOTENCY_KEY_HEADER}, a retried request ` +
-    'answers the same operation (the operation id is derived from the key).',
+    'answers the same operation (the operation id is derived from the key). Reinstating needs the admin role, as ' +
+    'does changing more devices than FLEET_OPERATOR_MAX_DEVICES (1,000 by default) in one operation: a list is ' +
+    'counted here (403), a group or query while planning (the operation fails with FleetOperationNeedsAdmin; a dry ' +
+    'run answers 422).',
   temporal: true,
   request: { headers: IdempotencyHeaders, body: { required: true, content: json(FleetOperationRequest) } },
   responses: {
@@ -129,13 +137,14 @@ registerRoute({
       content: json(Started.extend({ operationId: z.string() })),
     },
     409: problemResponse(409, ['alreadyStarted']),
-    422: problemResponse(422, ['idempotencyKeyReused']),
+    422: problemResponse(422, ['idempotencyKeyReused', 'planRefused']),
   },
 });
 registerRoute({
   method: 'get',
   path: '/v1/fleet-operations',
   operationId: 'listFleetOperations',
+  auth: 'viewer',
   summary: 'List fleet operations, newest first',
   temporal: true,
   request: { query: ListQuery },
@@ -150,6 +159,7 @@ registerRoute({
   method: 'get',
   path: '/v1/fleet-operations/{operationId}',
   operationId: 'getFleetOperation',
+  auth: 'viewer',
   summary: 'A fleet operation: phase, counts by state, rate, ETA, the plan; the result once closed',
   temporal: true,
   request: { params: OperationParams },
@@ -162,6 +172,7 @@ registerRoute({
   method: 'get',
   path: '/v1/fleet-operations/{operationId}/devices',
   operationId: 'listFleetOperationDevices',
+  auth: 'viewer',
   summary: 'The devices of a fleet operation and their state, a page at a time, filtered by state',
   temporal: true,
   request: { params: OperationParams, query: DeviceQuery },
@@ -179,6 +190,7 @@ for (const [action, body, summary] of [
     method: 'post',
     path: `/v1/fleet-operations/{operationId}/${action}`,
     operationId: `${action}FleetOperation`,
+    auth: 'operator',
     summary,
     temporal: true,
     request: { params: OperationParams, ...(body ? { body: { content: json(body) } } : {}) },
@@ -193,6 +205,7 @@ registerRoute({
   method: 'post',
   path: '/v1/fleet-operations/{operationId}/retry-failed',
   operationId: 'retryFailedFleetOperation',
+  auth: 'operator',
   summary: 'Start a new fleet operation over exactly the failed and timed-out devices of this one',
   temporal: true,
   request: { params: OperationParams },
@@ -254,7 +267,6 @@ export function fleetRoutes(deps: AppDeps): Router {
       workflowId: info.workflowId,
       runId: info.runId,
       status: STATUS_BY_NAME[info.status.name] ?? 'unknown',
-      operation: (info.memo?.[REQUEST_MEMO] as { operation?: string } | undefined)?.operation,
       phase: info.typedSearchAttributes.get(SA.phase),
       startTime: info.startTime.toISOString(),
       closeTime: info.closeTime?.toISOString(),
@@ -262,13 +274,35 @@ export function fleetRoutes(deps: AppDeps): Router {
     };
   };
 
-  const start = async (request: z.output<typeof FleetOperationRequest>, idempotencyKey?: string) => {
+  const maxForOperators = deps.fleetOperatorMaxDevices ?? DEFAULT_FLEET_OPERATOR_MAX_DEVICES;
+
+  /**
+   * The context the operation starts with: who asked, and (below admin) how many devices they may change. What
+   * the request itself shows is checked here: reinstating needs admin (like POST /v1/reinstatements), and so does a
+   * list longer than the operator's limit.
+   */
+  const contextFor = (res: Response, request: z.output<typeof FleetOperationRequest>): FleetContext => {
+    if (request.operation === 'reinstate') requireRole(res, 'admin', 'reinstating devices');
+    const listed = 'registrationIds' in request.targets ? request.targets.registrationIds.length : 0;
+    if (listed > maxForOperators) {
+      requireRole(res, 'admin', `a fleet operation over more than ${maxForOperators} devices (${listed} listed)`);
+    }
+    const admin = grants(callerOf(res)?.roles ?? [], 'admin');
+    return { requestedBy: requestedBy(res), ...(admin ? {} : { maxDevices: maxForOperators }) };
+  };
+
+  const start = async (
+    request: z.output<typeof FleetOperationRequest>,
+    context: FleetContext,
+    idempotencyKey?: string,
+  ) => {
     // A key names the operation, so that a retried request finds the one it started.
     const operationId = idempotencyKey
       ? `k-${createHash('sha256').update(idempotencyKey).digest('base64url').slice(0, 32)}`
       : randomUUID();
     const workflowId = fleetWorkflowId(operationId);
     const { targets: _targets, ...withoutTargets } = request;
+    const recorded = requestedByStartOptions(context.requestedBy!);
     const started = await startIdempotently(client, {
       workflowId,
       request,
@@ -277,12 +311,13 @@ export function fleetRoutes(deps: AppDeps): Router {
         client.workflow.start(WORKFLOW_TYPES.fleetOperation, {
           taskQueue,
           workflowId,
-          args: [request],
-          memo: { ...memo, [REQUEST_MEMO]: withoutTargets },
+          args: [request, undefined, context],
+          memo: { ...memo, ...recorded.memo, [REQUEST_MEMO]: withoutTargets },
           workflowIdConflictPolicy: 'FAIL',
           typedSearchAttributes: [
             { key: SA.operation, value: 'fleet' },
             { key: SA.phase, value: 'planning' },
+            recorded.searchAttribute,
           ],
           staticSummary: `Fleet ${request.operation}${request.dryRun ? ' (dry run)' : ''}${request.description ? `: ${request.description}` : ''}`,
         }),
@@ -293,17 +328,35 @@ export function fleetRoutes(deps: AppDeps): Router {
   const startValidation = validate({ headers: IdempotencyHeaders, body: StartRequest });
   router.post('/fleet-operations', jsonBody(), startValidation, temporal, async (req, res) => {
     const request = req.body as z.output<typeof FleetOperationRequest>;
-    const started = await start(request, req.get(IDEMPOTENCY_KEY_HEADER));
+    const context = contextFor(res, request);
+    const started = await start(request, context, req.get(IDEMPOTENCY_KEY_HEADER));
     const url = statusUrl(started.operationId);
     log.info(
-      { workflowId: started.workflowId, operation: request.operation, dryRun: request.dryRun },
+      {
+        workflowId: started.workflowId,
+        operation: request.operation,
+        dryRun: request.dryRun,
+        requestedBy: requestedByKeyword(context.requestedBy!),
+      },
       'fleet operation started',
     );
     if (started.replayed) res.set(REPLAYED_HEADER, 'true');
     if (request.dryRun) {
       const handle = client.workflow.getHandle(started.workflowId, started.runId);
       const result = await withLongerTemporalDeadline(res, DRY_RUN_WAIT_MS + 5_000, () =>
-        Promise.race([handle.result() as Promise<FleetResult>, sleep(DRY_RUN_WAIT_MS).then(() => undefined)]),
+        Promise.race([
+          (handle.result() as Promise<FleetResult>).catch((err: unknown) => {
+            // The plan's own refusals (too many devices, no such group…) are the dry run's answer.
+            const cause = err instanceof WorkflowFailedError ? err.cause : undefined;
+            if (cause instanceof ApplicationFailure && cause.nonRetryable) {
+              throw problem('planRefused', cause.message ?? cause.type ?? 'refused', {
+                extensions: { workflowId: started.workflowId, failureType: cause.type },
+              });
+            }
+            throw err;
+          }),
+          sleep(DRY_RUN_WAIT_MS).then(() => undefined),
+        ]),
       );
       if (result) {
         res.json({ operationId: started.operationId, workflowId: started.workflowId, plan: result.plan });
@@ -377,11 +430,12 @@ export function fleetRoutes(deps: AppDeps): Router {
   const control = (
     action: 'pause' | 'resume' | 'cancel',
     body: z.ZodType | undefined,
-    run: (workflowId: string, input: Record<string, unknown>) => Promise<FleetStatus>,
+    run: (workflowId: string, input: Record<string, unknown> & ChangeRequest) => Promise<FleetStatus>,
   ) => {
     const validation = validate({ params: OperationParams, ...(body ? { body } : {}) });
     router.post(`/fleet-operations/:operationId/${action}`, jsonBody(), validation, temporal, async (req, res) => {
       const workflowId = fleetWorkflowId(req.params.operationId);
+      const by = requestedBy(res);
       const description = await client.workflow.getHandle(workflowId).describe();
       if (description.status.name !== 'RUNNING') {
         const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
@@ -390,7 +444,7 @@ export function fleetRoutes(deps: AppDeps): Router {
         });
       }
       try {
-        res.json(await run(workflowId, (req.body ?? {}) as Record<string, unknown>));
+        res.json(await run(workflowId, { ...((req.body ?? {}) as Record<string, unknown>), requestedBy: by }));
       } catch (err) {
         const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
         if (cause instanceof ApplicationFailure && Object.values(FleetErrors).includes(cause.type as never)) {
@@ -398,13 +452,15 @@ export function fleetRoutes(deps: AppDeps): Router {
         }
         throw err;
       }
-      log.info({ workflowId, action }, `fleet operation ${action}`);
+      log.info({ workflowId, action, requestedBy: requestedByKeyword(by) }, `fleet operation ${action}`);
     });
   };
   control('pause', PauseBody, (id, body) =>
     client.workflow.getHandle(id).executeUpdate(pauseFleetUpdate, { args: [body] }),
   );
-  control('resume', undefined, (id) => client.workflow.getHandle(id).executeUpdate(resumeFleetUpdate));
+  control('resume', undefined, (id, change) =>
+    client.workflow.getHandle(id).executeUpdate(resumeFleetUpdate, { args: [{ requestedBy: change.requestedBy }] }),
+  );
   control('cancel', CancelBody, (id, body) =>
     client.workflow.getHandle(id).executeUpdate(cancelFleetUpdate, { args: [body] }),
   );
@@ -431,7 +487,7 @@ export function fleetRoutes(deps: AppDeps): Router {
         dryRun: false,
         targets: { retryOf: req.params.operationId },
       });
-      const started = await start(request);
+      const started = await start(request, contextFor(res, request));
       const url = statusUrl(started.operationId);
       res.status(202).location(url).json({
         operationId: started.operationId,

@@ -3,7 +3,6 @@
  * each rollout control shown by its effect on a simulated fleet.
  */
 import { randomBytes } from 'node:crypto';
-import request from 'supertest';
 import type { EnrollmentGroup } from 'azure-iot-provisioning-service/dist/interfaces';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { FleetResult, FleetStatus } from '../../common/fleet';
@@ -11,6 +10,7 @@ import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { recordHistory } from '../helpers/histories';
 import { connectedTo, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(240_000);
 
@@ -57,7 +57,7 @@ async function fleetOf(
 }
 
 async function startFleet(body: Record<string, unknown>): Promise<{ id: string; handle: WorkflowHandle }> {
-  const res = await request(stack.app).post('/v1/fleet-operations').send(body);
+  const res = await authed(stack.app, 'operator').post('/v1/fleet-operations').send(body);
   expect(res.status).toBe(202);
   expect(res.headers.location).toBe(`/v1/fleet-operations/${res.body.operationId}`);
   return { id: res.body.operationId, handle: stack.temporal.client.workflow.getHandle(res.body.workflowId) };
@@ -67,7 +67,7 @@ async function devicesOf(id: string, state?: string) {
   const all: Array<{ registrationId: string; state: string; attempts: number; error?: { type: string } }> = [];
   let token: string | undefined;
   do {
-    const res = await request(stack.app)
+    const res = await authed(stack.app, 'viewer')
       .get(`/v1/fleet-operations/${id}/devices`)
       .query({ pageSize: 7, ...(state ? { state } : {}), ...(token ? { nextPageToken: token } : {}) })
       .expect(200);
@@ -88,7 +88,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 }
 
 const statusOf = (id: string) =>
-  request(stack.app)
+  authed(stack.app, 'viewer')
     .get(`/v1/fleet-operations/${id}`)
     .expect(200)
     .then((r) => r.body.fleet as FleetStatus);
@@ -97,7 +97,7 @@ describe('fleet operations', () => {
   it('plans a dry run — devices, hubs, the quota-bound rate and duration — and changes nothing', async () => {
     const { ids } = await fleetOf(12);
     const before = stack.emulator.counters.snapshot();
-    const res = await request(stack.app)
+    const res = await authed(stack.app, 'operator')
       .post('/v1/fleet-operations')
       .send({
         operation: 'revoke',

@@ -16,6 +16,10 @@ import { mintCertificate, type MintedCert } from '../../emulator/security/certs'
 import { SimulatedDevice, type Attestation, type SimulatedDeviceOptions } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { createWorker } from '../../worker/worker';
+import { Client } from '@temporalio/client';
+import type { PayloadCodec } from '@temporalio/common';
+import { dataConverterWith } from '../../common/payload-codec';
+import { testSecurity } from './credentials';
 import { connectToHarness, uniqueTaskQueue, workflowBundle, type TemporalTestContext } from './temporal';
 
 /**
@@ -49,7 +53,9 @@ export const STACK_QUOTAS = QuotasConfig.parse({
   dps: { operationsPerMinute: 100_000 },
 });
 
-export async function startStack(options: { workflowBundle?: WorkflowBundleWithSourceMap } = {}): Promise<Stack> {
+export async function startStack(
+  options: { workflowBundle?: WorkflowBundleWithSourceMap; codec?: PayloadCodec } = {},
+): Promise<Stack> {
   const emulator = await startEmulator({ controlPort: false });
   const uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
   configureDps(emulator.state.dps, { retryAfterSeconds: 0 });
@@ -61,16 +67,23 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
     test: emulator.state.hubs.get('test')!.hostName,
     production: emulator.state.hubs.get('production')!.hostName,
   };
-  const temporal = await connectToHarness();
+  const harness = await connectToHarness();
+  // With a codec, the API's client and the worker share it, as in production (common/payload-codec.ts).
+  const dataConverter = dataConverterWith(options.codec);
+  const temporal: TemporalTestContext = options.codec
+    ? { ...harness, client: new Client({ connection: harness.connection, namespace: 'default', dataConverter }) }
+    : harness;
   const taskQueue = uniqueTaskQueue('stack');
   const eventGridSecret = randomBytes(16).toString('hex');
   const app = createApp({
+    security: testSecurity(),
     client: temporal.client,
     taskQueue,
     log: createLogger('silent'),
     environments: hosts,
     eventGridSecret,
     quotas: STACK_QUOTAS,
+    codec: options.codec,
   });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
@@ -87,6 +100,7 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
       deps: { azure, temporal: temporal.client, quotas: STACK_QUOTAS },
       workflowBundle: worker_.workflowBundle ?? (await workflowBundle()),
       shutdownGraceSeconds: 1,
+      dataConverter,
       ...(worker_.identity ? { identity: worker_.identity } : {}),
     });
     running = worker.run();

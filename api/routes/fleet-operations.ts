@@ -25,7 +25,7 @@ import {
 import { PageTokens } from '../page-tokens';
 import { problem, problemResponse } from '../problems';
 import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
-import { validate } from '../validate';
+import { validate, type Middleware } from '../validate';
 import {
   cancelFleetUpdate,
   fleetChunkWorkflowId,
@@ -433,27 +433,39 @@ export function fleetRoutes(deps: AppDeps): Router {
     run: (workflowId: string, input: Record<string, unknown> & ChangeRequest) => Promise<FleetStatus>,
   ) => {
     const validation = validate({ params: OperationParams, ...(body ? { body } : {}) });
-    router.post(`/fleet-operations/:operationId/${action}`, jsonBody(), validation, temporal, async (req, res) => {
-      const workflowId = fleetWorkflowId(req.params.operationId);
-      const by = requestedBy(res);
-      const description = await client.workflow.getHandle(workflowId).describe();
-      if (description.status.name !== 'RUNNING') {
-        const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
-        throw problem('notRunning', `the fleet operation has closed (${status})`, {
-          extensions: { workflowId, executionStatus: status },
-        });
-      }
-      try {
-        res.json(await run(workflowId, { ...((req.body ?? {}) as Record<string, unknown>), requestedBy: by }));
-      } catch (err) {
-        const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
-        if (cause instanceof ApplicationFailure && Object.values(FleetErrors).includes(cause.type as never)) {
-          throw problem('wrongState', cause.message, { extensions: { workflowId, failureType: cause.type } });
+    // The body is optional (the OpenAPI says so): none at all means every field takes its default.
+    const noBodyIsEmpty: Middleware = (req, _res, next) => {
+      (req as { body?: unknown }).body ??= {};
+      next();
+    };
+    router.post(
+      `/fleet-operations/:operationId/${action}`,
+      jsonBody(),
+      noBodyIsEmpty,
+      validation,
+      temporal,
+      async (req, res) => {
+        const workflowId = fleetWorkflowId(req.params.operationId);
+        const by = requestedBy(res);
+        const description = await client.workflow.getHandle(workflowId).describe();
+        if (description.status.name !== 'RUNNING') {
+          const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
+          throw problem('notRunning', `the fleet operation has closed (${status})`, {
+            extensions: { workflowId, executionStatus: status },
+          });
         }
-        throw err;
-      }
-      log.info({ workflowId, action, requestedBy: requestedByKeyword(by) }, `fleet operation ${action}`);
-    });
+        try {
+          res.json(await run(workflowId, { ...((req.body ?? {}) as Record<string, unknown>), requestedBy: by }));
+        } catch (err) {
+          const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
+          if (cause instanceof ApplicationFailure && Object.values(FleetErrors).includes(cause.type as never)) {
+            throw problem('wrongState', cause.message, { extensions: { workflowId, failureType: cause.type } });
+          }
+          throw err;
+        }
+        log.info({ workflowId, action, requestedBy: requestedByKeyword(by) }, `fleet operation ${action}`);
+      },
+    );
   };
   control('pause', PauseBody, (id, body) =>
     client.workflow.getHandle(id).executeUpdate(pauseFleetUpdate, { args: [body] }),

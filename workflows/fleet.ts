@@ -1,8 +1,4 @@
-import {
-  requestedByKeyword,
-  type ChangeRequest,
-  type RequestedBy,
-} from '../common/requested-by';
+import { requestedByKeyword, type ChangeRequest, type RequestedBy } from '../common/requested-by';
 import {
   allHandlersFinished,
   ApplicationFailure,
@@ -748,13 +744,16 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
 
   const active = () => records.some((r) => r.state === 'pending' || r.state === 'inProgress');
   while (active()) {
+    // A report that is due wakes the loop by its timer, never by the condition: workflow time stands still within
+    // an activation, so a condition true before the report may be sent would spin forever without yielding (it did:
+    // the worker thread's isolate timed out and Node aborted with a corrupted async hook stack).
+    const reportIn = reportDue ? Math.max(1, PROGRESS_INTERVAL_MS - (Date.now() - lastReport)) : PROGRESS_INTERVAL_MS;
     await condition(
       () =>
         stop !== undefined ||
         retries.length > 0 ||
-        (permits > 0 && records.some((r) => r.state === 'pending' && r.attempts === 0)) ||
-        reportDue,
-      PROGRESS_INTERVAL_MS,
+        (permits > 0 && records.some((r) => r.state === 'pending' && r.attempts === 0)),
+      reportIn,
     );
     if (reportDue && Date.now() - lastReport >= PROGRESS_INTERVAL_MS) await report();
     if (stop) {

@@ -191,8 +191,35 @@ export class LocalCluster {
       env: this.appEnv(),
     });
     this.workerProcesses.push(worker);
+    this.supervise(worker, options);
     await this.waitForPoller(worker);
     return worker;
+  }
+
+  /** Workers that exited by themselves (not stopped or killed through this class), each replaced. */
+  readonly unexpectedExits: Array<{ name: string; code: number | string; logFile: string }> = [];
+
+  /**
+   * As a supervisor (systemd's Restart=, compose's restart policy) would: a worker that exits by itself is logged
+   * and replaced. Stops and kills made through the process (the drills' faults, stop()) are not exits to repair.
+   */
+  private supervise(worker: ManagedProcess, options: { distDir?: string; label?: string }): void {
+    let intended = false;
+    const { kill, stop } = worker;
+    worker.kill = async () => {
+      intended = true;
+      await kill();
+    };
+    worker.stop = async (graceMs?: number) => {
+      intended = true;
+      await stop(graceMs);
+    };
+    void worker.exited.then((code) => {
+      if (intended || this.stopping) return;
+      this.unexpectedExits.push({ name: worker.name, code, logFile: worker.logFile });
+      this.say(`${worker.name} exited by itself (${code}; see ${worker.logFile}): starting a replacement`);
+      this.startWorker(options).catch((err: unknown) => this.say(`replacing ${worker.name} failed: ${String(err)}`));
+    });
   }
 
   /**
@@ -407,6 +434,7 @@ export class LocalCluster {
       ]),
       API_HOST: '127.0.0.1',
       API_PORT: String(this.settings.apiPort),
+      ...(this.settings.azureQuotas ? { AZURE_QUOTAS: this.settings.azureQuotas } : {}),
     };
   }
 

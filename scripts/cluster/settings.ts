@@ -52,6 +52,8 @@ export interface ClusterSettings {
   devices: number;
   /** Seconds a worker gets to finish its activities on SIGTERM. */
   shutdownGraceSeconds: number;
+  /** AZURE_QUOTAS for the workers and the API (JSON, common/quotas.ts); unset: S1 with one unit. */
+  azureQuotas?: string;
 }
 
 export const projectRoot = path.resolve(__dirname, '..', '..');

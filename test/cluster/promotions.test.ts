@@ -4,7 +4,7 @@
  * with -9 three times, the history service once, and PostgreSQL's connections are terminated once. Every device
  * must end on production, each promotion having run once and changed Azure once.
  */
-import { setEmulatorFaults, startDrillCluster, type DrillCluster } from './helpers/cluster';
+import { reportUnexpectedExits, setEmulatorFaults, startDrillCluster, type DrillCluster } from './helpers/cluster';
 import { runDrill, standardFaults } from './helpers/drill';
 import { PromotionsWorkload } from './helpers/promotions';
 
@@ -33,4 +33,5 @@ it('promotes every device exactly once while workers, the history service and Po
   ]);
   for (const event of events) expect(event.inFlight).toBeGreaterThan(0);
   process.stdout.write(`[drill] activity attempts after the first: ${await workload.retriedActivities()}\n`);
+  reportUnexpectedExits(drill!);
 });

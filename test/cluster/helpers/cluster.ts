@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
@@ -85,4 +86,19 @@ export async function setEmulatorFaults(drill: DrillCluster, faults: { latencyMs
     body: JSON.stringify(faults),
   });
   if (!res.ok) throw new Error(`PUT /faults: ${res.status}`);
+}
+
+/**
+ * Workers that exited by themselves during the drill (the cluster replaced each, as a supervisor would): printed with
+ * the last lines of their log, so that a crash the drill survived is still seen.
+ */
+export function reportUnexpectedExits(drill: DrillCluster): void {
+  for (const exit of drill.cluster.unexpectedExits) {
+    const tail = readFileSync(exit.logFile, 'utf8')
+      .split('\n')
+      .filter((line) => line && !/^\s*\d+: 0x/.test(line))
+      .slice(-3)
+      .join(' | ');
+    process.stdout.write(`[drill] ${exit.name} exited by itself (${exit.code}) and was replaced: ${tail}\n`);
+  }
 }

@@ -1,3 +1,4 @@
+import { auditActivities } from './audit';
 import type { AzureClients } from './azure-clients';
 import { connectivityActivities } from './connectivity';
 import { dpsActivities } from './dps';
@@ -19,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
     ...dpsActivities(deps.azure),
     ...registryActivities(deps.azure),
     ...revocationActivities(deps.azure, deps.temporal),
+    ...auditActivities(deps.azure, deps.temporal),
   });
 }
 

@@ -10,6 +10,8 @@ import { diagnosticsRoutes } from './routes/diagnostics';
 import { promotionRoutes } from './routes/promotions';
 import { eventGridRoutes } from './routes/eventgrid';
 import { revocationRoutes } from './routes/revocations';
+import { auditRoutes } from './routes/audits';
+import { reportRoutes } from './routes/reports';
 
 export interface AppDeps {
   client: Client;
@@ -52,6 +54,8 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', promotionRoutes(deps));
   app.use('/v1', eventGridRoutes(deps));
   app.use('/v1', revocationRoutes(deps));
+  app.use('/v1', auditRoutes(deps));
+  app.use('/v1', reportRoutes(deps));
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

@@ -1,4 +1,5 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { AuditStatus } from './audit';
 import type { CompensationReport, DeviceConnectedEvent, PromotionStatus } from './promotion';
 import type { RevocationStatus } from './revocation';
 
@@ -14,6 +15,8 @@ export const WORKFLOW_TYPES = {
   revokeEnrollmentGroup: 'revokeEnrollmentGroup',
   reinstateDevice: 'reinstateDevice',
   reinstateEnrollmentGroup: 'reinstateEnrollmentGroup',
+  auditFleet: 'auditFleet',
+  auditFindings: 'auditFindings',
 } as const;
 
 export const WORKFLOW_ID_PREFIX = {
@@ -24,6 +27,7 @@ export const WORKFLOW_ID_PREFIX = {
   groupRevocation: 'revoke-group',
   reinstatement: 'reinstate',
   groupReinstatement: 'reinstate-group',
+  audit: 'audit',
 } as const;
 
 export const promotionWorkflowId = (registrationId: string) => `${WORKFLOW_ID_PREFIX.promotion}/${registrationId}`;
@@ -44,7 +48,7 @@ export const reinstatementWorkflowId = (target: { registrationId?: string; enrol
     ? `${WORKFLOW_ID_PREFIX.reinstatement}/${target.registrationId}`
     : `${WORKFLOW_ID_PREFIX.groupReinstatement}/${target.enrollmentGroupId}`;
 
-export const OPERATIONS = { promote: 'promote', revoke: 'revoke', reinstate: 'reinstate' } as const;
+export const OPERATIONS = { promote: 'promote', revoke: 'revoke', reinstate: 'reinstate', audit: 'audit' } as const;
 
 /** A revocation tells a running promotion of its device to stop at once, without restoring access. */
 export interface RevocationRequestedEvent {
@@ -59,3 +63,4 @@ export const revocationRequestedSignal = defineSignal<[RevocationRequestedEvent]
 export const revocationStatusQuery = defineQuery<RevocationStatus>('status');
 /** Runs the failed undo steps of a promotion in phase compensationFailed again; answers the new report. */
 export const retryCompensationUpdate = defineUpdate<CompensationReport>('retryCompensation');
+export const auditStatusQuery = defineQuery<AuditStatus>('status');

@@ -14,7 +14,7 @@ import { Http as ProvisioningHttp } from 'azure-iot-provisioning-device-http';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { Client as DeviceClient } from 'azure-iot-device';
 import { Mqtt as DeviceMqtt } from 'azure-iot-device-mqtt';
-import type { AuditResult, Finding } from '../../common/audit';
+import { auditFindingsChunkId, type AuditResult, type Finding } from '../../common/audit';
 import type { RevocationResult } from '../../common/revocation';
 import { GLOBAL_DPS_HOST } from '../../emulator/state';
 import { recordHistory } from '../helpers/histories';
@@ -209,6 +209,9 @@ describe('a fleet with one device of every finding type, made by hand', () => {
       .query({ type: 'stale', nextPageToken: page.body.nextPageToken })
       .expect(400);
     await recordHistory(first.handle, 'audit-v1');
+    const [bucket] = first.result.bucketResults;
+    const chunk = auditFindingsChunkId(first.id, bucket.index, bucket.attempt, 'orphan', 0);
+    await recordHistory(stack.temporal.client.workflow.getHandle(chunk), 'audit-findings-v1');
   });
 
   it('shows its progress and counts by finding type in the API and in the Temporal UI’s details', async () => {

@@ -56,7 +56,7 @@ const plan = proxyActivities<Activities>(planCall);
 const scan = proxyActivities<Activities>(bucketCall);
 
 /** Buckets per run before continuing as new (each bucket adds about 6 events), unless Temporal suggests it sooner. */
-const BUCKETS_PER_RUN = 50;
+const BUCKETS_PER_RUN = 20;
 
 /**
  * Audits the fleet for drift between DPS and the hubs: plans the buckets (hub sizes), then joins and classifies one

@@ -75,24 +75,24 @@ describe('the audit schedule', () => {
 });
 
 describe('a fleet larger than one bucket', () => {
-  it('joins bucket by bucket and reports every device exactly once, findings kept in several chunks', async () => {
+  it('joins bucket by bucket over two runs and reports every device exactly once, findings kept in chunks', async () => {
     await stack.emulator.reset();
-    const ids = Array.from({ length: 450 }, (_, i) => `bulk-${String(i).padStart(4, '0')}`);
+    const ids = Array.from({ length: 2_050 }, (_, i) => `bulk-${String(i).padStart(4, '0')}`);
     for (let i = 0; i < ids.length; i += 100) {
       await stack.registries.production.addDevices(ids.slice(i, i + 100).map((deviceId) => ({ deviceId })));
     }
-    // 450 identities, at most 100 per bucket: 5 buckets; 450 orphans, 200 per chunk. (At S1's default pace of 20
-    // queries a minute, this audit's 50 queries would take 2.5 minutes.)
+    // 2,050 identities, at most 100 per bucket: 21 buckets, so the audit continues as new after its 20th. (At S1's
+    // default pace of 20 queries a minute, its 84 queries would take more than 4 minutes.)
     const res = await request(stack.app)
       .post('/v1/audits')
-      .send({ bucketDevices: 100, hubPageSize: 50, hubQueriesPerMinute: 10_000 })
+      .send({ bucketDevices: 100, hubQueriesPerMinute: 10_000 })
       .expect(202);
     const result: AuditResult = await stack.temporal.client.workflow.getHandle(res.body.workflowId).result();
-    expect(result.buckets).toEqual({ total: 5, done: 5 });
-    expect(result.counts.orphan).toBe(450);
-    expect(result.bucketResults.map((b) => b.identities).reduce((a, b) => a + b)).toBe(450);
-    // Every bucket read every page: 10 pages of 50 per audit of production, one of test, per bucket.
-    expect(result.hubQueries).toBe(5 * (9 + 1));
+    expect(result).toMatchObject({ buckets: { total: 21, done: 21 }, runs: 2 });
+    expect(result.counts.orphan).toBe(2_050);
+    expect(result.bucketResults.map((b) => b.identities).reduce((a, b) => a + b)).toBe(2_050);
+    // Every bucket read every page: three of production, one (empty) of test.
+    expect(result.hubQueries).toBe(21 * 4);
 
     const seen: Finding[] = [];
     for (let token: string | undefined; ;) {
@@ -109,7 +109,21 @@ describe('a fleet larger than one bucket', () => {
     const one: AuditResult = await stack.temporal.client.workflow
       .getHandle((await request(stack.app).post('/v1/audits').send({}).expect(202)).body.workflowId)
       .result();
-    expect(one.buckets.total).toBe(1);
-    expect(one.bucketResults[0].chunks.orphan).toBe(3);
+    expect(one).toMatchObject({ buckets: { total: 1, done: 1 }, runs: 1 });
+    expect(one.bucketResults[0].chunks.orphan).toBe(11);
+  });
+});
+
+describe('throttling', () => {
+  it('retries throttled and failing queries inside the bucket, without starting the bucket again', async () => {
+    await stack.emulator.reset();
+    await stack.registries.test.addDevices([{ deviceId: 'throttled-1' }, { deviceId: 'throttled-2' }]);
+    stack.emulator.faults.addRule({ surface: 'hub', operation: 'queryDevices', status: 429, times: 2 });
+    stack.emulator.faults.addRule({ surface: 'dpsService', operation: 'queryEnrollments', status: 503, times: 1 });
+    const res = await request(stack.app).post('/v1/audits').send({}).expect(202);
+    const result: AuditResult = await stack.temporal.client.workflow.getHandle(res.body.workflowId).result();
+    expect(result.counts.orphan).toBe(2);
+    expect(result.bucketResults[0].attempt).toBe(1);
+    expect(stack.emulator.faults.rules()).toEqual([]);
   });
 });

@@ -69,7 +69,11 @@ export const AuditScheduleRequest = z
     paused: z.boolean().default(false),
     audit: AuditRequest.default(AuditRequest.parse({})),
   })
-  .strict();
+  .strict()
+  .refine((s) => s.offset === undefined || durationMs(s.offset) < durationMs(s.interval), {
+    message: 'offset must be shorter than interval',
+    path: ['offset'],
+  });
 export type AuditScheduleRequest = z.output<typeof AuditScheduleRequest>;
 
 /** One identity of a device in one configured hub, as the registry query returns it (no keys). */

@@ -65,6 +65,9 @@ describe('the audit schedule', () => {
     await request(stack.app).delete('/v1/audits/schedule').expect(204);
     await request(stack.app).get('/v1/audits/schedule').expect(404);
     await request(stack.app).delete('/v1/audits/schedule').expect(404);
+    const bad = await request(stack.app).post('/v1/audits/schedule').send({ interval: '1h', offset: '2h' }).expect(400);
+    expect(bad.body.issues).toEqual([expect.objectContaining({ path: ['body', 'offset'] })]);
+    await request(stack.app).get('/v1/audits/schedule').expect(404);
     // An audit it started after the first one (at speed, so short) is let finish.
     for await (const run of stack.temporal.client.workflow.list({
       query: `WorkflowType = 'auditFleet' AND ExecutionStatus = 'Running' AND TaskQueue = '${stack.taskQueue}'`,

@@ -374,3 +374,44 @@ describe('a fleet with one device of every finding type, made by hand', () => {
     }
   });
 });
+
+describe('reports of the other operations', () => {
+  it('reports a promotion and a reinstatement as JSON and CSV: where, before, after, outcome', async () => {
+    const enrolled = await enrollDevice(stack, 'symmetricKey');
+    const device = simulate(stack, enrolled);
+    try {
+      await connectedTo(device, stack.hosts.test);
+      const id = enrolled.registrationId;
+      await request(stack.app).post('/v1/promotions').send({ registrationId: id, pollInterval: '1s' }).expect(202);
+      await stack.temporal.client.workflow.getHandle(`promote/${id}`).result();
+      const promotion = await request(stack.app).get(`/v1/reports/promotions/${id}`).expect(200);
+      expect(promotion.body).toMatchObject({ kind: 'promotions', id, status: 'completed', outcome: 'promoted' });
+      expect(promotion.body.rows).toEqual([
+        expect.objectContaining({
+          hub: 'dps',
+          before: `enrollment → ${stack.hosts.test}`,
+          after: `enrollment → ${stack.hosts.production}`,
+        }),
+        expect.objectContaining({ hub: stack.hosts.test, before: 'enabled', after: 'absent', outcome: 'promoted' }),
+        expect.objectContaining({ hub: stack.hosts.production, before: 'absent', after: 'enabled, connected' }),
+      ]);
+      const csv = await request(stack.app).get(`/v1/reports/promotions/${id}`).set('Accept', 'text/csv').expect(200);
+      expect(parseCsv(csv.text, { columns: true })).toHaveLength(3);
+
+      await request(stack.app).post('/v1/revocations').send({ registrationId: id, reason: 'lost' }).expect(202);
+      await stack.temporal.client.workflow.getHandle(`revoke/${id}`).result();
+      await request(stack.app).post('/v1/reinstatements').send({ registrationId: id, reason: 'found' }).expect(202);
+      await stack.temporal.client.workflow.getHandle(`reinstate/${id}`).result();
+      const reinstatement = await request(stack.app).get(`/v1/reports/reinstatements/${id}?format=json`).expect(200);
+      expect(reinstatement.body).toMatchObject({ kind: 'reinstatements', outcome: 'reinstated', reason: 'found' });
+      expect(reinstatement.body.rows).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ hub: 'dps', after: 'enabled' }),
+          expect.objectContaining({ hub: 'production', before: 'disabled', after: 'enabled', action: 'enabled' }),
+        ]),
+      );
+    } finally {
+      await device.stop();
+    }
+  });
+});

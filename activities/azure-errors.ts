@@ -1,4 +1,4 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context, type metricMeter } from '@temporalio/activity';
 
 /**
  * Azure's permanent answers become non-retryable ApplicationFailures with a named type; throttling (429), 5xx,
@@ -33,10 +33,30 @@ export function isNotFound(err: unknown): boolean {
 /** Runs one Azure call; permanent failures are named and non-retryable, `what` says which call failed. */
 export async function azureCall<T>(what: string, call: () => Promise<T>): Promise<T> {
   try {
-    return await call();
+    const result = await call();
+    countCall(what, (result as { response?: { statusCode?: number } })?.response?.statusCode ?? 'ok');
+    return result;
   } catch (err) {
+    countCall(what, statusOf(err) ?? 'error');
     throw toFailure(what, err);
   }
+}
+
+/**
+ * Azure calls by API and status (throttling shows as 429) on the SDK's activity metric meter, exported with the
+ * worker's Temporal metrics. Outside an activity (a unit test calling a helper) nothing is counted.
+ */
+function countCall(api: string, status: number | string): void {
+  let meter: typeof metricMeter;
+  try {
+    meter = Context.current().metricMeter;
+  } catch {
+    return;
+  }
+  meter.createCounter('iot_lifecycle_azure_calls', 'calls', 'Azure calls by API and status').add(1, {
+    api,
+    status: String(status),
+  });
 }
 
 export function toFailure(what: string, err: unknown): unknown {

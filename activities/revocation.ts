@@ -89,7 +89,7 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
     return found;
   };
 
-  return {
+  const activities = {
     /** The device id DPS gave the registration (its registration record, else its enrollment, else the same id). */
     async dpsDeviceOf(input: { registrationId: string }): Promise<{ deviceId: string }> {
       const client = dps();
@@ -99,6 +99,15 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
         findIndividualEnrollment(client, input.registrationId),
       );
       return { deviceId: individual?.deviceId || input.registrationId };
+    },
+
+    /** dpsDeviceOf for many registrations. */
+    async dpsDevicesOf(input: { registrationIds: string[] }): Promise<Record<string, string>> {
+      const found: Record<string, string> = {};
+      await forEachConcurrently(input.registrationIds, READ_CONCURRENCY, async (registrationId) => {
+        found[registrationId] = (await activities.dpsDeviceOf({ registrationId })).deviceId;
+      });
+      return found;
     },
 
     /** Every configured hub: a revocation looks in all of them. */
@@ -154,77 +163,65 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
      * Makes DPS refuse one device: its individual enrollment disabled (marked), or, for a member of a group, a
      * disabled individual enrollment of its own (marked; keys derived inside this activity, never returned).
      */
-    async dpsRevokeDevice(input: {
-      registrationId: string;
-      enrollmentGroupId?: string;
-      deviceCertificate?: string;
-      mark: RevocationMark;
-    }): Promise<DpsRevocation> {
+    async dpsRevokeDevice(input: DpsRevokeItem): Promise<DpsRevocation> {
       const client = dps();
-      const registration = await registrationState(client, input.registrationId);
-      const individual = await azureCall('get individual enrollment', () =>
-        findIndividualEnrollment(client, input.registrationId),
-      );
-      const deviceId = registration?.deviceId || individual?.deviceId || input.registrationId;
-      if (individual) {
-        if (individual.provisioningStatus === 'disabled') {
-          const blocks = markOf(individual)?.created ? 'blockedByDisabledIndividual' : 'individualDisabled';
-          return { registrationId: input.registrationId, deviceId, enrollment: blocks, changed: false };
+      const decided = await decideDpsRevocation(client, input);
+      if (decided.write) {
+        const { enrollment } = decided.write;
+        await azureCall('write individual enrollment', () => client.createOrUpdateIndividualEnrollment(enrollment));
+      }
+      return decided.result;
+    },
+
+    /**
+     * dpsRevokeDevice for many devices: each decided as one device is, then written through DPS's bulk enrollment
+     * API, 10 a call (disables under their etags, blockers created). A device's own failure (a refused request, a
+     * write DPS refused) is reported for that device; the others go on.
+     */
+    async dpsRevokeDevices(input: {
+      items: DpsRevokeItem[];
+    }): Promise<
+      Array<{ registrationId: string; revocation?: DpsRevocation; error?: { type: string; message: string } }>
+    > {
+      const client = dps();
+      const decided = new Map<
+        string,
+        Awaited<ReturnType<typeof decideDpsRevocation>> | { error: { type: string; message: string } }
+      >();
+      await forEachConcurrently(input.items, READ_CONCURRENCY, async (item) => {
+        try {
+          decided.set(item.registrationId, await decideDpsRevocation(client, item));
+        } catch (err) {
+          const failure = permanentOf(err);
+          if (!failure) throw err; // transient: the whole batch is retried, its reads are repeated
+          decided.set(item.registrationId, { error: failure });
         }
-        await azureCall('disable individual enrollment', () =>
-          client.createOrUpdateIndividualEnrollment({
-            ...individual,
-            provisioningStatus: 'disabled',
-            initialTwin: withMark(individual, input.mark),
-          } as IndividualEnrollment),
-        );
-        return { registrationId: input.registrationId, deviceId, enrollment: 'individualDisabled', changed: true };
-      }
-      const groupId =
-        input.enrollmentGroupId ??
-        (await azureCall('search enrollment groups', () => findGroupOf(client, input.registrationId)));
-      const group = groupId
-        ? await azureCall('get enrollment group', () => findEnrollmentGroup(client, groupId))
-        : undefined;
-      if (!group) {
-        // No enrollment lets it register: DPS refuses it. Its hub identities are what is left to revoke.
-        return { registrationId: input.registrationId, deviceId, enrollment: 'noEnrollment', changed: false };
-      }
-      if (group.attestation?.type === 'x509') {
-        if (!input.deviceCertificate) {
-          throw permanent(
-            RevocationErrors.deviceCertificateRequired,
-            'blocking one device of an X.509 enrollment group needs its certificate chain (deviceCertificate)',
-          );
-        }
-        await verifyMemberCertificate(client, {
-          enrollmentGroupId: group.enrollmentGroupId,
-          registrationId: input.registrationId,
-          deviceCertificate: input.deviceCertificate,
-        });
-      }
-      const attestation = await memberAttestation(client, group, {
-        enrollment: { registrationId: input.registrationId },
-        deviceCertificate: input.deviceCertificate,
       });
-      await azureCall('create disabled individual enrollment', () =>
-        client.createOrUpdateIndividualEnrollment({
-          registrationId: input.registrationId,
-          deviceId,
-          attestation,
-          iotHubs: group.iotHubs ?? [],
-          allocationPolicy: group.allocationPolicy,
-          provisioningStatus: 'disabled',
-          initialTwin: withMark({}, { ...input.mark, created: true }),
-        } as IndividualEnrollment),
-      );
-      return {
-        registrationId: input.registrationId,
-        deviceId,
-        enrollment: 'blockedByDisabledIndividual',
-        changed: true,
-        enrollmentGroupId: group.enrollmentGroupId,
-      };
+      const writes = [...decided.entries()].flatMap(([id, d]) => ('write' in d && d.write ? [{ id, ...d.write }] : []));
+      const failedWrites = new Map<string, { type: string; message: string }>();
+      for (const mode of ['updateIfMatchEtag', 'create'] as const) {
+        const batch = writes.filter((w) => w.mode === mode);
+        for (let i = 0; i < batch.length; i += DPS_BULK) {
+          Context.current().heartbeat({ written: i });
+          const chunk = batch.slice(i, i + DPS_BULK);
+          for (const e of await bulkEnrollments(
+            client,
+            mode,
+            chunk.map((w) => w.enrollment),
+          )) {
+            failedWrites.set(e.registrationId, {
+              type: AzureFailureTypes.conflict,
+              message: `${e.errorCode} ${e.errorStatus}`,
+            });
+          }
+        }
+      }
+      return input.items.map(({ registrationId }) => {
+        const d = decided.get(registrationId)!;
+        if ('error' in d) return { registrationId, error: d.error };
+        const failed = failedWrites.get(registrationId);
+        return failed ? { registrationId, error: failed } : { registrationId, revocation: d.result };
+      });
     },
 
     /** Disables (and marks) a whole group; already disabled counts as done. */
@@ -339,7 +336,12 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       const individual = await azureCall('get individual enrollment', () =>
         findIndividualEnrollment(client, input.registrationId),
       );
-      const groupId = input.enrollmentGroupId;
+      // Without an individual enrollment, the group whose registration records hold the device decides.
+      const groupId =
+        input.enrollmentGroupId ??
+        (individual
+          ? undefined
+          : await azureCall('search enrollment groups', () => findGroupOf(client, input.registrationId)));
       const group = groupId
         ? await azureCall('get enrollment group', () => findEnrollmentGroup(client, groupId))
         : undefined;
@@ -353,6 +355,34 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       };
     },
 
+    /** dpsRegistrationRefused for many devices. */
+    async dpsRegistrationsRefused(input: {
+      items: Array<{ registrationId: string; enrollmentGroupId?: string }>;
+    }): Promise<Array<{ registrationId: string; refused: boolean; individual: string; group: string }>> {
+      const results: Array<{ registrationId: string; refused: boolean; individual: string; group: string }> = [];
+      await forEachConcurrently(input.items, READ_CONCURRENCY, async (item) => {
+        results.push({ registrationId: item.registrationId, ...(await activities.dpsRegistrationRefused(item)) });
+      });
+      return input.items.map((item) => results.find((r) => r.registrationId === item.registrationId)!);
+    },
+
+    /** dpsReinstateDevice for many devices; a device's own permanent failure is reported for it. */
+    async dpsReinstateDevices(input: {
+      items: Array<{ registrationId: string; enrollmentGroupId?: string; revokedBy: string }>;
+    }): Promise<Array<{ registrationId: string; dps?: string; error?: { type: string; message: string } }>> {
+      const results = new Map<string, { dps?: string; error?: { type: string; message: string } }>();
+      await forEachConcurrently(input.items, READ_CONCURRENCY, async (item) => {
+        try {
+          results.set(item.registrationId, { dps: (await activities.dpsReinstateDevice(item)).dps });
+        } catch (err) {
+          const failure = permanentOf(err);
+          if (!failure) throw err;
+          results.set(item.registrationId, { error: failure });
+        }
+      });
+      return input.items.map((item) => ({ registrationId: item.registrationId, ...results.get(item.registrationId) }));
+    },
+
     /**
      * Disables (with the revocation's status reason) or deletes these devices' identities in one hub, under their
      * etags, through the registry's bulk API (100 a call); then re-reads them and waits, with a bound, for their
@@ -364,6 +394,8 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       deviceIds: string[];
       action: 'disable' | 'delete';
       revocationWorkflowId: string;
+      /** Per device, the revocation to name in its status reason (a fleet operation revokes each as its own). */
+      revocationWorkflowIds?: Record<string, string>;
       disconnectTimeoutMs: number;
     }): Promise<HubProof[]> {
       const { registry, hostName } = hub(input.environment);
@@ -378,11 +410,12 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
         if (input.action === 'delete') {
           await bulk(registry, 'delete', chunk);
         } else {
-          const reason = statusReasonOf(input.revocationWorkflowId);
+          const reasonOf = (deviceId: string) =>
+            statusReasonOf(input.revocationWorkflowIds?.[deviceId] ?? input.revocationWorkflowId);
           await bulk(
             registry,
             'update',
-            chunk.map((d) => ({ ...d, status: 'disabled', statusReason: reason })),
+            chunk.map((d) => ({ ...d, status: 'disabled', statusReason: reasonOf(d.deviceId) })),
           );
         }
       }
@@ -526,9 +559,136 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       });
     },
   };
+  return activities;
 }
 
 // ---- helpers ----
+
+export interface DpsRevokeItem {
+  registrationId: string;
+  enrollmentGroupId?: string;
+  deviceCertificate?: string;
+  mark: RevocationMark;
+}
+
+/** DPS's bulk enrollment API takes up to 10 enrollments a call. */
+const DPS_BULK = 10;
+
+/**
+ * What revoking one device in DPS takes: reads its registration, individual enrollment and group, and answers the
+ * result together with the one enrollment write that makes it so (none when DPS already refuses the device).
+ */
+async function decideDpsRevocation(
+  client: ProvisioningServiceClient,
+  input: DpsRevokeItem,
+): Promise<{
+  result: DpsRevocation;
+  write?: { mode: 'updateIfMatchEtag' | 'create'; enrollment: IndividualEnrollment };
+}> {
+  const registration = await registrationState(client, input.registrationId);
+  const individual = await azureCall('get individual enrollment', () =>
+    findIndividualEnrollment(client, input.registrationId),
+  );
+  const deviceId = registration?.deviceId || individual?.deviceId || input.registrationId;
+  const result = (enrollment: DpsRevocation['enrollment'], changed: boolean, enrollmentGroupId?: string) => ({
+    registrationId: input.registrationId,
+    deviceId,
+    enrollment,
+    changed,
+    ...(enrollmentGroupId ? { enrollmentGroupId } : {}),
+  });
+  if (individual) {
+    if (individual.provisioningStatus === 'disabled') {
+      return {
+        result: result(markOf(individual)?.created ? 'blockedByDisabledIndividual' : 'individualDisabled', false),
+      };
+    }
+    return {
+      result: result('individualDisabled', true),
+      write: {
+        mode: 'updateIfMatchEtag',
+        enrollment: {
+          ...individual,
+          provisioningStatus: 'disabled',
+          initialTwin: withMark(individual, input.mark),
+        } as IndividualEnrollment,
+      },
+    };
+  }
+  const groupId =
+    input.enrollmentGroupId ??
+    (await azureCall('search enrollment groups', () => findGroupOf(client, input.registrationId)));
+  const group = groupId
+    ? await azureCall('get enrollment group', () => findEnrollmentGroup(client, groupId))
+    : undefined;
+  // No enrollment lets it register: DPS refuses it. Its hub identities are what is left to revoke.
+  if (!group) return { result: result('noEnrollment', false) };
+  if (group.attestation?.type === 'x509') {
+    if (!input.deviceCertificate) {
+      throw permanent(
+        RevocationErrors.deviceCertificateRequired,
+        'blocking one device of an X.509 enrollment group needs its certificate chain (deviceCertificate)',
+      );
+    }
+    await verifyMemberCertificate(client, {
+      enrollmentGroupId: group.enrollmentGroupId,
+      registrationId: input.registrationId,
+      deviceCertificate: input.deviceCertificate,
+    });
+  }
+  const attestation = await memberAttestation(client, group, {
+    enrollment: { registrationId: input.registrationId },
+    deviceCertificate: input.deviceCertificate,
+  });
+  return {
+    result: result('blockedByDisabledIndividual', true, group.enrollmentGroupId),
+    write: {
+      mode: 'create',
+      enrollment: {
+        registrationId: input.registrationId,
+        deviceId,
+        attestation,
+        iotHubs: group.iotHubs ?? [],
+        allocationPolicy: group.allocationPolicy,
+        provisioningStatus: 'disabled',
+        initialTwin: withMark({}, { ...input.mark, created: true }),
+      } as IndividualEnrollment,
+    },
+  };
+}
+
+/**
+ * One DPS bulk enrollment call (the SDK's callback form: its promise form never settles, azure-wire.md). Answers the
+ * enrollments DPS refused; a refusal because the enrollment changed or already exists since it was read fails the
+ * attempt (retryable: the next attempt reads again and finds it done or decides anew).
+ */
+async function bulkEnrollments(
+  client: ProvisioningServiceClient,
+  mode: 'updateIfMatchEtag' | 'create',
+  enrollments: IndividualEnrollment[],
+): Promise<Array<{ registrationId: string; errorCode?: number | string; errorStatus?: string }>> {
+  const result = await azureCall(
+    `bulk ${mode} enrollments`,
+    () =>
+      new Promise<{ errors?: Array<{ registrationId: string; errorCode?: number | string; errorStatus?: string }> }>(
+        (resolve, reject) =>
+          client.runBulkEnrollmentOperation({ mode, enrollments } as never, (err, answer) =>
+            err ? reject(err) : resolve((answer ?? {}) as never),
+          ),
+      ),
+  );
+  const errors = result.errors ?? [];
+  const stale = errors.filter((e) => /PreconditionFailed|Conflict|412|409/.test(`${e.errorCode} ${e.errorStatus}`));
+  if (stale.length)
+    throw new Error(`bulk ${mode}: ${stale.length} enrollment(s) changed meanwhile (${stale[0].registrationId})`);
+  return errors;
+}
+
+/** The named type of a permanent (non-retryable) failure, or undefined for one worth retrying. */
+function permanentOf(err: unknown): { type: string; message: string } | undefined {
+  const failure = err as { nonRetryable?: boolean; type?: string; message?: string };
+  return failure?.nonRetryable ? { type: failure.type ?? 'Error', message: failure.message ?? String(err) } : undefined;
+}
 
 type RawDevice = {
   deviceId: string;

@@ -14,7 +14,9 @@ export function jsonBody(types: string[] = ['application/json']): Middleware {
   const parse = express.json({ type: types, limit: BODY_LIMIT });
   return (req, res, next) => {
     // null: no body at all (the schema then says whether one is required); false: a body of another type.
-    if (req.is(types) === false) {
+    // An empty POST without a Content-Type (`curl -X POST`, clients that send Content-Length: 0) has no body.
+    const empty = !req.get('content-type') && req.get('content-length') === '0' && !req.get('transfer-encoding');
+    if (!empty && req.is(types) === false) {
       const got = req.get('content-type') ?? 'no Content-Type';
       next(
         problem('unsupportedMediaType', `expected ${types.join(' or ')}, got ${got}`, {

@@ -151,14 +151,21 @@ export async function listRuns(
     nextPageToken: serverToken,
   });
   const executions = await Promise.all(
+    // Summaries need no memo: left undecoded, so one run whose memo this API cannot decode (written by a worker with
+    // another codec key) cannot fail the whole page.
     page.executions.map((raw) =>
-      executionInfoFromRaw(raw, client.options.loadedDataConverter, raw, client.options.namespace),
+      executionInfoFromRaw(withoutMemo(raw), client.options.loadedDataConverter, raw, client.options.namespace),
     ),
   );
   return {
     executions,
     nextPageToken: page.nextPageToken?.length ? pageTokens.seal(page.nextPageToken, query) : undefined,
   };
+}
+
+/** A copy of a raw execution without its memo; protobuf messages keep field defaults on their prototype. */
+function withoutMemo<T extends object>(raw: T): T {
+  return Object.assign(Object.create(Object.getPrototypeOf(raw) as object) as T, raw, { memo: null });
 }
 
 /** A visibility clause `attribute = value`, or nothing when the filter is not set. */

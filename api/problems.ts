@@ -34,7 +34,25 @@ export const PROBLEMS = {
     slug: 'unauthorized',
     status: 401,
     title: 'Authentication is required',
-    description: 'The Event Grid webhook secret is missing or wrong.',
+    description:
+      'No credentials, or credentials the API does not accept: an API key (X-API-Key) or an OIDC bearer token ' +
+      'for the API routes; the secret or an Event Grid Entra token for the webhook. `WWW-Authenticate` says which.',
+  },
+  forbidden: {
+    slug: 'forbidden',
+    status: 403,
+    title: 'Not allowed',
+    description:
+      'The caller is authenticated but its role does not allow this (`requiredRole` names the role needed), or a ' +
+      'browser sent the request from an origin the API does not allow.',
+  },
+  hostNotAllowed: {
+    slug: 'host-not-allowed',
+    status: 421,
+    title: 'Host not allowed',
+    description:
+      'The Host header names none of the names this API answers to (API_ALLOWED_HOSTS); a guard against DNS ' +
+      'rebinding.',
   },
   notFound: {
     slug: 'not-found',
@@ -59,6 +77,20 @@ export const PROBLEMS = {
     status: 409,
     title: 'There is nothing to retry',
     description: 'The operation is running but not waiting for a retry of its compensation (phase compensationFailed).',
+  },
+  wrongState: {
+    slug: 'wrong-state',
+    status: 409,
+    title: 'The operation is not in a state for this',
+    description: 'For example resuming an operation that is not paused; `type` names the failure.',
+  },
+  planRefused: {
+    slug: 'plan-refused',
+    status: 422,
+    title: 'The operation cannot be planned',
+    description:
+      'A dry run found that the operation cannot run as asked (its targets hold too many devices, the group or ' +
+      'earlier operation does not exist…); `failureType` names why. Nothing was changed.',
   },
   methodNotAllowed: {
     slug: 'method-not-allowed',
@@ -121,6 +153,13 @@ export const PROBLEMS = {
     status: 500,
     title: 'Internal error',
     description: 'Something failed inside the API; quote `correlationId`, which the API logged with the cause.',
+  },
+  tooManyRequests: {
+    slug: 'too-many-requests',
+    status: 429,
+    title: 'Too many requests',
+    description:
+      'This client sent more changes than API_RATE_LIMIT_PER_MINUTE allows; retry after `Retry-After` seconds.',
   },
   temporalUnavailable: {
     slug: 'temporal-unavailable',
@@ -224,6 +263,7 @@ export const Problem = z
     workflowId: z.string().optional().describe('The workflow the problem is about'),
     runId: z.string().optional().describe('already-started: the run in flight'),
     executionStatus: z.string().optional().describe('not-running: how the latest run ended'),
+    requiredRole: z.string().optional().describe('forbidden: the role the operation needs'),
   })
   .catchall(z.unknown())
   .meta({ id: 'Problem', description: 'RFC 9457 problem details' });

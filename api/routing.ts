@@ -36,7 +36,7 @@ export const notFound: RequestHandler = (req, _res, next) => {
 };
 
 /** `/v1/promotions/{registrationId}` → a RegExp matching one path segment per parameter. */
-function templatePattern(template: string): RegExp {
+export function templatePattern(template: string): RegExp {
   const source = template
     .split(/(\{[^}]+\})/)
     .map((part) => (part.startsWith('{') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))

@@ -34,6 +34,8 @@ import { SimulatedDevice } from '../emulator/simulator/device';
 import { bundleWorkflows, createWorker } from '../worker/worker';
 import { forEachConcurrently, hubHost, percentile, startBenchEmulator, type Defer } from './harness';
 import type { Measurement } from './report';
+import { API_KEY_HEADER, generateApiKey } from '../api/auth/api-keys';
+import { localKeyEntry } from '../api/security';
 
 const REFERENCE_WORKFLOWS_PER_S = 10;
 const REFERENCE_ACTIVITIES_PER_WORKFLOW = 3;
@@ -78,7 +80,10 @@ export async function benchPromotion(options: PromotionBenchOptions, defer: Defe
     await running;
   });
 
+  // The bench's own operator key, known to this app only.
+  const apiKey = generateApiKey();
   const app = createApp({
+    security: { auth: { apiKeys: [localKeyEntry('local-operator', 'operator', apiKey)] }, rateLimitPerMinute: 100_000 },
     client,
     taskQueue,
     log: createLogger('silent'),
@@ -117,7 +122,7 @@ export async function benchPromotion(options: PromotionBenchOptions, defer: Defe
     const start = performance.now();
     const res = await fetch(`${apiUrl}/v1/promotions`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', [API_KEY_HEADER]: apiKey },
       body: JSON.stringify({ registrationId, pollInterval: `${options.pollIntervalSeconds}s` }),
     });
     if (res.status !== 202)

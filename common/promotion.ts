@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { OperatorAction, RequestedBy } from './requested-by';
 
 /**
  * The promotion contract shared by the API (validation, OpenAPI) and the workflow (which validates again, so a
@@ -28,7 +29,8 @@ export const dpsId = /^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$/;
 
 export const protocols = ['mqtt', 'mqtt-ws', 'amqp', 'amqp-ws', 'https'] as const;
 
-export const PromotionRequest = z
+/** The request's fields (what a fleet operation's per-device parameters are made of); PromotionRequest adds checks. */
+export const PromotionFields = z
   .object({
     /** DPS registration id of the device (its individual enrollment, or its registration within a group). */
     registrationId: z.string().regex(dpsId, 'a DPS registration id (alphanumerics, . _ : -; not . or ..)'),
@@ -60,11 +62,12 @@ export const PromotionRequest = z
       .max(16_384)
       .optional(),
   })
-  .strict()
-  .refine((r) => r.sourceEnvironment !== r.targetEnvironment, {
-    message: 'source and target environments must differ',
-    path: ['targetEnvironment'],
-  });
+  .strict();
+
+export const PromotionRequest = PromotionFields.refine((r) => r.sourceEnvironment !== r.targetEnvironment, {
+  message: 'source and target environments must differ',
+  path: ['targetEnvironment'],
+});
 
 export type PromotionRequestInput = z.input<typeof PromotionRequest>;
 export type PromotionRequest = z.output<typeof PromotionRequest>;
@@ -172,6 +175,10 @@ export interface PromotionStatus {
   connectedVia?: 'eventGrid' | 'polling';
   compensation?: CompensationReport;
   flagged?: string;
+  /** Who started the promotion (from the API's credentials; common/requested-by.ts). */
+  requestedBy?: RequestedBy;
+  /** Changes operators asked for while it ran (cancel, compensation retries), and who asked, in order. */
+  operatorActions?: OperatorAction[];
 }
 
 export interface PromotionResult extends PromotionStatus {
@@ -195,6 +202,8 @@ export interface PromotionReport {
   message?: string;
   leftovers?: UndoReport[];
   completedAt: string;
+  requestedBy?: RequestedBy;
+  operatorActions?: OperatorAction[];
 }
 
 export const PROMOTION_REPORT_MEMO = 'report';

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { RequestedBy } from './requested-by';
 import { dpsId } from './promotion';
 
 /**
@@ -20,7 +21,7 @@ const selectorFields = {
   enrollmentGroupId: z.string().regex(dpsId, 'an enrollment group id').optional(),
 };
 
-export const RevocationRequest = z
+export const RevocationFields = z
   .object({
     ...selectorFields,
     /** What happens to the identity in every hub: disabled (reversible, the default) or deleted. */
@@ -35,31 +36,39 @@ export const RevocationRequest = z
     /** Wait for live connections to close after the disable, at most this many seconds. */
     disconnectTimeoutSeconds: z.number().int().min(1).max(600).default(60),
   })
-  .strict()
-  .refine((r) => r.registrationId !== undefined || r.enrollmentGroupId !== undefined, {
+  .strict();
+
+export const RevocationRequest = RevocationFields.refine(
+  (r) => r.registrationId !== undefined || r.enrollmentGroupId !== undefined,
+  {
     message: 'name a device (registrationId) or an enrollment group (enrollmentGroupId)',
     path: ['registrationId'],
-  });
+  },
+);
 
-export const ReinstatementRequest = z
+export const ReinstatementFields = z
   .object({
     ...selectorFields,
     reason: z.string().trim().min(1).max(500).default('no reason given'),
   })
-  .strict()
-  .refine((r) => r.registrationId !== undefined || r.enrollmentGroupId !== undefined, {
+  .strict();
+
+export const ReinstatementRequest = ReinstatementFields.refine(
+  (r) => r.registrationId !== undefined || r.enrollmentGroupId !== undefined,
+  {
     message: 'name a device (registrationId) or an enrollment group (enrollmentGroupId)',
     path: ['registrationId'],
-  });
+  },
+);
 
 export type RevocationRequestInput = z.input<typeof RevocationRequest>;
 export type RevocationRequest = z.output<typeof RevocationRequest>;
 export type ReinstatementRequestInput = z.input<typeof ReinstatementRequest>;
 export type ReinstatementRequest = z.output<typeof ReinstatementRequest>;
 
-/** Who asked, as the API records it in the workflow's input (never settable by the request body). */
+/** Who asked: from the workflow's second argument (common/requested-by.ts), never from the request body. */
 export interface Requester {
-  requestedBy?: string;
+  requestedBy?: RequestedBy;
 }
 
 /**

@@ -11,6 +11,8 @@ export const SA = {
   enrollmentGroupId: defineSearchAttributeKey('IotEnrollmentGroupId', SearchAttributeType.KEYWORD),
   /** The hubs an operation found the device(s) in: "every revocation of hub X" is `IotHubs = 'x…'`. */
   hubs: defineSearchAttributeKey('IotHubs', SearchAttributeType.KEYWORD_LIST),
+  /** Who started the operation: `<authMethod>:<subject>` (common/requested-by.ts). */
+  requestedBy: defineSearchAttributeKey('IotRequestedBy', SearchAttributeType.KEYWORD),
 } as const;
 
 export const searchAttributeKeys = Object.values(SA);

@@ -15,10 +15,13 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { loadConfig } from '../common/config';
 import { stopOnSignals } from '../common/shutdown';
+import { ensureSecretFile } from '../common/secret-file';
+import { controlTokenFile, generateControlToken } from './control/token';
 import { persistCa, readPersistedCa } from './persistence/ca';
 import { startEmulator } from './server';
 
 interface EmulatorConfig {
+  controlToken?: string;
   httpsPort: number;
   mqttPort: number;
   controlPort: number;
@@ -48,6 +51,7 @@ function readConfig(argv: string[]): EmulatorConfig {
   const config = loadConfig();
   return z
     .object({
+      controlToken: z.string().optional(),
       httpsPort: port,
       mqttPort: port,
       controlPort: port,
@@ -57,6 +61,7 @@ function readConfig(argv: string[]): EmulatorConfig {
       clientEnvFile: z.string().min(1).optional(),
     })
     .parse({
+      controlToken: config.EMULATOR_CONTROL_TOKEN,
       httpsPort: values['https-port'] ?? config.EMULATOR_HTTPS_PORT,
       mqttPort: values['mqtt-port'] ?? config.EMULATOR_MQTT_PORT,
       controlPort: values['control-port'] ?? config.EMULATOR_CONTROL_PORT,
@@ -74,6 +79,10 @@ async function main(): Promise<void> {
     httpsPort: config.httpsPort,
     mqttPort: config.mqttPort,
     controlPort: config.controlPort,
+    // Kept with the state, so that scripts and the simulator keep working across restarts; random without it.
+    controlToken:
+      config.controlToken ??
+      (config.persist ? ensureSecretFile(controlTokenFile(config.dataDir), generateControlToken) : undefined),
     host: config.host,
     ca: readPersistedCa(config.dataDir),
     stateFile: config.persist ? path.join(config.dataDir, 'state.json') : undefined,
@@ -96,6 +105,8 @@ async function main(): Promise<void> {
     `  HTTPS (hubs + DPS)  ${emulator.address}`,
     `  MQTT over TLS       ${config.host}:${emulator.mqttPort}`,
     `  control API         ${emulator.controlUrl}`,
+    `  control API token   ${config.persist && !config.controlToken ? `in ${path.resolve(controlTokenFile(config.dataDir))}: ` : ''}${emulator.controlToken}`,
+    `                      (send it as Authorization: Bearer <token>)`,
     `  CA certificate      ${path.resolve(caFile)}`,
     `  DPS id scope        ${emulator.idScope}`,
     `  state               ${emulator.stateFile ? path.resolve(emulator.stateFile) : 'in memory (--no-persist)'}`,

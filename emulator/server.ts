@@ -7,6 +7,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { controlApp } from './control/app';
+import { generateControlToken } from './control/token';
 import { resetEmulator } from './control/reset';
 import type { WriteCounters } from './counters';
 import { dpsDeviceRouter } from './dps/device-rest';
@@ -48,6 +49,8 @@ export interface EmulatorOptions {
   mqttPort?: number;
   /** Control API port; 0 (default) picks a free port; `false` disables the control API. */
   controlPort?: number | false;
+  /** The control API's bearer token; default: a random one (`RunningEmulator.controlToken`). */
+  controlToken?: string;
   /** Interface to listen on (default 127.0.0.1). The control API always listens on loopback. */
   host?: string;
   /** Hubs to create at start; default `test` and `production`. */
@@ -70,6 +73,8 @@ export interface RunningEmulator {
   httpsPort: number;
   mqttPort: number;
   controlUrl?: string;
+  /** What the control API requires as `Authorization: Bearer <token>` (all but /health). */
+  controlToken: string;
   caPem: string;
   pki: EmulatorPki;
   idScope: string;
@@ -190,6 +195,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     if (options.linkHubs !== false) linkHubToDps(state, hub);
   }
   const pki = createEmulatorPki(options.ca);
+  const controlToken = options.controlToken ?? generateControlToken();
   let mqtt: MqttListener | undefined;
   let saver: StateSaver | undefined;
   if (stateFile) {
@@ -225,7 +231,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     if (snapshot) restoreFrom(stateFile!, () => restoreRuntime(state, snapshot, mqtt!.broker));
     let controlUrl: string | undefined;
     if (options.controlPort !== false) {
-      controlServer = http.createServer(controlApp({ state, pki }));
+      controlServer = http.createServer(controlApp({ state, pki, token: controlToken }));
       saveAfterRequests(controlServer);
       const controlPort = await listen(controlServer, options.controlPort ?? 0, '127.0.0.1');
       controlUrl = `http://127.0.0.1:${controlPort}`;
@@ -242,6 +248,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       httpsPort,
       mqttPort: mqtt.port,
       controlUrl,
+      controlToken,
       caPem: pki.ca.certPem,
       pki,
       idScope: state.dps.idScope,

@@ -2,16 +2,25 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { createServer } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { connectToTemporal, exitOnStartupFailure, listen } from '../common/startup';
+import { QuotasConfig } from '../common/quotas';
 import { createLogger, type Logger } from '../common/logger';
 import { Lifecycle } from '../common/lifecycle';
-import { describeCli, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
+import { describeCli, freePort, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
 import { createAzureClients } from '../activities/azure-clients';
 import { bundleWorkflows, createWorker } from '../worker/worker';
+import { installRuntime } from '../worker/runtime';
 import { configureAzureEndpoints } from '../worker/azure-endpoints';
 import { createApp, hubHostNames } from '../api/app';
+import { generateApiKey } from '../api/auth/api-keys';
+import { eventGridEntraOptions } from '../api/auth/event-grid-entra';
+import { apiSecurity, localKeyEntry } from '../api/security';
+import { ensureSecretFile } from '../common/secret-file';
+import { temporalConnectionOptions } from '../common/temporal-connection';
+import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
+import { generateControlToken } from '../emulator/control/token';
 import { installAzureEndpointRouting } from '../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../emulator';
 import { persistCa, readPersistedCa } from '../emulator/persistence/ca';
@@ -35,10 +44,12 @@ async function main(): Promise<void> {
   const log = createLogger(config.LOG_LEVEL);
   const lifecycle = new Lifecycle(log, { forceAfterMs: FORCE_AFTER_MS });
   lifecycle.installSignalHandlers();
-  Runtime.install({
-    logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
-  });
+  // The worker's Temporal metrics on a loopback port, served with the API's own at /metrics.
+  const temporalMetrics = config.TEMPORAL_METRICS_ADDRESS ?? `127.0.0.1:${await freePort()}`;
+  installRuntime(config, temporalMetrics);
   const dataDir = path.resolve(projectRoot, config.DATA_DIR);
+  // The embedded default's own operator key and emulator control token, made once and kept under DATA_DIR (0600).
+  const local = localSecrets(config, dataDir);
 
   try {
     // 1. Temporal: existing cluster, or the dev server with a persisted SQLite file and the Web UI.
@@ -68,7 +79,7 @@ async function main(): Promise<void> {
     let azure = { dps: config.AZURE_DPS_CONNECTION_STRING, hubs: config.AZURE_HUB_CONNECTION_STRINGS };
     let emulator: RunningEmulator | undefined;
     if (useEmulator) {
-      const running = await startEmbeddedEmulator(config, dataDir);
+      const running = await startEmbeddedEmulator(config, dataDir, local.controlToken);
       emulator = running;
       lifecycle.add('emulator', RANK.emulator, () => running.stop());
       installAzureEndpointRouting({ address: running.address, caPem: running.caPem });
@@ -78,17 +89,29 @@ async function main(): Promise<void> {
     }
     lifecycle.checkpoint();
 
+    // The emulator's quotas are off: the rehearsal plans fleet operations against S3-sized hubs unless told otherwise.
+    const quotas =
+      config.AZURE_QUOTAS ??
+      (emulator ? QuotasConfig.parse({ hubs: { test: { tier: 'S3' }, production: { tier: 'S3' } } }) : undefined);
+
     // The embedded default makes up its own webhook secret; with real Azure, set EVENT_GRID_SECRET.
     const eventGridSecret = config.EVENT_GRID_SECRET ?? (emulator ? randomBytes(16).toString('hex') : undefined);
 
     // 3. Worker.
     const address = temporalAddress;
-    const nativeConnection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
+    // TLS, mTLS or an API key for an existing cluster (TEMPORAL_ADDRESS); the embedded dev server is plain loopback.
+    const connectionOptions = config.TEMPORAL_ADDRESS ? temporalConnectionOptions(config, address) : { address };
+    const nativeConnection = await connectToTemporal(address, () => NativeConnection.connect(connectionOptions));
     lifecycle.add('temporal worker connection', RANK.emulator, () => nativeConnection.close());
     // One client for the API and for activities that act on other workflows; closed after the worker drained.
-    const connection = await connectToTemporal(address, () => Connection.connect({ address }));
+    const codec = payloadCodecFrom(config);
+    const connection = await connectToTemporal(address, () => Connection.connect(connectionOptions));
     lifecycle.add('temporal client connection', RANK.emulator, () => connection.close());
-    const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+    const client = new Client({
+      connection,
+      namespace: config.TEMPORAL_NAMESPACE,
+      dataConverter: dataConverterWith(codec),
+    });
     const workflowBundle = await bundleWorkflows();
     lifecycle.checkpoint();
     const worker = await createWorker({
@@ -99,8 +122,10 @@ async function main(): Promise<void> {
       deps: {
         azure: createAzureClients({ dpsConnectionString: azure.dps, hubConnectionStrings: azure.hubs }),
         temporal: client,
+        quotas,
       },
       shutdownGraceSeconds: Math.min(config.SHUTDOWN_GRACE_SECONDS, WORKER_GRACE_SECONDS),
+      dataConverter: dataConverterWith(codec),
     });
     const workerDone = worker.run();
     lifecycle.add('worker', RANK.worker, async () => {
@@ -116,7 +141,16 @@ async function main(): Promise<void> {
       log,
       environments: hubHostNames(azure.hubs),
       eventGridSecret,
+      eventGridEntra: eventGridEntraOptions(config),
       pageTokenSecret: config.API_PAGE_TOKEN_SECRET,
+      quotas,
+      fleetOperatorMaxDevices: config.FLEET_OPERATOR_MAX_DEVICES,
+      security: apiSecurity(config, [
+        localKeyEntry('local-operator', 'operator', local.operatorKey),
+        localKeyEntry('local-admin', 'admin', local.adminKey),
+      ]),
+      codec,
+      temporalMetricsUrl: `http://${temporalMetrics}/metrics`,
     });
     const api = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
     lifecycle.add('API', RANK.intake, async () => {
@@ -154,9 +188,10 @@ async function main(): Promise<void> {
  * The emulator keeps its CA and its state under DATA_DIR, so that a trusted ca.pem stays valid and devices and
  * enrollments (which parked or rolled-back promotions refer to) are still there after a restart.
  */
-async function startEmbeddedEmulator(config: Config, dataDir: string): Promise<RunningEmulator> {
+async function startEmbeddedEmulator(config: Config, dataDir: string, controlToken: string): Promise<RunningEmulator> {
   const dir = path.join(dataDir, 'emulator');
   const emulator = await startEmulator({
+    controlToken,
     httpsPort: config.EMULATOR_HTTPS_PORT,
     mqttPort: config.EMULATOR_MQTT_PORT,
     controlPort: config.EMULATOR_CONTROL_PORT,
@@ -186,7 +221,7 @@ function printUrls(
   if (emulator) {
     lines.push(
       `  Emulator:     Azure HTTPS at ${emulator.address}, MQTT at 127.0.0.1:${emulator.mqttPort}`,
-      `  Emulator control API: ${emulator.controlUrl}`,
+      `  Emulator control API: ${emulator.controlUrl}  (-H "Authorization: Bearer ${config.EMULATOR_CONTROL_TOKEN ? '$EMULATOR_CONTROL_TOKEN' : `$(cat ${shownPath(config, CONTROL_TOKEN_FILE)})`}")`,
       `  Emulator CA:  ${path.join(config.DATA_DIR, 'emulator', 'ca.pem')}`,
       `  DPS id scope: ${emulator.idScope}`,
     );
@@ -200,10 +235,13 @@ function printUrls(
     const live = devices.filter((d) => !d.revoked);
     const onTest = live.find((d) => d.environment === 'test');
     const onProduction = live.find((d) => d.environment === 'production');
-    const post = (path: string, body: string, status: string) => [
-      `    curl -i -X POST ${api}${path} -H 'content-type: application/json' \\`,
+    // The keys stay in their files: the curls read them, so they never appear in the terminal or a log.
+    const keyOf = (file: string) => `-H "X-API-Key: $(cat ${shownPath(config, file)})"`;
+    const key = keyOf(OPERATOR_KEY_FILE);
+    const post = (path: string, body: string, status: string, with_ = key) => [
+      `    curl -i -X POST ${api}${path} ${with_} -H 'content-type: application/json' \\`,
       `      -d '${body}'`,
-      `    curl ${api}${status}`,
+      `    curl ${api}${status} ${key}`,
     ];
     const curl = (body: string, id: string) => post('/v1/promotions', body, `/v1/promotions/${id}`);
     if (onTest) {
@@ -234,14 +272,42 @@ function printUrls(
     if (revoked ?? toRevoke) {
       const id = (revoked ?? toRevoke)!.registrationId;
       lines.push(
-        `  Reinstate ${revoked ? 'the revoked one' : 'it afterwards'}:`,
-        ...post('/v1/reinstatements', `{"registrationId":"${id}"}`, `/v1/reinstatements/devices/${id}`),
+        `  Reinstate ${revoked ? 'the revoked one' : 'it afterwards'} (an admin's, with the local admin key):`,
+        ...post(
+          '/v1/reinstatements',
+          `{"registrationId":"${id}"}`,
+          `/v1/reinstatements/devices/${id}`,
+          keyOf(ADMIN_KEY_FILE),
+        ),
       );
     }
   }
   lines.push('Press Ctrl-C to stop.', '');
   log.info({ temporal, uiUrl, controlUrl: emulator?.controlUrl }, 'started');
   console.log(lines.join('\n'));
+}
+
+/** Where `npm start` keeps its local secrets, under DATA_DIR. */
+const OPERATOR_KEY_FILE = 'local-operator.key';
+/** Reinstatement is an admin's: the rehearsal has a local admin key too, in its own file. */
+const ADMIN_KEY_FILE = 'local-admin.key';
+const CONTROL_TOKEN_FILE = path.join('emulator', 'control-token');
+
+function localSecrets(
+  config: Config,
+  dataDir: string,
+): { operatorKey: string; adminKey: string; controlToken: string } {
+  return {
+    operatorKey: ensureSecretFile(path.join(dataDir, OPERATOR_KEY_FILE), generateApiKey),
+    adminKey: ensureSecretFile(path.join(dataDir, ADMIN_KEY_FILE), generateApiKey),
+    controlToken:
+      config.EMULATOR_CONTROL_TOKEN ?? ensureSecretFile(path.join(dataDir, CONTROL_TOKEN_FILE), generateControlToken),
+  };
+}
+
+/** A file under DATA_DIR as the banner shows it: relative when DATA_DIR is, so the curls work from the project. */
+function shownPath(config: Config, file: string): string {
+  return path.join(config.DATA_DIR, file);
 }
 
 main().catch(

@@ -1,4 +1,3 @@
-import request from 'supertest';
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig } from '../common/config';
 import { createLogger } from '../common/logger';
@@ -8,6 +7,7 @@ import { WORKFLOW_TYPES } from '../common/messages';
 import type { checkConnectivity } from '../workflows/connectivity';
 import { connectToHarness, uniqueTaskQueue, withProjectWorker, type TemporalTestContext } from './helpers/temporal';
 import { freePort } from '../common/temporal-server';
+import { authed, testSecurity } from './helpers/credentials';
 
 describe('test harness and foundation', () => {
   let ctx: TemporalTestContext;
@@ -42,20 +42,25 @@ describe('test harness and foundation', () => {
   });
 
   it('answers /readyz 200 when Temporal is reachable', async () => {
-    const app = createApp({ client: ctx.client, taskQueue: 'unused', log: createLogger('silent') });
-    await request(app).get('/healthz').expect(200, { status: 'ok' });
-    await request(app).get('/readyz').expect(200, { status: 'ready' });
+    const app = createApp({
+      security: testSecurity(),
+      client: ctx.client,
+      taskQueue: 'unused',
+      log: createLogger('silent'),
+    });
+    await authed(app).get('/healthz').expect(200, { status: 'ok' });
+    await authed(app).get('/readyz').expect(200, { status: 'ready' });
   });
 
   it('answers /readyz 503 with the reason when Temporal is down', async () => {
     const deadPort = await freePort();
     const connection = Connection.lazy({ address: `127.0.0.1:${deadPort}`, connectTimeout: 500 });
     const client = new Client({ connection, namespace: 'default' });
-    const app = createApp({ client, taskQueue: 'unused', log: createLogger('silent') });
-    const res = await request(app).get('/readyz').expect(503);
+    const app = createApp({ security: testSecurity(), client, taskQueue: 'unused', log: createLogger('silent') });
+    const res = await authed(app).get('/readyz').expect(503);
     expect(res.body.status).toBe('unavailable');
     expect(res.body.reason).toContain(`127.0.0.1:${deadPort}`);
-    await request(app).get('/healthz').expect(200);
+    await authed(app).get('/healthz').expect(200);
   });
 });
 

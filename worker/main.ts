@@ -1,10 +1,13 @@
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
+import { temporalConnectionOptions } from '../common/temporal-connection';
+import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
 import { connectToTemporal, exitOnStartupFailure } from '../common/startup';
 import { createAzureClients } from '../activities/azure-clients';
 import { createWorker, loadWorkflowBundle } from './worker';
+import { installRuntime } from './runtime';
 import { configureAzureEndpoints } from './azure-endpoints';
 
 let config: Config | undefined;
@@ -13,15 +16,15 @@ let config: Config | undefined;
 async function main(): Promise<void> {
   config = loadConfig();
   const log = createLogger(config.LOG_LEVEL, 'iot-lifecycle-worker');
-  Runtime.install({
-    logger: new DefaultLogger(config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace' ? 'INFO' : 'WARN'),
-  });
+  installRuntime(config, config.TEMPORAL_METRICS_ADDRESS);
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
-  const connection = await connectToTemporal(address, () => NativeConnection.connect({ address }));
+  const connectionOptions = temporalConnectionOptions(config, address);
+  const connection = await connectToTemporal(address, () => NativeConnection.connect(connectionOptions));
+  const dataConverter = dataConverterWith(payloadCodecFrom(config));
   // Activities that act on other workflows (a revocation stopping promotions) use a client of their own.
-  const clientConnection = await connectToTemporal(address, () => Connection.connect({ address }));
-  const client = new Client({ connection: clientConnection, namespace: config.TEMPORAL_NAMESPACE });
+  const clientConnection = await connectToTemporal(address, () => Connection.connect(connectionOptions));
+  const client = new Client({ connection: clientConnection, namespace: config.TEMPORAL_NAMESPACE, dataConverter });
   const workflowBundle = await loadWorkflowBundle();
   const worker = await createWorker({
     connection,
@@ -34,8 +37,10 @@ async function main(): Promise<void> {
         hubConnectionStrings: config.AZURE_HUB_CONNECTION_STRINGS,
       }),
       temporal: client,
+      quotas: config.AZURE_QUOTAS,
     },
     shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
+    dataConverter,
   });
   const bundle = 'codePath' in workflowBundle ? workflowBundle.codePath : 'bundled from the sources at start';
   log.info({ address, taskQueue: config.TASK_QUEUE, workflowBundle: bundle }, 'worker started');

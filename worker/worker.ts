@@ -8,6 +8,7 @@ import {
   type WorkflowBundlePath,
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
+import type { DataConverter } from '@temporalio/common';
 import { createActivities, type ActivityDeps } from '../activities';
 
 export const workflowsPath = require.resolve('../workflows');
@@ -32,6 +33,8 @@ export interface WorkerOptions {
   workflowBundle?: WorkflowBundleOption;
   shutdownGraceSeconds?: number;
   identity?: string;
+  /** The payload codec (common/payload-codec.ts), the same as the API client's. */
+  dataConverter?: DataConverter;
 }
 
 export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
@@ -52,6 +55,7 @@ export async function createWorker(options: WorkerOptions): Promise<Worker> {
     ...(options.identity ? { identity: options.identity } : {}),
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath }),
     activities: createActivities(options.deps),
+    ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
     shutdownGraceTime: `${options.shutdownGraceSeconds ?? 30} seconds`,
   });
 }

@@ -21,11 +21,13 @@ import {
   deviceConnectedSignal,
   deviceEventsWorkflowId,
   OPERATIONS,
+  operatorActionSignal,
   promotionStatusQuery,
   retryCompensationUpdate,
   revocationRequestedSignal,
   type RevocationRequestedEvent,
 } from '../common/messages';
+import type { ChangeRequest, OperationContext, OperatorAction, RequestedBy } from '../common/requested-by';
 import {
   durationMs,
   PROMOTION_REPORT_MEMO,
@@ -49,6 +51,7 @@ import { promoteDeviceV1 } from './promotion-v1';
 import { PERMANENT_FAILURES } from './policies';
 import { landingProblem } from './promotion-checks';
 import { applicationFailureIn, failureOf, Saga } from './saga';
+import { operationFinished, operationStarted } from './operation-metrics';
 
 // ---- Versions ----
 
@@ -120,10 +123,16 @@ const OPERATOR_RETRY_WINDOW = '7 days';
  * Promotes one device from the source environment's hub to the target's through DPS (late binding), and completes
  * only once the device has re-registered with DPS and connected to the target hub.
  */
-export async function promoteDevice(input: PromotionRequestInput): Promise<PromotionResult> {
+export async function promoteDevice(
+  input: PromotionRequestInput,
+  context: OperationContext = {},
+): Promise<PromotionResult> {
   if (!patched(PROMOTION_PATCHES.v2)) return promoteDeviceV1(input);
-  return new Promotion(input).run();
+  return new Promotion(input, context).run();
 }
+
+/** Operator actions a run keeps (a retry loop must not grow the status without bound). */
+const MAX_OPERATOR_ACTIONS = 50;
 
 class Promotion {
   private readonly request: PromotionRequest;
@@ -141,7 +150,7 @@ class Promotion {
   private retriesServed = 0;
   private finalRegistration?: RegistrationView | null;
 
-  constructor(input: PromotionRequestInput) {
+  constructor(input: PromotionRequestInput, context: OperationContext) {
     this.request = parseRequest(input);
     const now = new Date().toISOString();
     this.status = {
@@ -151,11 +160,13 @@ class Promotion {
       startedAt: now,
       phaseChangedAt: now,
       steps: [],
+      ...(context.requestedBy ? { requestedBy: context.requestedBy } : {}),
     };
   }
 
   async run(): Promise<PromotionResult> {
     this.installHandlers();
+    operationStarted(OPERATIONS.promote);
     let ending: { reason: PromotionEndReason; err: unknown };
     try {
       // 1. Validate: nothing changes before every check has passed.
@@ -520,15 +531,17 @@ class Promotion {
     setHandler(promotionStatusQuery, () => this.status);
     setHandler(revocationRequestedSignal, (event) => void (this.revocation ??= event));
     setHandler(deviceConnectedSignal, (event) => this.onDeviceConnected(event));
+    setHandler(operatorActionSignal, (action) => this.recordAction(action.action, action.requestedBy));
     setHandler(
       retryCompensationUpdate,
-      async () => {
+      async (change: ChangeRequest | undefined) => {
+        if (change?.requestedBy) this.recordAction('retryCompensation', change.requestedBy);
         const ticket = (this.retryRequests += 1);
         await condition(() => this.retriesServed >= ticket);
         return this.status.compensation!;
       },
       {
-        validator: () => {
+        validator: (_change: ChangeRequest | undefined) => {
           if (this.status.phase !== 'compensationFailed') {
             throw failure(
               PromotionErrors.nothingToRetry,
@@ -564,6 +577,16 @@ class Promotion {
     }
     status.lastEvent = { ...event, receivedAt: new Date().toISOString() };
     this.hinted = true;
+  }
+
+  /** Who asked for a change, kept in the status, result and report (no command: replays are unaffected). */
+  private recordAction(action: string, requestedBy: RequestedBy | undefined): void {
+    if (typeof action !== 'string' || !requestedBy) return;
+    const actions = (this.status.operatorActions ??= []);
+    const entry: OperatorAction = { action, requestedBy, at: new Date().toISOString() };
+    actions.push(entry);
+    if (actions.length > MAX_OPERATOR_ACTIONS) actions.shift();
+    this.refreshDetails();
   }
 
   /** Starts the relay that forwards Event Grid signals addressed by device id, when that is not the registration id. */
@@ -616,8 +639,11 @@ class Promotion {
       ...(message && result.outcome !== 'promoted' ? { message } : {}),
       ...(result.compensation?.leftovers.length ? { leftovers: result.compensation.leftovers } : {}),
       completedAt: result.completedAt,
+      ...(result.requestedBy ? { requestedBy: result.requestedBy } : {}),
+      ...(result.operatorActions?.length ? { operatorActions: result.operatorActions } : {}),
     };
     upsertMemo({ [PROMOTION_REPORT_MEMO]: report });
+    operationFinished(OPERATIONS.promote, result.outcome);
     return result;
   }
 
@@ -627,6 +653,9 @@ class Promotion {
       `**Promote ${request.registrationId}**: ${request.sourceEnvironment} → ${request.targetEnvironment}`,
       `Phase: **${status.phase}** since ${status.phaseChangedAt}`,
     ];
+    if (status.requestedBy) lines.push(`Requested by: ${describeRequester(status.requestedBy)}`);
+    for (const a of status.operatorActions ?? [])
+      lines.push(`${a.action} by ${describeRequester(a.requestedBy)} at ${a.at}`);
     if (status.wait && status.phase === 'awaitingReconnection') {
       lines.push(
         `Deadline: ${status.wait.deadlineAt}; next check: ${status.wait.nextCheckAt ?? '-'}; checks so far: ${status.wait.checks}`,
@@ -643,6 +672,10 @@ class Promotion {
     if (status.flagged) lines.push(`⚠ ${status.flagged}`);
     setCurrentDetails(lines.join('\n'));
   }
+}
+
+function describeRequester(by: RequestedBy): string {
+  return `${by.name ?? by.subject} (${by.authMethod}:${by.subject})`;
 }
 
 // ---- Checks (pure) ----

@@ -1,3 +1,4 @@
+import type { OperationContext } from '../common/requested-by';
 import {
   ApplicationFailure,
   continueAsNew,
@@ -52,42 +53,74 @@ const PAGES_PER_RUN = 20;
 
 type DeviceOutcome = ReinstatementResult['devices'][number];
 
-export async function reinstateDevice(input: ReinstatementRequestInput & Requester): Promise<ReinstatementResult> {
-  const request = parse(input);
+export async function reinstateDevice(
+  input: ReinstatementRequestInput,
+  context: OperationContext = {},
+): Promise<ReinstatementResult> {
+  const request = parse(input, context);
   const registrationId = request.registrationId!;
-  const revokedBy = revocationWorkflowId({ registrationId });
   const run = new Run(request);
   upsertSearchAttributes([{ key: SA.registrationId, value: registrationId }]);
-
-  // 1. Which hubs, and which device.
   const environments = await azure.listEnvironments();
-  const { deviceId } = await azure.dpsDeviceOf({ registrationId });
-  upsertSearchAttributes([{ key: SA.deviceId, value: deviceId }]);
+  const [device] = await reinstateDevices({
+    items: [{ registrationId, enrollmentGroupId: request.enrollmentGroupId }],
+    environments,
+    onPhase: (phase) => run.phase(phase),
+  });
+  upsertSearchAttributes([{ key: SA.deviceId, value: device.deviceId }]);
+  run.record([device]);
+  return run.finish();
+}
 
-  // 2. Every hub: the identities that revocation disabled enabled again.
-  run.phase('reinstatingInHubs');
-  const device: DeviceOutcome = { registrationId, deviceId, dps: 'notRevokedHere', hubs: [], problems: [] };
-  await reinstateInHubs(environments, [device], [revokedBy]);
+/**
+ * Reinstates a batch of devices, the same way for one device and for a fleet: in every hub the identities their own
+ * revocations disabled are enabled again, then DPS accepts them again (their enrollment enabled, or the blocker
+ * deleted); whatever still keeps a device out is said, not hidden.
+ */
+export async function reinstateDevices(input: {
+  items: Array<{ registrationId: string; enrollmentGroupId?: string }>;
+  environments: Record<string, string>;
+  onPhase?: (phase: ReinstatementPhase) => void;
+}): Promise<DeviceOutcome[]> {
+  const { onPhase = () => undefined } = input;
+  const ids = input.items.map((i) => i.registrationId);
+  const revokedBy = (registrationId: string) => revocationWorkflowId({ registrationId });
+  const deviceIds = await azure.dpsDevicesOf({ registrationIds: ids });
+  const devices: DeviceOutcome[] = input.items.map((i) => ({
+    registrationId: i.registrationId,
+    deviceId: deviceIds[i.registrationId] ?? i.registrationId,
+    dps: 'notRevokedHere',
+    hubs: [],
+    problems: [],
+  }));
 
-  // 3. DPS: the enrollment that revocation disabled enabled again, or the blocker it created deleted.
-  run.phase('reinstatingInDps');
-  device.dps = (
-    await azure.dpsReinstateDevice({ registrationId, enrollmentGroupId: request.enrollmentGroupId, revokedBy })
-  ).dps;
+  // 1. Every hub: the identities those revocations disabled enabled again.
+  onPhase('reinstatingInHubs');
+  await reinstateInHubs(input.environments, devices, ids.map(revokedBy));
 
-  // 4. Whatever still keeps the device out is said, not hidden.
-  const refusal = await azure.dpsRegistrationRefused({ registrationId, enrollmentGroupId: request.enrollmentGroupId });
-  if (refusal.refused) {
-    device.problems.push(
+  // 2. DPS: the enrollments they disabled enabled again, or the blockers they created deleted.
+  onPhase('reinstatingInDps');
+  const dps = await azure.dpsReinstateDevices({
+    items: input.items.map((i) => ({ ...i, revokedBy: revokedBy(i.registrationId) })),
+  });
+  dps.forEach((r, n) => {
+    if (r.dps) devices[n].dps = r.dps as DeviceOutcome['dps'];
+    if (r.error) devices[n].problems.push(`DPS: ${r.error.message}`);
+  });
+
+  // 3. Whatever still keeps a device out is said, not hidden.
+  const refusals = await azure.dpsRegistrationsRefused({ items: input.items });
+  refusals.forEach((refusal, n) => {
+    if (!refusal.refused) return;
+    devices[n].problems.push(
       refusal.individual === 'disabled'
         ? 'its individual enrollment is disabled, not by this revocation'
         : refusal.group === 'disabled'
           ? 'its enrollment group is disabled (reinstate the group)'
           : 'DPS has no enrollment for it',
     );
-  }
-  run.record([device]);
-  return run.finish();
+  });
+  return devices;
 }
 
 interface GroupCarry {
@@ -98,10 +131,11 @@ interface GroupCarry {
 }
 
 export async function reinstateEnrollmentGroup(
-  input: ReinstatementRequestInput & Requester,
+  input: ReinstatementRequestInput,
   carry?: GroupCarry,
+  context: OperationContext = {},
 ): Promise<ReinstatementResult> {
-  const request = parse(input);
+  const request = parse(input, context);
   const groupId = request.enrollmentGroupId!;
   const revokedBy = revocationWorkflowId({ enrollmentGroupId: groupId });
   const run = new Run(request, carry);
@@ -156,12 +190,11 @@ export async function reinstateEnrollmentGroup(
       return run.finish();
     }
   }
-  await continueAsNew<typeof reinstateEnrollmentGroup>(input, {
-    devices: run.devices,
-    stage,
-    continuation,
-    counts: run.counts,
-  });
+  await continueAsNew<typeof reinstateEnrollmentGroup>(
+    input,
+    { devices: run.devices, stage, continuation, counts: run.counts },
+    context,
+  );
   throw new Error('unreachable: continueAsNew does not return');
 }
 
@@ -246,9 +279,9 @@ class Run {
   }
 }
 
-function parse(input: ReinstatementRequestInput & Requester): ReinstatementRequest & Requester {
-  const { requestedBy, ...rest } = input;
-  const parsed = ReinstatementRequest.safeParse(rest);
+function parse(input: ReinstatementRequestInput, context: OperationContext): ReinstatementRequest & Requester {
+  const { requestedBy } = context;
+  const parsed = ReinstatementRequest.safeParse(input);
   if (!parsed.success) {
     throw ApplicationFailure.create({
       type: RevocationErrors.invalidRequest,

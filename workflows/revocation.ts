@@ -1,3 +1,4 @@
+import { requestedByKeyword, type OperationContext } from '../common/requested-by';
 import {
   ApplicationFailure,
   continueAsNew,
@@ -25,7 +26,7 @@ import {
 } from '../common/revocation';
 import { SA } from '../common/search-attributes';
 import { PERMANENT_FAILURES } from './policies';
-import { applicationFailureIn, failureOf } from './saga';
+import { failureOf } from './saga';
 
 // ---- Timeouts and retry policies ----
 
@@ -66,8 +67,11 @@ const PROMOTION_STOP_WAIT_MS = 120_000;
  * enrollment disabled, or a disabled individual enrollment blocking it within its group), disables or deletes its
  * identity in every configured hub, and proves all of it.
  */
-export async function revokeDevice(input: RevocationRequestInput & Requester): Promise<RevocationResult> {
-  const request = parse(input);
+export async function revokeDevice(
+  input: RevocationRequestInput,
+  context: OperationContext = {},
+): Promise<RevocationResult> {
+  const request = parse(input, context);
   const run = new Run(request, { kind: 'device', registrationId: request.registrationId });
   const registrationId = request.registrationId!;
 
@@ -77,51 +81,178 @@ export async function revokeDevice(input: RevocationRequestInput & Requester): P
   run.status.hubs = Object.values(environments);
   upsertSearchAttributes([{ key: SA.registrationId, value: registrationId }]);
 
-  // 2. Revocation wins: a promotion of the device in flight stops here, without restoring access.
-  run.phase('stoppingPromotion');
-  await run.stopPromotions([registrationId]);
-
-  // 3. DPS refuses the device from now on (a refusal of the request itself fails here, before any change).
-  run.phase('revokingInDps');
-  let revoked: DpsRevocation | undefined;
-  let dpsProblem: string | undefined;
-  try {
-    revoked = await azure.dpsRevokeDevice({
-      registrationId,
-      enrollmentGroupId: request.enrollmentGroupId,
-      deviceCertificate: request.deviceCertificate,
-      mark: run.mark(),
-    });
-    run.done('dps', `${revoked.enrollment}${revoked.changed ? '' : ' (already)'}`);
-  } catch (err) {
-    if (refusedRequest(err)) throw run.fail(err);
-    // Azure kept failing: the hubs are revoked all the same, and the result says what is left.
-    dpsProblem = `DPS: ${failureOf(err).message}`;
-    run.done('dps', dpsProblem);
-  }
-  const deviceId = revoked?.deviceId ?? registrationId;
-  upsertSearchAttributes([{ key: SA.deviceId, value: deviceId }]);
-
-  // 4. Every configured hub: the identity disabled or deleted, its live connection closed.
-  run.phase('revokingInHubs');
-  const hubProofs = await run.revokeInHubs(environments, [deviceId]);
-
-  // 5. Prove it: DPS would refuse a fresh registration; no hub accepts the identity.
-  run.phase('proving');
-  const groupId = revoked?.enrollmentGroupId ?? request.enrollmentGroupId;
-  const refusal = await azure.dpsRegistrationRefused({ registrationId, enrollmentGroupId: groupId });
-  const proof = deviceProof({
-    registrationId,
-    deviceId,
-    enrollment: revoked?.enrollment ?? (refusal.individual === 'disabled' ? 'individualDisabled' : 'noEnrollment'),
-    changed: revoked?.changed ?? false,
-    refused: refusal.refused,
-    hubs: hubProofs.get(deviceId) ?? [],
-    extraProblems: dpsProblem ? [dpsProblem] : [],
+  // 2.–5. Stop its promotion, make DPS refuse it, revoke it in every hub, prove it: as for every device of a fleet.
+  const batch = await revokeDevices({
+    items: [
+      { registrationId, enrollmentGroupId: request.enrollmentGroupId, deviceCertificate: request.deviceCertificate },
+    ],
+    hubAction: request.hubAction,
+    reason: request.reason,
+    requestedBy: request.requestedBy && requestedByKeyword(request.requestedBy),
+    disconnectTimeoutSeconds: request.disconnectTimeoutSeconds,
+    environments,
+    revocationOf: () => run.status.workflowId,
+    stoppedBy: run.status.workflowId,
+    onPhase: (phase) => run.phase(phase),
+    onStep: (step, detail) => run.done(step, detail),
   });
+  const refused = batch.refusedRequests.get(registrationId);
+  // A refusal of the request itself (no certificate for an X.509 member…) happened before any change.
+  if (refused) throw run.fail(ApplicationFailure.create({ type: refused.type, message: refused.message }));
+  run.status.promotionsStopped.push(...batch.promotionsStopped);
+  const proof = batch.proofs[0];
+  upsertSearchAttributes([{ key: SA.deviceId, value: proof.deviceId }]);
+  run.noteHubs(proof.hubs);
   run.record([proof]);
   return run.finish();
 }
+
+export interface RevokeBatchInput {
+  items: Array<{ registrationId: string; enrollmentGroupId?: string; deviceCertificate?: string }>;
+  hubAction: 'disable' | 'delete';
+  reason: string;
+  requestedBy?: string;
+  disconnectTimeoutSeconds: number;
+  environments: Record<string, string>;
+  /** The revocation each device's marks name (what its reinstatement looks for). */
+  revocationOf: (registrationId: string) => string;
+  /** The workflow stopping promotions (named in their results). */
+  stoppedBy: string;
+  onPhase?: (phase: RevocationPhase) => void;
+  onStep?: (step: string, detail: string) => void;
+}
+
+/**
+ * Revokes a batch of devices, the same way for one device and for a fleet: their running promotions stopped
+ * without restoring access; DPS made to refuse each (bulk writes); every configured hub's identities disabled or
+ * deleted (bulk writes), connections closed; then proof per device and per hub. A device whose request DPS refuses
+ * (no certificate for an X.509 member…) is left unchanged and reported in `refusedRequests`.
+ */
+export async function revokeDevices(input: RevokeBatchInput): Promise<{
+  proofs: DeviceProof[];
+  refusedRequests: Map<string, { type: string; message: string }>;
+  promotionsStopped: string[];
+}> {
+  const { onPhase = () => undefined, onStep = () => undefined } = input;
+  const ids = input.items.map((i) => i.registrationId);
+
+  // Revocation wins: a promotion of a device in flight stops here, without restoring access.
+  onPhase('stoppingPromotion');
+  const stopped = await azure.stopPromotions({
+    registrationIds: ids,
+    revocationWorkflowId: input.stoppedBy,
+    reason: input.reason,
+    requestedBy: input.requestedBy,
+    waitMs: PROMOTION_STOP_WAIT_MS,
+  });
+  if (stopped.stopped.length) onStep('promotionsStopped', stopped.stopped.join(', '));
+  if (stopped.stillRunning.length) {
+    onStep('promotionsStillRunning', `${stopped.stillRunning.join(', ')} did not close in time; revoking anyway`);
+  }
+
+  // DPS refuses each device from now on.
+  onPhase('revokingInDps');
+  const at = new Date().toISOString();
+  const dps = await azure.dpsRevokeDevices({
+    items: input.items.map((item) => ({ ...item, mark: { workflowId: input.revocationOf(item.registrationId), at } })),
+  });
+  const refusedRequests = new Map<string, { type: string; message: string }>();
+  const dpsProblems = new Map<string, string>();
+  const deviceIdOf = new Map<string, string>();
+  const revocationOf = new Map<string, DpsRevocation>();
+  for (const r of dps) {
+    if (r.revocation) {
+      revocationOf.set(r.registrationId, r.revocation);
+      deviceIdOf.set(r.registrationId, r.revocation.deviceId);
+      onStep('dps', `${r.registrationId}: ${r.revocation.enrollment}${r.revocation.changed ? '' : ' (already)'}`);
+    } else if (r.error && REFUSED_REQUESTS.has(r.error.type)) {
+      refusedRequests.set(r.registrationId, r.error);
+    } else if (r.error) {
+      // Azure kept refusing: the hubs are revoked all the same, and the proof says what is left.
+      dpsProblems.set(r.registrationId, `DPS: ${r.error.message}`);
+      onStep('dps', `${r.registrationId}: ${r.error.message}`);
+    }
+  }
+  const toRevoke = input.items.filter((i) => !refusedRequests.has(i.registrationId));
+  if (toRevoke.length === 0) return { proofs: [], refusedRequests, promotionsStopped: stopped.stopped };
+
+  // Every configured hub: the identities disabled or deleted, their live connections closed.
+  onPhase('revokingInHubs');
+  const deviceIds = toRevoke.map((i) => deviceIdOf.get(i.registrationId) ?? i.registrationId);
+  const marks = Object.fromEntries(toRevoke.map((i, n) => [deviceIds[n], input.revocationOf(i.registrationId)]));
+  const hubProofs = await revokeInHubs(input, deviceIds, marks, onStep);
+
+  // Proof: DPS would refuse a fresh registration; no hub accepts the identity.
+  onPhase('proving');
+  const refusals = await azure.dpsRegistrationsRefused({
+    items: toRevoke.map((i) => ({
+      registrationId: i.registrationId,
+      enrollmentGroupId: revocationOf.get(i.registrationId)?.enrollmentGroupId ?? i.enrollmentGroupId,
+    })),
+  });
+  const proofs = toRevoke.map((item, n) => {
+    const revoked = revocationOf.get(item.registrationId);
+    const refusal = refusals[n];
+    return deviceProof({
+      registrationId: item.registrationId,
+      deviceId: deviceIds[n],
+      enrollment: revoked?.enrollment ?? (refusal.individual === 'disabled' ? 'individualDisabled' : 'noEnrollment'),
+      changed: revoked?.changed ?? false,
+      refused: refusal.refused,
+      hubs: hubProofs.get(deviceIds[n]) ?? [],
+      extraProblems: dpsProblems.has(item.registrationId) ? [dpsProblems.get(item.registrationId)!] : [],
+    });
+  });
+  return { proofs, refusedRequests, promotionsStopped: stopped.stopped };
+}
+
+/** Every hub at once; a hub whose calls keep failing leaves its devices with that problem, the others go on. */
+async function revokeInHubs(
+  input: Pick<RevokeBatchInput, 'environments' | 'hubAction' | 'disconnectTimeoutSeconds' | 'stoppedBy'>,
+  deviceIds: string[],
+  revocationWorkflowIds: Record<string, string>,
+  onStep: (step: string, detail: string) => void,
+): Promise<Map<string, HubProof[]>> {
+  const byDevice = new Map<string, HubProof[]>(deviceIds.map((id) => [id, []]));
+  await Promise.all(
+    Object.entries(input.environments).map(async ([environment, hubHost]) => {
+      try {
+        const proofs = await hubs.hubRevokeIdentities({
+          environment,
+          deviceIds,
+          action: input.hubAction,
+          revocationWorkflowId: input.stoppedBy,
+          revocationWorkflowIds,
+          disconnectTimeoutMs: input.disconnectTimeoutSeconds * 1000,
+        });
+        for (const p of proofs) byDevice.get(p.deviceId)?.push(p);
+      } catch (err) {
+        const message = failureOf(err).message;
+        onStep('hubFailed', `${hubHost}: ${message}`);
+        for (const id of deviceIds) {
+          byDevice.get(id)?.push({
+            deviceId: id,
+            environment,
+            hubHost,
+            before: 'enabled',
+            action: 'none',
+            after: 'enabled',
+            connectionState: `unknown: ${message}`,
+          });
+        }
+      }
+    }),
+  );
+  return byDevice;
+}
+
+/** Failures that refuse the request itself (bad certificate, unknown attestation): nothing was changed. */
+const REFUSED_REQUESTS = new Set<string>([
+  RevocationErrors.deviceCertificateRequired,
+  RevocationErrors.deviceCertificateMismatch,
+  RevocationErrors.unsupportedAttestation,
+  'DeviceCertificateUnverifiable',
+]);
 
 // ---- A whole group ----
 
@@ -146,10 +277,11 @@ interface GroupCarry {
  * deleted in every configured hub, page by page, continuing as new to keep each run's history short.
  */
 export async function revokeEnrollmentGroup(
-  input: RevocationRequestInput & Requester,
+  input: RevocationRequestInput,
   carry?: GroupCarry,
+  context: OperationContext = {},
 ): Promise<RevocationResult> {
-  const request = parse(input);
+  const request = parse(input, context);
   const groupId = request.enrollmentGroupId!;
   const run = new Run(request, { kind: 'group', enrollmentGroupId: groupId }, carry);
   const environments = await azure.listEnvironments();
@@ -196,13 +328,17 @@ export async function revokeEnrollmentGroup(
     else return run.finish();
   }
   // Past this run's pages: the same workflow goes on in a new run, with what it has found so far.
-  await continueAsNew<typeof revokeEnrollmentGroup>(input, {
-    status: run.status,
-    devices: run.devices,
-    leftovers: run.leftovers,
-    cursor,
-    membersDisabled: [...membersDisabled],
-  });
+  await continueAsNew<typeof revokeEnrollmentGroup>(
+    input,
+    {
+      status: run.status,
+      devices: run.devices,
+      leftovers: run.leftovers,
+      cursor,
+      membersDisabled: [...membersDisabled],
+    },
+    context,
+  );
   throw new Error('unreachable: continueAsNew does not return');
 }
 
@@ -221,10 +357,19 @@ async function revokePage(
     disabled = [...result.disabled, ...result.alreadyDisabled];
     for (const id of disabled) membersDisabled.add(id);
   }
-  const proofs = await run.revokeInHubs(
-    environments,
-    devices.map((d) => d.deviceId),
+  const deviceIds = devices.map((d) => d.deviceId);
+  const proofs = await revokeInHubs(
+    {
+      environments,
+      hubAction: run.request.hubAction,
+      disconnectTimeoutSeconds: run.request.disconnectTimeoutSeconds,
+      stoppedBy: run.status.workflowId,
+    },
+    deviceIds,
+    Object.fromEntries(deviceIds.map((id) => [id, run.status.workflowId])),
+    (step, detail) => run.done(step, detail),
   );
+  run.noteHubs([...proofs.values()].flat());
   run.record(
     devices.map((d) =>
       deviceProof({
@@ -296,7 +441,7 @@ class Run {
       registrationIds,
       revocationWorkflowId: this.status.workflowId,
       reason: this.request.reason,
-      requestedBy: this.request.requestedBy,
+      requestedBy: this.request.requestedBy && requestedByKeyword(this.request.requestedBy),
       waitMs: PROMOTION_STOP_WAIT_MS,
     });
     this.status.promotionsStopped.push(...stopped.stopped);
@@ -306,47 +451,13 @@ class Run {
     }
   }
 
-  /** Every hub at once; a hub whose calls keep failing leaves its devices as problems, the others go on. */
-  async revokeInHubs(environments: Record<string, string>, deviceIds: string[]): Promise<Map<string, HubProof[]>> {
-    const byDevice = new Map<string, HubProof[]>(deviceIds.map((id) => [id, []]));
-    await Promise.all(
-      Object.entries(environments).map(async ([environment, hubHost]) => {
-        try {
-          const proofs = await hubs.hubRevokeIdentities({
-            environment,
-            deviceIds,
-            action: this.request.hubAction,
-            revocationWorkflowId: this.status.workflowId,
-            disconnectTimeoutMs: this.request.disconnectTimeoutSeconds * 1000,
-          });
-          for (const p of proofs) byDevice.get(p.deviceId)?.push(p);
-        } catch (err) {
-          const message = failureOf(err).message;
-          this.done('hubFailed', `${hubHost}: ${message}`);
-          for (const id of deviceIds) {
-            byDevice.get(id)?.push({
-              deviceId: id,
-              environment,
-              hubHost,
-              before: 'enabled',
-              action: 'none',
-              after: 'enabled',
-              connectionState: `unknown: ${message}`,
-            });
-          }
-        }
-      }),
-    );
-    const touched = new Set(
-      [...byDevice.values()]
-        .flat()
-        .filter((p) => p.before !== 'absent')
-        .map((p) => p.hubHost),
-    );
-    const hubsSeen = [...new Set([...this.touchedHubs, ...touched])];
+  /** The hubs devices were found in, as the IotHubs search attribute ("every revocation of hub X"). */
+  noteHubs(proofs: HubProof[]): void {
+    const found = proofs.filter((p) => p.before !== 'absent').map((p) => p.hubHost);
+    const hubsSeen = [...new Set([...this.touchedHubs, ...found])];
+    if (hubsSeen.length === this.touchedHubs.length) return;
     this.touchedHubs = hubsSeen;
-    if (hubsSeen.length) upsertSearchAttributes([{ key: SA.hubs, value: hubsSeen }]);
-    return byDevice;
+    upsertSearchAttributes([{ key: SA.hubs, value: hubsSeen }]);
   }
 
   private touchedHubs: string[] = [];
@@ -419,9 +530,9 @@ class Run {
 
 // ---- Helpers (pure) ----
 
-function parse(input: RevocationRequestInput & Requester): RevocationRequest & Requester {
-  const { requestedBy, ...rest } = input;
-  const parsed = RevocationRequest.safeParse(rest);
+function parse(input: RevocationRequestInput, context: OperationContext): RevocationRequest & Requester {
+  const { requestedBy } = context;
+  const parsed = RevocationRequest.safeParse(input);
   if (!parsed.success) {
     throw ApplicationFailure.create({
       type: RevocationErrors.invalidRequest,
@@ -430,17 +541,6 @@ function parse(input: RevocationRequestInput & Requester): RevocationRequest & R
     });
   }
   return { ...parsed.data, ...(requestedBy ? { requestedBy } : {}) };
-}
-
-/** A failure that refuses the request itself (bad certificate, unknown group): nothing was changed. */
-function refusedRequest(err: unknown): boolean {
-  const type = applicationFailureIn(err)?.type;
-  return (
-    type === RevocationErrors.deviceCertificateRequired ||
-    type === RevocationErrors.deviceCertificateMismatch ||
-    type === RevocationErrors.unsupportedAttestation ||
-    type === 'DeviceCertificateUnverifiable'
-  );
 }
 
 export function deviceProof(facts: {

@@ -27,6 +27,7 @@ registerRoute({
   method: 'post',
   path: '/v1/diagnostics/connectivity',
   operationId: 'checkConnectivity',
+  auth: 'operator',
   summary: 'Run the connectivity check workflow: can the worker reach DPS and every configured hub?',
   description: 'Each request runs its own check (a workflow with a unique id) and waits up to 2 minutes for it.',
   temporal: true,

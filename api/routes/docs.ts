@@ -11,6 +11,7 @@ const ProblemTypeParams = z.object({ slug: z.enum(SLUGS).describe('the last segm
 registerRoute({
   method: 'get',
   path: '/openapi.json',
+  auth: 'public',
   summary: 'This OpenAPI 3.1 document (Swagger UI at /docs)',
   responses: {
     200: {
@@ -22,6 +23,7 @@ registerRoute({
 registerRoute({
   method: 'get',
   path: '/problems/{slug}',
+  auth: 'public',
   summary: 'What a problem type means (problem `type` URIs point here)',
   request: { params: ProblemTypeParams },
   responses: {

@@ -3,6 +3,8 @@ import { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { AppDeps } from '../app';
+import { eventGridTokenCheck, type EventGridEntraOptions } from '../auth/event-grid-entra';
+import { TokenRejected } from '../auth/jwt';
 import { jsonBody } from '../body';
 import { registerRoute, SECURITY_SCHEMES } from '../openapi';
 import { problem } from '../problems';
@@ -117,13 +119,18 @@ const HandshakeHeaders = z.object({
   'webhook-request-rate': z.string().optional(),
 });
 
-// Either form of the secret; the app without EVENT_GRID_SECRET documents none (see openApiDocument).
-const security = [{ [SECURITY_SCHEMES.eventGridCode]: [] }, { [SECURITY_SCHEMES.eventGridHeader]: [] }];
+// Either form of the secret, or an Entra token; the document keeps those the app accepts (see openApiDocument).
+const security = [
+  { [SECURITY_SCHEMES.eventGridCode]: [] },
+  { [SECURITY_SCHEMES.eventGridHeader]: [] },
+  { [SECURITY_SCHEMES.eventGridEntra]: [] },
+];
 
 registerRoute({
   method: 'post',
   path: '/v1/eventgrid',
   operationId: 'eventGridDelivery',
+  auth: 'webhook',
   summary: 'Event Grid webhook for IoT hub events: subscription validation, then DeviceConnected → running promotions',
   description:
     'Events of either schema are accepted under any of the three media types; unknown fields of events are ' +
@@ -146,6 +153,7 @@ registerRoute({
   method: 'options',
   path: '/v1/eventgrid',
   operationId: 'eventGridHandshake',
+  auth: 'webhook',
   summary: 'CloudEvents 1.0 webhook validation handshake (WebHook-Request-Origin → WebHook-Allowed-Origin)',
   security,
   request: { headers: HandshakeHeaders },
@@ -164,7 +172,7 @@ registerRoute({
 // ----- routes -----
 
 export function eventGridRoutes(deps: AppDeps): Router {
-  const { client, log, eventGridSecret, eventGridDedupCapacity, environments = {} } = deps;
+  const { client, log, eventGridSecret, eventGridEntra, eventGridDedupCapacity, environments = {} } = deps;
   const router = Router();
   const temporal = temporalDeadline(deps);
   // Events carry the hub's name only; its host name is the configured one (sovereign clouds use other domains).
@@ -172,8 +180,10 @@ export function eventGridRoutes(deps: AppDeps): Router {
     Object.values(environments).map((host) => [host.split('.')[0].toLowerCase(), host] as const),
   );
   const seen = new RecentKeys(eventGridDedupCapacity ?? DEFAULT_DEDUP_CAPACITY);
-  const authorize = requireSecret(eventGridSecret);
-  if (!eventGridSecret) log.warn('EVENT_GRID_SECRET is not set: the Event Grid webhook accepts unauthenticated events');
+  const authorize = authenticateDelivery(eventGridSecret, eventGridEntra);
+  if (!eventGridSecret && !eventGridEntra) {
+    log.warn('EVENT_GRID_SECRET is not set: the Event Grid webhook accepts unauthenticated events');
+  }
 
   router.options('/eventgrid', authorize, validate({ headers: HandshakeHeaders }), (req, res) => {
     const origin = req.get('webhook-request-origin')!;
@@ -194,11 +204,13 @@ export function eventGridRoutes(deps: AppDeps): Router {
       if (!validation) throw bodyIssue('no SubscriptionValidationEvent in the request');
       const { validationCode } = SubscriptionValidationData.parse(validation.data);
       log.info({ ...delivery, eventId: validation.id }, 'Event Grid subscription validated');
+      deps.metrics?.eventGridEvents.inc({ outcome: 'validated' });
       res.json({ validationResponse: validationCode });
       return;
     }
 
     const results = await mapConcurrently(events, SIGNAL_CONCURRENCY, handle);
+    for (const result of results) deps.metrics?.eventGridEvents.inc({ outcome: result.outcome });
     res.json({ results });
 
     async function handle(event: WebhookEvent): Promise<Outcome> {
@@ -292,19 +304,37 @@ async function mapConcurrently<T, R>(items: T[], concurrency: number, fn: (item:
   return results;
 }
 
-function requireSecret(secret: string | undefined): RequestHandler {
-  if (!secret) return (_req, _res, next) => next();
-  const expected = digest(secret);
-  return (req, _res, next) => {
+/**
+ * Authenticates a delivery before its body is read: an Entra token (when configured) in `Authorization: Bearer`,
+ * or else the shared secret (when configured). With neither configured every delivery is accepted.
+ */
+function authenticateDelivery(secret: string | undefined, entra: EventGridEntraOptions | undefined): RequestHandler {
+  if (!secret && !entra) return (_req, _res, next) => next();
+  const expected = secret ? digest(secret) : undefined;
+  const checkToken = entra ? eventGridTokenCheck(entra) : undefined;
+  const challenge = [...(expected ? ['ApiKey realm="Event Grid webhook"'] : []), ...(entra ? ['Bearer'] : [])];
+  const refuse = (detail: string) =>
+    problem('unauthorized', detail, { headers: { 'WWW-Authenticate': challenge.join(', ') } });
+  return async (req, _res, next) => {
+    const bearer = /^Bearer +(\S+)$/i.exec(req.get('authorization') ?? '')?.[1];
+    if (checkToken && bearer !== undefined) {
+      try {
+        await checkToken(bearer);
+      } catch (err) {
+        if (err instanceof TokenRejected) throw refuse(`Event Grid token refused: ${err.message}`);
+        throw err;
+      }
+      return next();
+    }
     const query = req.query[EVENT_GRID_SECRET_QUERY];
     const offered = [typeof query === 'string' ? query : undefined, req.get(EVENT_GRID_SECRET_HEADER)];
     // Compared as digests: equal length, constant time.
-    if (!offered.some((value) => value !== undefined && timingSafeEqual(digest(value), expected))) {
-      throw problem('unauthorized', 'the Event Grid secret is missing or wrong', {
-        headers: { 'WWW-Authenticate': 'ApiKey realm="Event Grid webhook"' },
-      });
+    if (expected && offered.some((value) => value !== undefined && timingSafeEqual(digest(value), expected))) {
+      return next();
     }
-    next();
+    throw refuse(
+      expected ? 'the Event Grid secret is missing or wrong' : 'an Event Grid Entra token is required (Bearer)',
+    );
   };
 }
 

@@ -10,6 +10,7 @@ registerRoute({
   method: 'get',
   path: '/healthz',
   operationId: 'healthz',
+  auth: 'public',
   summary: 'The process is up',
   responses: { 200: { description: 'up', content: { 'application/json': { schema: Health } } } },
 });
@@ -17,6 +18,7 @@ registerRoute({
   method: 'get',
   path: '/readyz',
   operationId: 'readyz',
+  auth: 'public',
   summary: 'Temporal is reachable',
   responses: {
     200: { description: 'ready', content: { 'application/json': { schema: Ready } } },

@@ -32,6 +32,7 @@ import {
 } from '../operations';
 import {
   OPERATIONS,
+  operatorActionSignal,
   promotionStatusQuery,
   promotionWorkflowId,
   retryCompensationUpdate,
@@ -45,7 +46,9 @@ import {
   type CompensationReport,
   type PromotionReport,
 } from '../../common/promotion';
+import { requestedByKeyword, requestedByStartOptions } from '../../common/requested-by';
 import { SA } from '../../common/search-attributes';
+import { requestedBy } from '../auth/caller';
 import type { promoteDevice } from '../../workflows/promotion';
 
 /** How long a compensation retry may take before the API answers 202 and lets the client poll instead. */
@@ -103,6 +106,7 @@ registerRoute({
   method: 'post',
   path: '/v1/promotions',
   operationId: 'startPromotion',
+  auth: 'operator',
   summary: 'Start promoting a device from its source environment (test) to its target environment (production)',
   description:
     'Idempotent: while a promotion of the device runs, the same request (defaults applied) answers that ' +
@@ -150,6 +154,7 @@ registerRoute({
   method: 'get',
   path: '/v1/promotions/{registrationId}',
   operationId: 'getPromotion',
+  auth: 'viewer',
   summary: 'A promotion: live status while running, the result or failure once closed',
   temporal: true,
   request: { params: RegistrationParams },
@@ -162,6 +167,7 @@ registerRoute({
   method: 'get',
   path: '/v1/promotions',
   operationId: 'listPromotions',
+  auth: 'viewer',
   summary: 'List promotions, newest first, filtered by status, environments, registration id, device id or phase',
   temporal: true,
   request: { query: ListQuery },
@@ -171,6 +177,7 @@ registerRoute({
   method: 'post',
   path: '/v1/promotions/{registrationId}/cancel',
   operationId: 'cancelPromotion',
+  auth: 'operator',
   summary: 'Ask a running promotion to stop; it compensates as its request says (rollback or park)',
   temporal: true,
   request: { params: RegistrationParams },
@@ -201,6 +208,7 @@ registerRoute({
   method: 'post',
   path: '/v1/promotions/{registrationId}/retry-compensation',
   operationId: 'retryPromotionCompensation',
+  auth: 'operator',
   summary: 'Run again the undo steps a promotion could not complete (phase compensationFailed)',
   temporal: true,
   request: { params: RegistrationParams },
@@ -277,6 +285,8 @@ export function promotionRoutes(deps: AppDeps): Router {
     const request = req.body;
     const sourceHub = hubOf(request.sourceEnvironment)!;
     const targetHub = hubOf(request.targetEnvironment)!;
+    const by = requestedBy(res);
+    const recorded = requestedByStartOptions(by);
     const started = await startIdempotently(client, {
       workflowId: promotionWorkflowId(request.registrationId),
       request,
@@ -285,8 +295,8 @@ export function promotionRoutes(deps: AppDeps): Router {
         client.workflow.start<typeof promoteDevice>(WORKFLOW_TYPES.promoteDevice, {
           taskQueue,
           workflowId: promotionWorkflowId(request.registrationId),
-          args: [request],
-          memo,
+          args: [request, { requestedBy: by }],
+          memo: { ...memo, ...recorded.memo },
           // One promotion in flight per device; a new one may start once the previous one closed, however it ended.
           workflowIdConflictPolicy: 'FAIL',
           workflowIdReusePolicy: 'ALLOW_DUPLICATE',
@@ -296,6 +306,7 @@ export function promotionRoutes(deps: AppDeps): Router {
             { key: SA.sourceHub, value: sourceHub },
             { key: SA.targetHub, value: targetHub },
             { key: SA.phase, value: 'validating' },
+            recorded.searchAttribute,
           ],
           staticSummary: `Promote ${request.registrationId}: ${request.sourceEnvironment} → ${request.targetEnvironment}`,
         }),
@@ -303,7 +314,7 @@ export function promotionRoutes(deps: AppDeps): Router {
     const url = statusUrl(request.registrationId);
     const { workflowId, runId, replayed } = started;
     log.info(
-      { workflowId, runId, sourceHub, targetHub, replayed },
+      { workflowId, runId, sourceHub, targetHub, replayed, requestedBy: requestedByKeyword(by) },
       replayed ? 'promotion start replayed' : 'promotion started',
     );
     if (replayed) res.set(REPLAYED_HEADER, 'true');
@@ -350,9 +361,26 @@ export function promotionRoutes(deps: AppDeps): Router {
         extensions: { workflowId, executionStatus: status },
       });
     }
-    await client.workflow.getHandle(workflowId, description.runId).cancel();
+    const by = requestedBy(res);
+    const handle = client.workflow.getHandle(workflowId, description.runId);
+    try {
+      // A cancellation carries no arguments: who asked reaches the run just before it, as a signal it records.
+      await handle.signal(operatorActionSignal, { action: 'cancel', requestedBy: by });
+      await handle.cancel();
+    } catch (err) {
+      // The run closed between the describe and these calls (e.g. it failed at once): 409, as for a closed run.
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      const closed = await handle.describe();
+      const status = STATUS_BY_NAME[closed.status.name] ?? 'unknown';
+      throw problem('notRunning', `the promotion closed (${status}) before it could be cancelled`, {
+        extensions: { workflowId, executionStatus: status },
+      });
+    }
     const url = statusUrl(req.params.registrationId);
-    log.info({ workflowId, runId: description.runId }, 'promotion cancellation requested');
+    log.info(
+      { workflowId, runId: description.runId, requestedBy: requestedByKeyword(by) },
+      'promotion cancellation requested',
+    );
     res.status(202).location(url).json({ workflowId, runId: description.runId, statusUrl: url });
   });
 
@@ -370,10 +398,15 @@ export function promotionRoutes(deps: AppDeps): Router {
     const url = statusUrl(req.params.registrationId);
     let compensation: CompensationReport | undefined;
     try {
+      const by = requestedBy(res);
       const update = await handle.startUpdate(retryCompensationUpdate, {
+        args: [{ requestedBy: by }],
         waitForStage: WorkflowUpdateStage.ACCEPTED,
       });
-      log.info({ workflowId, runId: description.runId }, 'compensation retry requested');
+      log.info(
+        { workflowId, runId: description.runId, requestedBy: requestedByKeyword(by) },
+        'compensation retry requested',
+      );
       // Undo steps retry Azure's transient faults for up to two hours: answer with the report if it comes soon,
       // otherwise 202 and the status URL, where the phase and the compensation report show how it goes.
       compensation = await withLongerTemporalDeadline(res, RETRY_ANSWER_WAIT_MS + 5_000, () =>

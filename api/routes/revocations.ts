@@ -37,7 +37,9 @@ import {
   REVOCATION_PHASES,
   RevocationRequest,
 } from '../../common/revocation';
+import { requestedByKeyword, requestedByStartOptions, type OperationContext } from '../../common/requested-by';
 import { SA } from '../../common/search-attributes';
+import { requestedBy } from '../auth/caller';
 
 /**
  * Revocations and reinstatements, in the promotions' style: a POST starts the device's (or group's) workflow and
@@ -128,6 +130,8 @@ for (const kind of KINDS) {
     method: 'post',
     path: `/v1/${kind.plural}`,
     operationId: kind.plural === 'revocations' ? 'startRevocation' : 'startReinstatement',
+    // Undoing a revocation lets a device back in: a stronger right than revoking it.
+    auth: kind.plural === 'revocations' ? 'operator' : 'admin',
     summary:
       kind.plural === 'revocations'
         ? 'Revoke a device or a whole enrollment group: disabled in DPS and disabled or deleted in every configured hub, with proof'
@@ -156,6 +160,7 @@ for (const kind of KINDS) {
       method: 'get',
       path: `/v1/${kind.plural}/${target}/{${target === 'devices' ? 'registrationId' : 'enrollmentGroupId'}}`,
       operationId: `get${kind.verb}ation${target === 'devices' ? 'OfDevice' : 'OfGroup'}`,
+      auth: 'viewer',
       summary: `The latest ${kind.operation} of a ${target === 'devices' ? 'device' : 'group'}: live status, then the result with per-device proof`,
       temporal: true,
       request: { params },
@@ -169,6 +174,7 @@ for (const kind of KINDS) {
     method: 'get',
     path: `/v1/${kind.plural}`,
     operationId: `list${kind.verb}ations`,
+    auth: 'viewer',
     summary: `List ${kind.plural}, newest first, filtered by status, device, group, hub or phase`,
     temporal: true,
     request: { query: listQuery(kind) },
@@ -217,6 +223,9 @@ export function revocationRoutes(deps: AppDeps): Router {
         : { enrollmentGroupId: request.enrollmentGroupId! };
       const workflowId = kind.workflowId(target);
       const workflowType = request.registrationId ? kind.workflowTypes.device : kind.workflowTypes.group;
+      const by = requestedBy(res);
+      const recorded = requestedByStartOptions(by);
+      const context: OperationContext = { requestedBy: by };
       const started = await startIdempotently(client, {
         workflowId,
         request,
@@ -225,8 +234,9 @@ export function revocationRoutes(deps: AppDeps): Router {
           client.workflow.start(workflowType, {
             taskQueue,
             workflowId,
-            args: [request],
-            memo,
+            // A group's workflow takes its continue-as-new carry second.
+            args: request.registrationId ? [request, context] : [request, undefined, context],
+            memo: { ...memo, ...recorded.memo },
             workflowIdConflictPolicy: 'FAIL',
             workflowIdReusePolicy: 'ALLOW_DUPLICATE',
             typedSearchAttributes: [
@@ -234,13 +244,19 @@ export function revocationRoutes(deps: AppDeps): Router {
               { key: SA.phase, value: 'validating' },
               ...(request.registrationId ? [{ key: SA.registrationId, value: request.registrationId }] : []),
               ...(request.enrollmentGroupId ? [{ key: SA.enrollmentGroupId, value: request.enrollmentGroupId }] : []),
+              recorded.searchAttribute,
             ],
             staticSummary: `${kind.verb} ${request.registrationId ?? `group ${request.enrollmentGroupId}`}: ${request.reason}`,
           }),
       });
       const url = statusUrl(kind, target);
       log.info(
-        { workflowId: started.workflowId, runId: started.runId, replayed: started.replayed },
+        {
+          workflowId: started.workflowId,
+          runId: started.runId,
+          replayed: started.replayed,
+          requestedBy: requestedByKeyword(by),
+        },
         `${kind.operation} started`,
       );
       if (started.replayed) res.set(REPLAYED_HEADER, 'true');

@@ -15,10 +15,13 @@ import { createLimitsState, policyConnectionString, type EmulatorState, type Hub
 import { eventGridRouter } from './eventgrid-routes';
 import { mqttControlRouter } from './mqtt-routes';
 import { resetEmulator } from './reset';
+import { requireControlToken } from './token';
 
 export interface ControlContext {
   state: EmulatorState;
   pki: EmulatorPki;
+  /** Every route but /health requires it as a bearer token (emulator/control/token.ts). */
+  token: string;
 }
 
 class ControlError extends Error {
@@ -146,6 +149,7 @@ export function controlApp(ctx: ControlContext): express.Express {
   const { state } = ctx;
   const app = express();
   app.disable('x-powered-by');
+  app.use(requireControlToken(ctx.token));
   app.use(express.json({ limit: '1mb' }));
 
   app.get('/health', (_req, res) => {

@@ -9,7 +9,7 @@
  * node:util's parseArgs reads the flags: it is built in, so the simulator needs no CLI package, and a usage text this
  * size is clearer written out than generated.
  */
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
 import { z } from 'zod';
@@ -43,7 +43,8 @@ Options:
   --hub <name>                  hub to enroll for (enroll; default test)
   --prefix <p>                  registration ids <p>-1 … <p>-<n> (default sim)
   --id-scope <scope>            DPS id scope (default 0ne00000001)
-  --control <url>               emulator control API (enroll; default http://127.0.0.1:8480)
+  --control <url>               emulator control API (enroll; default http://127.0.0.1:8480); its token
+                                from EMULATOR_CONTROL_TOKEN or .data/emulator/control-token
   --emulator <host:port>        emulator HTTPS address (default 127.0.0.1:8443)
   --mqtt <host:port>            emulator MQTT address for hubs and DPS over MQTT (default 127.0.0.1:8883)
   --ca-file <file>              emulator CA (default .data/emulator/ca.pem)
@@ -89,6 +90,9 @@ const FLAGS = {
 /** Flags that used to carry a key on the command line. */
 const KEYS_ON_COMMAND_LINE = ['--symmetric-key', '--group-key'];
 
+/** The control API's token: EMULATOR_CONTROL_TOKEN, else the file `npm start` and `npm run emulator` keep it in. */
+const DEFAULT_CONTROL_TOKEN_FILE = '.data/emulator/control-token';
+
 const address = z.string().regex(/^[^:]+:\d+$/, 'expected host:port');
 const common = {
   idScope: z.string().min(1).default('0ne00000001'),
@@ -103,6 +107,12 @@ const enrollSchema = z
     group: z.string().min(1).optional(),
     hub: z.string().min(1).default('test'),
     control: z.url().default('http://127.0.0.1:8480'),
+    controlToken: z
+      .string()
+      .min(
+        1,
+        `no control API token: set EMULATOR_CONTROL_TOKEN or start the emulator so that ${DEFAULT_CONTROL_TOKEN_FILE} exists`,
+      ),
     symmetricKeyFile: z.string().min(1).optional(),
     groupKeyFile: z.string().min(1).optional(),
   })
@@ -165,6 +175,7 @@ const runSchema = z
 const environmentSchema = z.object({
   SIMULATOR_SYMMETRIC_KEY: z.string().min(1).optional(),
   SIMULATOR_GROUP_KEY: z.string().min(1).optional(),
+  EMULATOR_CONTROL_TOKEN: z.string().min(1).optional(),
 });
 
 type Command =
@@ -216,6 +227,7 @@ function parseCommand(argv: string[], env: Record<string, string | undefined>): 
           group: values.group,
           hub: values.hub,
           control: values.control,
+          controlToken: environment.EMULATOR_CONTROL_TOKEN ?? readOptional(DEFAULT_CONTROL_TOKEN_FILE) ?? '',
           symmetricKeyFile: values['symmetric-key-file'],
           groupKeyFile: values['group-key-file'],
         }),
@@ -252,8 +264,12 @@ function parseCommand(argv: string[], env: Record<string, string | undefined>): 
   }
 }
 
-async function controlGet<T>(control: string, path: string): Promise<T> {
-  const res = await fetch(new URL(path, control));
+function readOptional(file: string): string | undefined {
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+}
+
+async function controlGet<T>(control: string, token: string, path: string): Promise<T> {
+  const res = await fetch(new URL(path, control), { headers: { authorization: `Bearer ${token}` } });
   if (!res.ok) throw new Error(`emulator control API ${path}: ${res.status} ${await res.text()}`);
   return (await res.json()) as T;
 }
@@ -269,9 +285,14 @@ function handOver(key: string, file: string | undefined, variable: string): stri
 async function enroll(config: z.infer<typeof enrollSchema>): Promise<void> {
   const dps = await controlGet<{ policies: Array<{ keyName: string; connectionString: string }> }>(
     config.control,
+    config.controlToken,
     '/dps',
   );
-  const hub = await controlGet<{ hostName: string }>(config.control, `/hubs/${encodeURIComponent(config.hub)}`);
+  const hub = await controlGet<{ hostName: string }>(
+    config.control,
+    config.controlToken,
+    `/hubs/${encodeURIComponent(config.hub)}`,
+  );
   const owner = dps.policies.find((p) => p.keyName === 'provisioningserviceowner');
   if (!owner) throw new Error('the emulated DPS has no provisioningserviceowner policy');
   // The real provisioning service client, as an operator's tooling would use it.

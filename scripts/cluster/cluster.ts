@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { API_KEY_HEADER, generateApiKey, hashApiKey } from '../../api/auth/api-keys';
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -49,6 +50,9 @@ export class LocalCluster {
   readonly temporalAddress: string;
   readonly apiUrl: string;
   readonly eventGridSecret = randomBytes(16).toString('hex');
+  /** The emulator's control API token and an admin API key, made for this cluster's run. */
+  readonly controlToken = randomBytes(24).toString('base64url');
+  readonly apiKey = generateApiKey();
   private binaries?: TemporalBinaries;
   private connectionToTemporal?: Connection;
   private emulatorEndpoints?: EmulatorEndpoints;
@@ -349,7 +353,7 @@ export class LocalCluster {
           command,
           args: [...args, ...flags.map(String)],
           cwd,
-          env: baseEnv(),
+          env: { ...baseEnv(), EMULATOR_CONTROL_TOKEN: this.controlToken },
         });
         this.emulatorProcess = p;
         return p;
@@ -357,8 +361,8 @@ export class LocalCluster {
       (p) => waitFor('the emulator', 30_000, p, async () => (await fetch(`${controlUrl}/health`)).ok),
     );
 
-    const dps = (await getJson(`${controlUrl}/dps`)) as ControlDps;
-    const hubs = (await getJson(`${controlUrl}/hubs`)) as ControlHub[];
+    const dps = (await getJson(`${controlUrl}/dps`, this.controlToken)) as ControlDps;
+    const hubs = (await getJson(`${controlUrl}/hubs`, this.controlToken)) as ControlHub[];
     const owner = (policies: ControlPolicy[], keyName: string) => {
       const policy = policies.find((x) => x.keyName === keyName);
       if (!policy) throw new Error(`emulator has no ${keyName} policy`);
@@ -398,6 +402,9 @@ export class LocalCluster {
       AZURE_ENDPOINT_ADDRESS: this.emulator.address,
       AZURE_CA_FILE: this.emulator.caFile,
       EVENT_GRID_SECRET: this.eventGridSecret,
+      API_KEYS: JSON.stringify([
+        { id: 'cluster', name: 'npm run cluster', role: 'admin', sha256: hashApiKey(this.apiKey) },
+      ]),
       API_HOST: '127.0.0.1',
       API_PORT: String(this.settings.apiPort),
     };
@@ -461,8 +468,8 @@ export class LocalCluster {
   private async subscribeWebhook(): Promise<void> {
     const url = `${this.emulator.controlUrl}/eventgrid/hubs/production/subscriptions/iot-lifecycle`;
     // A kept emulator state holds the last run's subscription, with its secret: replace it.
-    await fetch(url, { method: 'DELETE' });
-    const res = await fetch(url, {
+    await this.controlFetch(url, { method: 'DELETE' });
+    const res = await this.controlFetch(url, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({
@@ -473,9 +480,23 @@ export class LocalCluster {
     if (!res.ok) throw new Error(`Event Grid subscription: ${res.status} ${await res.text()}`);
   }
 
+  /** A call to the emulator's control API (a full URL, or a path on it) with the cluster's control token. */
+  controlFetch(url: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    headers.set('authorization', `Bearer ${this.controlToken}`);
+    return fetch(url.startsWith('/') ? `${this.emulator.controlUrl}${url}` : url, { ...init, headers });
+  }
+
+  /** A call to the API (a path) with the cluster's admin API key. */
+  apiFetch(apiPath: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    headers.set(API_KEY_HEADER, this.apiKey);
+    return fetch(`${this.apiUrl}${apiPath}`, { ...init, headers });
+  }
+
   /** API → Temporal (all services) → a worker → the emulator, through the connectivity workflow. */
   private async checkEndToEnd(): Promise<void> {
-    const res = await fetch(`${this.apiUrl}/v1/diagnostics/connectivity`, { method: 'POST' });
+    const res = await this.apiFetch('/v1/diagnostics/connectivity', { method: 'POST' });
     const report = (await res.json()) as { allReachable?: boolean };
     if (!res.ok || !report.allReachable) {
       throw new Error(`end-to-end check failed: ${res.status} ${JSON.stringify(report)}`);
@@ -507,8 +528,8 @@ function baseEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(keep.filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]]));
 }
 
-async function getJson(url: string): Promise<unknown> {
-  const res = await fetch(url);
+async function getJson(url: string, controlToken: string): Promise<unknown> {
+  const res = await fetch(url, { headers: { authorization: `Bearer ${controlToken}` } });
   if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
   return res.json();
 }

@@ -60,7 +60,7 @@ async function createGroup(dps: ProvisioningServiceClient, testHub: string): Pro
 
 async function connectedAnywhere(cluster: LocalCluster, id: string): Promise<boolean> {
   for (const hub of Object.keys(cluster.emulator.hosts)) {
-    const res = await fetch(`${cluster.emulator.controlUrl}/hubs/${hub}/devices/${encodeURIComponent(id)}`);
+    const res = await cluster.controlFetch(`/hubs/${hub}/devices/${encodeURIComponent(id)}`);
     if (res.ok && ((await res.json()) as { connectionState?: string }).connectionState === 'Connected') return true;
   }
   return false;

@@ -133,16 +133,17 @@ function printSummary(cluster: LocalCluster, devices: string[]): void {
       `${cluster.postgresConnections()} Temporal connections open)`,
     `  Workers:      ${workers} on task queue ${settings.taskQueue}`,
     `  Emulator:     Azure HTTPS ${cluster.emulator.address}, MQTT ${cluster.emulator.mqttAddress}, ` +
-      `control ${cluster.emulator.controlUrl}`,
+      `control ${cluster.emulator.controlUrl} (Authorization: Bearer ${cluster.controlToken})`,
+    `  API key:      ${cluster.apiKey} (admin, for this run only; header X-API-Key)`,
     `  Logs:         ${rel(cluster.processes.logDir)}/`,
   ];
   if (devices.length) {
     lines.push(
       `  Simulated devices on the test hub: ${devices.join(', ')}`,
       '  Promote one to production:',
-      `    curl -i -X POST ${cluster.apiUrl}/v1/promotions -H 'content-type: application/json' \\`,
+      `    curl -i -X POST ${cluster.apiUrl}/v1/promotions -H 'content-type: application/json' -H 'x-api-key: ${cluster.apiKey}' \\`,
       `      -d '{"registrationId":"${devices[0]}"}'`,
-      `    curl ${cluster.apiUrl}/v1/promotions/${devices[0]}`,
+      `    curl -H 'x-api-key: ${cluster.apiKey}' ${cluster.apiUrl}/v1/promotions/${devices[0]}`,
     );
   }
   lines.push('Press Ctrl-C to stop everything (PostgreSQL last).', '');

@@ -1,8 +1,9 @@
+import type request from 'supertest';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import request from 'supertest';
 import { Client, Connection } from '@temporalio/client';
 import { createApp } from '../../api/app';
+import { authed, testSecurity } from '../helpers/credentials';
 
 const SECRET = 'a-shared-secret-of-some-length';
 
@@ -39,19 +40,26 @@ describe('API errors are RFC 9457 problems, and what a client sends never makes 
   const connection = Connection.lazy({ address: '127.0.0.1:1' });
   const client = new Client({ connection });
   const { log, lines } = capturingLogger();
-  const app = createApp({ client, taskQueue: 'unused', log, eventGridSecret: SECRET, environments: {} });
+  const app = createApp({
+    security: testSecurity(),
+    client,
+    taskQueue: 'unused',
+    log,
+    eventGridSecret: SECRET,
+    environments: {},
+  });
   afterAll(() => connection.close());
   beforeEach(() => lines.splice(0));
 
   const tooLarge = JSON.stringify({ registrationId: 'dev-1', padding: 'x'.repeat(1024 * 1024) });
 
   it('passes the body parser’s 413 through for a body over 1 MiB', async () => {
-    const res = await request(app).post('/v1/promotions').set('content-type', 'application/json').send(tooLarge);
+    const res = await authed(app).post('/v1/promotions').set('content-type', 'application/json').send(tooLarge);
     expectProblem(res, 413, '/problems/payload-too-large');
   });
 
   it('checks the webhook secret before reading the body: 401 without it, 413 with it', async () => {
-    const eventGrid = () => request(app).post('/v1/eventgrid').set('content-type', 'application/json');
+    const eventGrid = () => authed(app).post('/v1/eventgrid').set('content-type', 'application/json');
     expectProblem(await eventGrid().send(tooLarge), 401, '/problems/unauthorized');
     expectProblem(
       await eventGrid().set('x-iot-lifecycle-secret', SECRET).send(tooLarge),
@@ -61,26 +69,26 @@ describe('API errors are RFC 9457 problems, and what a client sends never makes 
   });
 
   it('answers 400 for a malformed %-escape in the path', async () => {
-    const res = await request(app).get('/v1/promotions/%E0%A4%A');
+    const res = await authed(app).get('/v1/promotions/%E0%A4%A');
     expectProblem(res, 400, '/problems/malformed-request');
-    await request(app).post('/v1/promotions/%E0%A4%A/cancel').expect(400);
+    await authed(app).post('/v1/promotions/%E0%A4%A/cancel').expect(400);
   });
 
   it('answers 400 for a body that is not JSON', async () => {
-    const res = await request(app).post('/v1/promotions').set('content-type', 'application/json').send('{"x": ');
+    const res = await authed(app).post('/v1/promotions').set('content-type', 'application/json').send('{"x": ');
     expectProblem(res, 400, '/problems/malformed-request');
   });
 
   it('answers 415 with Accept-Post for a body of another media type', async () => {
-    const res = await request(app).post('/v1/promotions').set('content-type', 'text/plain').send('registrationId=x');
+    const res = await authed(app).post('/v1/promotions').set('content-type', 'text/plain').send('registrationId=x');
     expectProblem(res, 415, '/problems/unsupported-media-type');
     expect(res.headers['accept-post']).toBe('application/json');
-    const charset = await request(app)
+    const charset = await authed(app)
       .post('/v1/promotions')
       .set('content-type', 'application/json; charset=koi8-r')
       .send('{}');
     expectProblem(charset, 415, '/problems/unsupported-media-type');
-    const webhook = await request(app)
+    const webhook = await authed(app)
       .post('/v1/eventgrid')
       .set('x-iot-lifecycle-secret', SECRET)
       .set('content-type', 'application/xml')
@@ -90,23 +98,23 @@ describe('API errors are RFC 9457 problems, and what a client sends never makes 
   });
 
   it('answers unknown routes with a 404 problem, not express’s HTML page', async () => {
-    const res = await request(app).get('/v1/nothing-here');
+    const res = await authed(app).get('/v1/nothing-here');
     expectProblem(res, 404, '/problems/not-found');
-    expectProblem(await request(app).post('/'), 404, '/problems/not-found');
+    expectProblem(await authed(app).post('/'), 404, '/problems/not-found');
   });
 
   it('answers undocumented methods of a route with 405 and Allow, and OPTIONS with Allow', async () => {
-    const res = await request(app).delete('/v1/promotions');
+    const res = await authed(app).delete('/v1/promotions');
     expectProblem(res, 405, '/problems/method-not-allowed');
     expect(res.headers.allow).toBe('GET, HEAD, OPTIONS, POST');
-    expectProblem(await request(app).put('/v1/promotions/dev-1'), 405, '/problems/method-not-allowed');
-    const options = await request(app).options('/v1/promotions/dev-1/cancel').expect(204);
+    expectProblem(await authed(app).put('/v1/promotions/dev-1'), 405, '/problems/method-not-allowed');
+    const options = await authed(app).options('/v1/promotions/dev-1/cancel').expect(204);
     expect(options.headers.allow).toBe('OPTIONS, POST');
     expect(options.text).toBe('');
   });
 
   it('never echoes the query (it may hold the webhook secret) and logs client errors below error level', async () => {
-    const res = await request(app).post('/v1/eventgrid').query({ code: 'wrong-secret' }).send([]);
+    const res = await authed(app).post('/v1/eventgrid').query({ code: 'wrong-secret' }).send([]);
     expectProblem(res, 401, '/problems/unauthorized');
     expect(res.body.instance).toBe('/v1/eventgrid');
     expect(res.text).not.toContain('wrong-secret');
@@ -122,8 +130,8 @@ describe('API errors are RFC 9457 problems, and what a client sends never makes 
       withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
       workflow: { getHandle: () => ({ describe: () => Promise.reject(new Error('kaboom at secret place')) }) },
     } as unknown as Client;
-    const brokenApp = createApp({ client: broken, taskQueue: 'unused', log });
-    const res = await request(brokenApp).get('/v1/promotions/dev-1');
+    const brokenApp = createApp({ security: testSecurity(), client: broken, taskQueue: 'unused', log });
+    const res = await authed(brokenApp).get('/v1/promotions/dev-1');
     expectProblem(res, 500, '/problems/internal-error');
     expect(res.text).not.toMatch(/kaboom|at .*\.ts/);
     const logged = lines.find((l) => l.correlationId === res.body.correlationId && l.level === 50);

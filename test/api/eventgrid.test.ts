@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import request from 'supertest';
 import type { Express } from 'express';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { createApp } from '../../api/app';
@@ -18,6 +17,7 @@ import {
   waitForVisibility,
   type FixtureWorker,
 } from '../fixtures/promotion-fixture';
+import { authed, testSecurity } from '../helpers/credentials';
 
 const SECRET = 'a-shared-secret-of-some-length';
 
@@ -57,7 +57,7 @@ describe('Event Grid webhook', () => {
   const environments = uniqueEnvironments();
   const started = new Set<string>();
   const post = (body: unknown) =>
-    request(app)
+    authed(app)
       .post('/v1/eventgrid')
       .query({ code: SECRET })
       .set('aeg-event-type', 'Notification')
@@ -67,6 +67,7 @@ describe('Event Grid webhook', () => {
     ctx = await connectToHarness();
     fixture = await startFixtureWorker(ctx);
     app = createApp({
+      security: testSecurity(),
       client: ctx.client,
       taskQueue: fixture.taskQueue,
       log: createLogger('silent'),
@@ -103,7 +104,7 @@ describe('Event Grid webhook', () => {
 
   describe('handshakes', () => {
     it('answers the Event Grid subscription validation with the validation code', async () => {
-      const res = await request(app)
+      const res = await authed(app)
         .post('/v1/eventgrid')
         .query({ code: SECRET })
         .set('aeg-event-type', 'SubscriptionValidation')
@@ -124,7 +125,7 @@ describe('Event Grid webhook', () => {
     });
 
     it('answers 400 when the validation header comes without a validation event', async () => {
-      await request(app)
+      await authed(app)
         .post('/v1/eventgrid')
         .query({ code: SECRET })
         .set('aeg-event-type', 'SubscriptionValidation')
@@ -133,7 +134,7 @@ describe('Event Grid webhook', () => {
     });
 
     it('allows the requesting origin in the CloudEvents OPTIONS handshake', async () => {
-      const res = await request(app)
+      const res = await authed(app)
         .options('/v1/eventgrid')
         .query({ code: SECRET })
         .set('WebHook-Request-Origin', 'eventgrid.azure.net')
@@ -146,20 +147,26 @@ describe('Event Grid webhook', () => {
     const event = () => deviceConnected(environments.production, `nobody-${randomUUID()}`, '1');
 
     it('refuses a delivery without the secret or with a wrong one (401)', async () => {
-      await request(app).post('/v1/eventgrid').send([event()]).expect(401);
-      await request(app).post('/v1/eventgrid').query({ code: 'wrong' }).send([event()]).expect(401);
-      await request(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', 'wrong').send([event()]).expect(401);
-      await request(app).options('/v1/eventgrid').set('WebHook-Request-Origin', 'eventgrid.azure.net').expect(401);
+      await authed(app).post('/v1/eventgrid').send([event()]).expect(401);
+      await authed(app).post('/v1/eventgrid').query({ code: 'wrong' }).send([event()]).expect(401);
+      await authed(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', 'wrong').send([event()]).expect(401);
+      await authed(app).options('/v1/eventgrid').set('WebHook-Request-Origin', 'eventgrid.azure.net').expect(401);
     });
 
     it('accepts the secret as ?code= or as the x-iot-lifecycle-secret header', async () => {
-      await request(app).post('/v1/eventgrid').query({ code: SECRET }).send([event()]).expect(200);
-      await request(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', SECRET).send([event()]).expect(200);
+      await authed(app).post('/v1/eventgrid').query({ code: SECRET }).send([event()]).expect(200);
+      await authed(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', SECRET).send([event()]).expect(200);
     });
 
     it('accepts every delivery when no secret is configured', async () => {
-      const open = createApp({ client: ctx.client, taskQueue: 'unused', log: createLogger('silent'), environments });
-      await request(open).post('/v1/eventgrid').send([event()]).expect(200);
+      const open = createApp({
+        security: testSecurity(),
+        client: ctx.client,
+        taskQueue: 'unused',
+        log: createLogger('silent'),
+        environments,
+      });
+      await authed(open).post('/v1/eventgrid').send([event()]).expect(200);
     });
   });
 
@@ -173,7 +180,7 @@ describe('Event Grid webhook', () => {
         [{ ...deviceConnected('h.azure-devices.net', 'd', '1'), data: { hubName: 'h', deviceId: 'd' } }],
       ],
     ])('answers 400 with issues for %s', async (_name, body) => {
-      const res = await request(app)
+      const res = await authed(app)
         .post('/v1/eventgrid')
         .query({ code: SECRET })
         .set('content-type', 'application/json')
@@ -280,6 +287,7 @@ describe('Event Grid webhook', () => {
 
     it('remembers only the most recent events (bounded), so an old one is signalled again', async () => {
       const small = createApp({
+        security: testSecurity(),
         client: ctx.client,
         taskQueue: fixture.taskQueue,
         log: createLogger('silent'),
@@ -289,7 +297,7 @@ describe('Event Grid webhook', () => {
       const registrationId = uniqueRegistrationId('eg');
       const handle = await runningPromotion(ctx.client, { registrationId });
       const send = (sequenceNumber: string) =>
-        request(small)
+        authed(small)
           .post('/v1/eventgrid')
           .send([deviceConnected(environments.production, registrationId, sequenceNumber)])
           .expect(200)
@@ -331,6 +339,7 @@ describe('Event Grid webhook', () => {
         production: `prod-${randomUUID().slice(0, 8)}.azure-devices.cn`,
       };
       const china = createApp({
+        security: testSecurity(),
         client: ctx.client,
         taskQueue: fixture.taskQueue,
         log: createLogger('silent'),
@@ -343,7 +352,7 @@ describe('Event Grid webhook', () => {
         targetHub: sovereign.production,
       });
       started.add(handle.workflowId);
-      const res = await request(china)
+      const res = await authed(china)
         .post('/v1/eventgrid')
         .send([
           deviceConnected(sovereign.production, registrationId, '1'),
@@ -363,7 +372,7 @@ describe('Event Grid webhook', () => {
       const registrationId = uniqueRegistrationId('eg');
       const handle = await runningPromotion(ctx.client, { registrationId });
       const { id, data, eventTime } = deviceConnected(environments.production, registrationId, '7');
-      const res = await request(app)
+      const res = await authed(app)
         .post('/v1/eventgrid')
         .query({ code: SECRET })
         .set('content-type', 'application/cloudevents+json; charset=utf-8')

@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import request from 'supertest';
 import { Client, Connection } from '@temporalio/client';
 import { compileErrors, validate } from '@readme/openapi-parser';
 import { createApp } from '../../api/app';
 import { createLogger } from '../../common/logger';
+import { authed, testSecurity } from '../helpers/credentials';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -25,6 +25,7 @@ describe('the OpenAPI document', () => {
   const connection = Connection.lazy({ address: '127.0.0.1:1' });
   const client = new Client({ connection });
   const app = createApp({
+    security: testSecurity(),
     client,
     taskQueue: 'unused',
     log: createLogger('silent'),
@@ -34,7 +35,7 @@ describe('the OpenAPI document', () => {
   let doc: Json;
 
   beforeAll(async () => {
-    doc = (await request(app).get('/openapi.json').expect(200)).body;
+    doc = (await authed(app).get('/openapi.json').expect(200)).body;
   });
   afterAll(() => connection.close());
 
@@ -72,7 +73,20 @@ describe('the OpenAPI document', () => {
     const post = doc.paths['/v1/promotions'].post;
     expect(post.requestBody.required).toBe(true);
     expect(post.requestBody.content['application/json'].schema.additionalProperties).toBe(false);
-    expect(Object.keys(post.responses).sort()).toEqual(['202', '400', '409', '413', '415', '422', '500', '503']);
+    expect(Object.keys(post.responses).sort()).toEqual([
+      '202',
+      '400',
+      '401',
+      '403',
+      '409',
+      '413',
+      '415',
+      '421',
+      '422',
+      '429',
+      '500',
+      '503',
+    ]);
     expect(post.parameters).toEqual([expect.objectContaining({ in: 'header', name: 'idempotency-key' })]);
     expect(post.responses['503'].headers['Retry-After'].required).toBe(true);
     expect(doc.paths['/v1/promotions'].get.parameters.length).toBeGreaterThan(0);
@@ -98,7 +112,7 @@ describe('the OpenAPI document', () => {
 
   it('documents the webhook: secret schemes, 401/413/415, CloudEvents media types, the handshake header', () => {
     const { post, options } = doc.paths['/v1/eventgrid'];
-    expect(doc.components.securitySchemes).toEqual({
+    expect(doc.components.securitySchemes).toMatchObject({
       EventGridCode: expect.objectContaining({ type: 'apiKey', in: 'query', name: 'code' }),
       EventGridSecretHeader: expect.objectContaining({ type: 'apiKey', in: 'header', name: 'x-iot-lifecycle-secret' }),
     });
@@ -117,9 +131,53 @@ describe('the OpenAPI document', () => {
     expect(options.responses['200'].headers['WebHook-Allowed-Origin'].required).toBe(true);
   });
 
+  it('documents the role every API operation needs as its security, and none on health, readiness and docs', () => {
+    const roles: Record<string, string | undefined> = {};
+    for (const [path, item] of Object.entries(doc.paths as Json)) {
+      for (const [method, operation] of Object.entries(item as Json)) {
+        const security = operation.security as Array<Record<string, string[]>> | undefined;
+        const role = operation['x-required-role'] as string | undefined;
+        roles[`${method.toUpperCase()} ${path}`] = role;
+        if (role) {
+          // This app has no OIDC issuer: API keys only, each naming the role (OpenAPI 3.1 role lists).
+          expect([path, method, security]).toEqual([path, method, [{ ApiKey: [role] }]]);
+          expect(Object.keys(operation.responses)).toEqual(expect.arrayContaining(['401', '403']));
+          expect(operation.responses['401'].headers['WWW-Authenticate'].required).toBe(true);
+        }
+      }
+    }
+    expect(roles).toMatchObject({
+      'POST /v1/promotions': 'operator',
+      'GET /v1/promotions': 'viewer',
+      'GET /v1/promotions/{registrationId}': 'viewer',
+      'POST /v1/promotions/{registrationId}/cancel': 'operator',
+      'POST /v1/promotions/{registrationId}/retry-compensation': 'operator',
+      'POST /v1/diagnostics/connectivity': 'operator',
+      'GET /healthz': undefined,
+      'GET /readyz': undefined,
+      'GET /openapi.json': undefined,
+    });
+    expect(doc.components.securitySchemes.ApiKey).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-api-key' });
+  });
+
+  it('documents bearer tokens beside API keys for an app with an OIDC issuer', async () => {
+    const withOidc = createApp({
+      security: testSecurity({
+        auth: {
+          oidc: { issuers: ['https://issuer.example'], audiences: ['api://x'], jwksUri: 'http://127.0.0.1:1/k' },
+        },
+      }),
+      client,
+      taskQueue: 'unused',
+      log: createLogger('silent'),
+    });
+    const { body } = await authed(withOidc).get('/openapi.json').expect(200);
+    expect(body.paths['/v1/promotions'].post.security).toEqual([{ ApiKey: ['operator'] }, { Bearer: ['operator'] }]);
+  });
+
   it('documents no webhook security for an app without EVENT_GRID_SECRET, which accepts every delivery', async () => {
-    const open = createApp({ client, taskQueue: 'unused', log: createLogger('silent') });
-    const { body } = await request(open).get('/openapi.json').expect(200);
+    const open = createApp({ security: testSecurity(), client, taskQueue: 'unused', log: createLogger('silent') });
+    const { body } = await authed(open).get('/openapi.json').expect(200);
     expect(body.paths['/v1/eventgrid'].post.security).toBeUndefined();
     expect(body.paths['/v1/eventgrid'].post.responses['401']).toBeUndefined();
   });
@@ -145,24 +203,24 @@ describe('the OpenAPI document', () => {
   });
 
   it('serves Swagger UI over the document at /docs', async () => {
-    const page = await request(app).get('/docs/').expect(200);
+    const page = await authed(app).get('/docs/').expect(200);
     expect(page.headers['content-type']).toMatch(/text\/html/);
     expect(page.text).toContain('swagger-ui');
-    const init = await request(app).get('/docs/swagger-ui-init.js').expect(200);
+    const init = await authed(app).get('/docs/swagger-ui-init.js').expect(200);
     expect(init.text).toContain('/openapi.json');
     expect(init.text).toMatch(/"validatorUrl": null/); // the browser sends the document nowhere
-    await request(app).get('/docs/swagger-ui-bundle.js').expect(200);
+    await authed(app).get('/docs/swagger-ui-bundle.js').expect(200);
   });
 
   it('serves each problem type its problems refer to', async () => {
-    const res = await request(app).get('/problems/temporal-unavailable').expect(200);
+    const res = await authed(app).get('/problems/temporal-unavailable').expect(200);
     expect(res.body).toEqual({
       type: '/problems/temporal-unavailable',
       title: 'Temporal is unavailable',
       status: 503,
       description: expect.any(String),
     });
-    const missing = await request(app).get('/problems/no-such-type').expect(400);
+    const missing = await authed(app).get('/problems/no-such-type').expect(400);
     expect(missing.headers['content-type']).toMatch(/^application\/problem\+json/);
   });
 });

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import request from 'supertest';
 import type { Express } from 'express';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { createApp } from '../../api/app';
@@ -20,6 +19,7 @@ import {
   waitForVisibility,
   type FixtureWorker,
 } from '../fixtures/promotion-fixture';
+import { authed, testSecurity } from '../helpers/credentials';
 
 describe('promotions REST API', () => {
   let ctx: TemporalTestContext;
@@ -31,7 +31,13 @@ describe('promotions REST API', () => {
   beforeAll(async () => {
     ctx = await connectToHarness();
     fixture = await startFixtureWorker(ctx);
-    app = createApp({ client: ctx.client, taskQueue: fixture.taskQueue, log: createLogger('silent'), environments });
+    app = createApp({
+      security: testSecurity(),
+      client: ctx.client,
+      taskQueue: fixture.taskQueue,
+      log: createLogger('silent'),
+      environments,
+    });
   });
   afterAll(async () => {
     await terminateAll(ctx.client, started);
@@ -40,7 +46,7 @@ describe('promotions REST API', () => {
   });
 
   async function startPromotion(body: Record<string, unknown>) {
-    const res = await request(app).post('/v1/promotions').send(body);
+    const res = await authed(app).post('/v1/promotions').send(body);
     if (res.status === 202) started.add(res.body.workflowId);
     return res;
   }
@@ -81,7 +87,7 @@ describe('promotions REST API', () => {
     it('passes the request with its defaults applied to the workflow', async () => {
       const registrationId = uniqueRegistrationId();
       await startPromotion({ registrationId, onTimeout: 'park' }).then((r) => expect(r.status).toBe(202));
-      const status = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
+      const status = await authed(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(status.body.progress.request).toEqual({
         registrationId,
         sourceEnvironment: 'test',
@@ -166,7 +172,7 @@ describe('promotions REST API', () => {
     });
 
     it('answers 400 for a body that is not JSON', async () => {
-      const res = await request(app)
+      const res = await authed(app)
         .post('/v1/promotions')
         .set('content-type', 'application/json')
         .send('{"registrationId": ');
@@ -189,14 +195,14 @@ describe('promotions REST API', () => {
       expect(res.status).toBe(400);
       expect(res.body.issues[0].path).toEqual(['body', 'registrationId']);
       const encoded = id.replace(/\./g, '%2E');
-      const get = await request(app).get(`/v1/promotions/${encoded}`).expect(400);
+      const get = await authed(app).get(`/v1/promotions/${encoded}`).expect(400);
       expect(get.body.issues[0].path).toEqual(['params', 'registrationId']);
-      await request(app).post(`/v1/promotions/${encoded}/cancel`).expect(400);
+      await authed(app).post(`/v1/promotions/${encoded}/cancel`).expect(400);
     });
 
     it('answers 415 for a body that is not application/json, and starts nothing', async () => {
       const registrationId = uniqueRegistrationId();
-      const res = await request(app)
+      const res = await authed(app)
         .post('/v1/promotions')
         .set('content-type', 'application/x-www-form-urlencoded')
         .send(`registrationId=${registrationId}`);
@@ -208,7 +214,7 @@ describe('promotions REST API', () => {
 
   describe('POST /v1/promotions is idempotent', () => {
     const idempotent = (body: Record<string, unknown>, key?: string) => {
-      const req = request(app).post('/v1/promotions');
+      const req = authed(app).post('/v1/promotions');
       if (key) void req.set('Idempotency-Key', key);
       return req.send(body).then((res) => {
         if (res.status === 202) started.add(res.body.workflowId);
@@ -256,6 +262,7 @@ describe('promotions REST API', () => {
       expect((await handle.describe()).memo).toEqual({
         requestFingerprint: expect.any(String),
         idempotencyKey: key,
+        requestedBy: { subject: 'test-admin', name: 'test admin', authMethod: 'apiKey' },
       });
       await handle.signal(fixtureFinishSignal, { outcome: 'complete' });
       await handle.result();
@@ -292,7 +299,7 @@ describe('promotions REST API', () => {
     it('answers the live status from the workflow query while it runs', async () => {
       const registrationId = uniqueRegistrationId();
       await startPromotion({ registrationId });
-      const res = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
+      const res = await authed(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(res.body).toMatchObject({
         workflowId: `promote/${registrationId}`,
         status: 'running',
@@ -313,7 +320,7 @@ describe('promotions REST API', () => {
       const { body } = await startPromotion({ registrationId });
       await ctx.client.workflow.getHandle(body.workflowId).signal(fixtureFinishSignal, { outcome: 'complete' });
       await ctx.client.workflow.getHandle(body.workflowId).result();
-      const res = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
+      const res = await authed(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(res.body).toMatchObject({ status: 'completed', result: { outcome: 'promoted', phase: 'completed' } });
       expect(res.body.closeTime).toEqual(expect.any(String));
       expect(res.body.progress).toBeUndefined();
@@ -329,7 +336,7 @@ describe('promotions REST API', () => {
         message: `no enrollment ${registrationId}`,
       });
       await expect(handle.result()).rejects.toThrow();
-      const res = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
+      const res = await authed(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(res.body).toMatchObject({
         status: 'failed',
         failure: { type: PromotionErrors.enrollmentNotFound, message: `no enrollment ${registrationId}` },
@@ -340,7 +347,7 @@ describe('promotions REST API', () => {
       const registrationId = uniqueRegistrationId();
       const { body } = await startPromotion({ registrationId });
       await ctx.client.workflow.getHandle(body.workflowId).terminate('operator gave up');
-      const res = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
+      const res = await authed(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(res.body).toMatchObject({
         status: 'terminated',
         failure: { type: 'Terminated', message: 'operator gave up' },
@@ -356,14 +363,14 @@ describe('promotions REST API', () => {
         targetHub: environments.production,
       });
       started.add(handle.workflowId);
-      const res = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
+      const res = await authed(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(res.body).toMatchObject({ status: 'running', phase: 'awaitingReconnection' });
       expect(res.body.progress).toBeUndefined();
       expect(res.body.progressUnavailable).toEqual(expect.any(String));
     });
 
     it('answers 404 for a device that was never promoted', async () => {
-      const res = await request(app).get(`/v1/promotions/${uniqueRegistrationId()}`).expect(404);
+      const res = await authed(app).get(`/v1/promotions/${uniqueRegistrationId()}`).expect(404);
       expect(res.body).toMatchObject({
         type: '/problems/workflow-not-found',
         workflowId: expect.stringMatching(/^promote\//),
@@ -371,7 +378,7 @@ describe('promotions REST API', () => {
     });
 
     it('answers 400 for a malformed registration id', async () => {
-      const res = await request(app).get('/v1/promotions/bad%20id').expect(400);
+      const res = await authed(app).get('/v1/promotions/bad%20id').expect(400);
       expect(res.body.issues[0].path).toEqual(['params', 'registrationId']);
     });
   });
@@ -380,20 +387,20 @@ describe('promotions REST API', () => {
     it('requests cancellation of a running promotion (202), after which it is cancelled and no longer cancellable', async () => {
       const registrationId = uniqueRegistrationId();
       const { body } = await startPromotion({ registrationId });
-      const res = await request(app).post(`/v1/promotions/${registrationId}/cancel`).expect(202);
+      const res = await authed(app).post(`/v1/promotions/${registrationId}/cancel`).expect(202);
       expect(res.headers.location).toBe(`/v1/promotions/${registrationId}`);
       expect(res.body).toEqual({ workflowId: body.workflowId, runId: body.runId, statusUrl: res.headers.location });
 
       await expect(ctx.client.workflow.getHandle(body.workflowId).result()).rejects.toThrow();
-      const status = await request(app).get(`/v1/promotions/${registrationId}`).expect(200);
+      const status = await authed(app).get(`/v1/promotions/${registrationId}`).expect(200);
       expect(status.body).toMatchObject({ status: 'cancelled', failure: { type: 'Cancelled' } });
 
-      const again = await request(app).post(`/v1/promotions/${registrationId}/cancel`).expect(409);
+      const again = await authed(app).post(`/v1/promotions/${registrationId}/cancel`).expect(409);
       expect(again.body).toMatchObject({ type: '/problems/not-running', executionStatus: 'cancelled' });
     });
 
     it('answers 404 when the device has no promotion', async () => {
-      await request(app).post(`/v1/promotions/${uniqueRegistrationId()}/cancel`).expect(404);
+      await authed(app).post(`/v1/promotions/${uniqueRegistrationId()}/cancel`).expect(404);
     });
   });
 
@@ -415,7 +422,7 @@ describe('promotions REST API', () => {
     });
 
     it('filters by registration id', async () => {
-      const res = await request(app).get('/v1/promotions').query({ registrationId: ids[0] }).expect(200);
+      const res = await authed(app).get('/v1/promotions').query({ registrationId: ids[0] }).expect(200);
       expect(res.body.promotions).toEqual([
         expect.objectContaining({
           workflowId: promotionWorkflowId(ids[0]),
@@ -430,7 +437,7 @@ describe('promotions REST API', () => {
     });
 
     it('filters by status and environment', async () => {
-      const completed = await request(app)
+      const completed = await authed(app)
         .get('/v1/promotions')
         .query({ status: 'completed', targetEnvironment: 'production' })
         .expect(200);
@@ -439,7 +446,7 @@ describe('promotions REST API', () => {
       expect(completedIds).not.toContain(ids[0]);
       for (const p of completed.body.promotions) expect(p.status).toBe('completed');
 
-      const running = await request(app)
+      const running = await authed(app)
         .get('/v1/promotions')
         .query({ status: 'running', sourceEnvironment: 'test' })
         .expect(200);
@@ -453,7 +460,7 @@ describe('promotions REST API', () => {
       const runs: string[] = [];
       let nextPageToken: string | undefined;
       do {
-        const res = await request(app)
+        const res = await authed(app)
           .get('/v1/promotions')
           .query({ targetEnvironment: 'production', pageSize: 1, ...(nextPageToken ? { nextPageToken } : {}) })
           .expect(200);
@@ -469,17 +476,17 @@ describe('promotions REST API', () => {
     });
 
     it('refuses a page token of another listing', async () => {
-      const first = await request(app)
+      const first = await authed(app)
         .get('/v1/promotions')
         .query({ targetEnvironment: 'production', pageSize: 1 })
         .expect(200);
       expect(first.body.nextPageToken).toEqual(expect.any(String));
-      const res = await request(app)
+      const res = await authed(app)
         .get('/v1/promotions')
         .query({ status: 'running', nextPageToken: first.body.nextPageToken })
         .expect(400);
       expect(res.body.issues[0].path).toEqual(['query', 'nextPageToken']);
-      await request(app).get('/v1/promotions').query({ nextPageToken: 'garbage' }).expect(400);
+      await authed(app).get('/v1/promotions').query({ nextPageToken: 'garbage' }).expect(400);
     });
 
     it('refuses forged page tokens with 400: unsigned ones and ones signed with another key', async () => {
@@ -493,26 +500,26 @@ describe('promotions REST API', () => {
       ).toString('base64url');
       const otherKey = new PageTokens('another server key of 32 characters!').seal(Buffer.from('xyz'), query);
       for (const nextPageToken of [unkeyed, otherKey]) {
-        const res = await request(app).get('/v1/promotions').query({ nextPageToken });
+        const res = await authed(app).get('/v1/promotions').query({ nextPageToken });
         expect(res.status).toBe(400);
         expect(res.body.issues[0]).toMatchObject({ path: ['query', 'nextPageToken'] });
       }
     });
 
     it('answers 400 naming unknown query parameters', async () => {
-      const res = await request(app).get('/v1/promotions').query({ staus: 'running' }).expect(400);
+      const res = await authed(app).get('/v1/promotions').query({ staus: 'running' }).expect(400);
       expect(res.body.issues).toEqual([expect.objectContaining({ code: 'unrecognized_keys', keys: ['staus'] })]);
     });
 
     it('answers 400 for unknown filters values', async () => {
-      const badStatus = await request(app).get('/v1/promotions').query({ status: 'sleeping' }).expect(400);
+      const badStatus = await authed(app).get('/v1/promotions').query({ status: 'sleeping' }).expect(400);
       expect(badStatus.body.issues[0].path).toEqual(['query', 'status']);
-      const badEnvironment = await request(app)
+      const badEnvironment = await authed(app)
         .get('/v1/promotions')
         .query({ sourceEnvironment: 'staging' })
         .expect(400);
       expect(badEnvironment.body.issues[0].path).toEqual(['query', 'sourceEnvironment']);
-      await request(app).get('/v1/promotions').query({ pageSize: 0 }).expect(400);
+      await authed(app).get('/v1/promotions').query({ pageSize: 0 }).expect(400);
     });
 
     it('filters by device id once the workflow has set it', async () => {
@@ -527,7 +534,7 @@ describe('promotions REST API', () => {
       });
       started.add(handle.workflowId);
       const res = await eventually(async () => {
-        const page = await request(app).get('/v1/promotions').query({ deviceId }).expect(200);
+        const page = await authed(app).get('/v1/promotions').query({ deviceId }).expect(200);
         expect(page.body.promotions).toHaveLength(1);
         return page;
       });
@@ -536,7 +543,7 @@ describe('promotions REST API', () => {
   });
 
   it('documents every promotion route in /openapi.json', async () => {
-    const res = await request(app).get('/openapi.json').expect(200);
+    const res = await authed(app).get('/openapi.json').expect(200);
     expect(Object.keys(res.body.paths)).toEqual(
       expect.arrayContaining([
         '/v1/promotions',

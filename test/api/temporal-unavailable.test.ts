@@ -1,11 +1,12 @@
+import type request from 'supertest';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import request from 'supertest';
 import { Client, Connection } from '@temporalio/client';
 import { createApp } from '../../api/app';
 import { createLogger } from '../../common/logger';
 import { eventually } from '../fixtures/promotion-fixture';
 import { freePort, resolveTemporalCli, startDevServer, type DevServer } from '../../common/temporal-server';
+import { authed, testSecurity } from '../helpers/credentials';
 
 const SECRET = 'a-shared-secret-of-some-length';
 const DEADLINE_MS = 1_000;
@@ -61,6 +62,7 @@ describe('while Temporal is down the API answers 503 promptly, and recovers by i
     const client = new Client({ connection });
     const { log, lines } = capturingLogger();
     const app = createApp({
+      security: testSecurity(),
       client,
       taskQueue: 'unused',
       log,
@@ -78,17 +80,17 @@ describe('while Temporal is down the API answers 503 promptly, and recovers by i
         dataVersion: '',
       };
       const answers = await Promise.all([
-        timed(request(app).get('/v1/promotions/dev-1')),
-        timed(request(app).get('/v1/promotions')),
-        timed(request(app).post('/v1/promotions').send({ registrationId: 'dev-1' })),
-        timed(request(app).post('/v1/promotions/dev-1/cancel')),
-        timed(request(app).post('/v1/diagnostics/connectivity')),
-        timed(request(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', SECRET).send([deviceConnected])),
+        timed(authed(app).get('/v1/promotions/dev-1')),
+        timed(authed(app).get('/v1/promotions')),
+        timed(authed(app).post('/v1/promotions').send({ registrationId: 'dev-1' })),
+        timed(authed(app).post('/v1/promotions/dev-1/cancel')),
+        timed(authed(app).post('/v1/diagnostics/connectivity')),
+        timed(authed(app).post('/v1/eventgrid').set('x-iot-lifecycle-secret', SECRET).send([deviceConnected])),
       ]);
       answers.forEach(expectUnavailable);
       // Requests Temporal is not needed for are still answered.
-      await request(app).get('/healthz').expect(200);
-      await request(app).post('/v1/promotions').send({ registrationId: '..' }).expect(400);
+      await authed(app).get('/healthz').expect(200);
+      await authed(app).post('/v1/promotions').send({ registrationId: '..' }).expect(400);
       await routesSettled(lines, answers);
     } finally {
       await connection.close();
@@ -103,12 +105,13 @@ describe('while Temporal is down the API answers 503 promptly, and recovers by i
       workflow: { getHandle: () => ({ describe: () => new Promise(() => undefined) }) },
     } as unknown as Client;
     const app = createApp({
+      security: testSecurity(),
       client: hanging,
       taskQueue: 'unused',
       log: createLogger('silent'),
       temporalDeadlineMs: DEADLINE_MS,
     });
-    const answer = await timed(request(app).get('/v1/promotions/dev-1'));
+    const answer = await timed(authed(app).get('/v1/promotions/dev-1'));
     expectUnavailable(answer);
     expect(answer.ms).toBeGreaterThanOrEqual(DEADLINE_MS);
     expect(answer.res.body.detail).toBe(`Temporal did not answer within ${DEADLINE_MS} ms`);
@@ -121,15 +124,21 @@ describe('while Temporal is down the API answers 503 promptly, and recovers by i
     const connection = Connection.lazy({ address: server.address });
     const client = new Client({ connection });
     const { log, lines } = capturingLogger();
-    const app = createApp({ client, taskQueue: 'unused', log, temporalDeadlineMs: DEADLINE_MS });
+    const app = createApp({
+      security: testSecurity(),
+      client,
+      taskQueue: 'unused',
+      log,
+      temporalDeadlineMs: DEADLINE_MS,
+    });
     try {
-      await request(app).get('/v1/promotions/never-promoted').expect(404);
+      await authed(app).get('/v1/promotions/never-promoted').expect(404);
 
       await server.stop();
       server = undefined;
       const down = [
-        await timed(request(app).get('/v1/promotions/never-promoted')),
-        await timed(request(app).get('/v1/promotions')),
+        await timed(authed(app).get('/v1/promotions/never-promoted')),
+        await timed(authed(app).get('/v1/promotions')),
       ];
       down.forEach(expectUnavailable);
       await routesSettled(lines, down);
@@ -138,7 +147,7 @@ describe('while Temporal is down the API answers 503 promptly, and recovers by i
       const deadline = Date.now() + 20_000;
       let status = 0;
       while (status !== 404 && Date.now() < deadline) {
-        status = (await request(app).get('/v1/promotions/never-promoted')).status;
+        status = (await authed(app).get('/v1/promotions/never-promoted')).status;
         if (status !== 404) await new Promise((resolve) => setTimeout(resolve, 250));
       }
       expect(status).toBe(404);

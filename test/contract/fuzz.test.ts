@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { TEST_KEYS } from '../helpers/credentials';
 import { startStack, type Stack } from '../helpers/stack';
 
 /**
@@ -45,7 +46,7 @@ describe('contract: the API fuzzed from its own OpenAPI document', () => {
       // Its working directory takes its caches (.schemathesis/), kept out of the repository.
       const cwd = await mkdtemp(path.join(os.tmpdir(), 'schemathesis-'));
       const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-        const env = { ...process.env, EVENT_GRID_SECRET: stack.eventGridSecret };
+        const env = { ...process.env, EVENT_GRID_SECRET: stack.eventGridSecret, IOT_API_KEY: TEST_KEYS.admin };
         const child = spawn(st, args, { cwd, env });
         let text = '';
         child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));

@@ -3,8 +3,8 @@
  * process group (npm, sh, node; the Temporal server runs in its own group), so the test starts `npm start` as a
  * group of its own and signals the group, then looks for any process left: the group's, and the Temporal server's.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../common/temporal-server';
@@ -88,6 +88,26 @@ async function expectAllGoneWithin(started: Started, ms: number): Promise<number
   return Date.now() - t0;
 }
 
+/** The operator key npm start made for this run's data dir. */
+function localOperatorKey(started: Started): string {
+  const file = path.join(started.dataDir, 'local-operator.key');
+  expect(statSync(file).mode & 0o777).toBe(0o600);
+  return readFileSync(file, 'utf8').trim();
+}
+
+/** The sum of every counter and histogram count of the Temporal SDK (`temporal_*`) in a Prometheus text. */
+function temporalCounts(text: string): number {
+  return [...text.matchAll(/^temporal_\w*(?:_total|_count)(?:\{[^}]*\})? (\d+(?:\.\d+)?)$/gm)].reduce(
+    (sum, m) => sum + Number(m[1]),
+    0,
+  );
+}
+
+/** The first value a Prometheus text has for `pattern` (its group 1), or 0. */
+function sample(text: string, pattern: RegExp): number {
+  return Number(pattern.exec(text)?.[1] ?? 0);
+}
+
 const ready = (started: Started) =>
   until('npm start to be ready', () => started.output().includes('Press Ctrl-C to stop.'), 90_000);
 const sigint = (started: Started) => process.kill(-started.pgid, 'SIGINT');
@@ -137,7 +157,7 @@ describe('npm start and Ctrl-C', () => {
     expect(device).toBeDefined();
     const res = await fetch(`${started.apiUrl}/v1/promotions`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', 'x-api-key': localOperatorKey(started) },
       body: JSON.stringify({ registrationId: device }),
     });
     expect(res.status).toBe(202);
@@ -154,5 +174,77 @@ describe('npm start and Ctrl-C', () => {
     await new Promise((r) => setTimeout(r, 700));
     sigint(started);
     await expectAllGoneWithin(started, 3_000);
+  });
+});
+
+describe('the quick start', () => {
+  it('prints curls that work with the local operator key, guards the control API with its token, logs no secret', async () => {
+    const started = await npmStart();
+    runs.push(started);
+    await ready(started);
+    const out = started.output();
+    const banner = out.slice(out.lastIndexOf('iot-lifecycle is running'));
+
+    // The printed curls, run as a person would paste them (they read the key from its 0600 file).
+    const curls = banner
+      .split('\n')
+      .join('\n')
+      .replace(/\\\n\s*/g, ' ')
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line.startsWith('curl '));
+    expect(curls.length).toBeGreaterThanOrEqual(2);
+    const [post, get] = curls;
+    const shell = (command: string) => spawnSync('sh', ['-c', command], { encoding: 'utf8', timeout: 30_000 });
+    const metrics = async () => {
+      const res = await fetch(`${started.apiUrl}/metrics`, { headers: { 'x-api-key': localOperatorKey(started) } });
+      expect(res.status).toBe(200);
+      return res.text();
+    };
+    const before = await metrics();
+    expect(shell(post).stdout).toMatch(/^HTTP\/1\.1 202/);
+    const status = JSON.parse(shell(get).stdout) as { workflowId: string; status: string };
+    expect(status).toMatchObject({ workflowId: expect.stringMatching(/^promote\/demo-device-\d$/) });
+
+    // /metrics: the API's own and the worker's Temporal metrics, moving as the promotion runs.
+    expect((await fetch(`${started.apiUrl}/metrics`)).status).toBe(401);
+    const started202 = (text: string) =>
+      sample(text, /^iot_lifecycle_http_requests_total\{method="POST",route="\/v1\/promotions",status="202"\} (\d+)/m);
+    expect(started202(before)).toBe(0);
+    let after = '';
+    await until(
+      'the promotion to show in the Temporal metrics',
+      async () => {
+        after = await metrics();
+        return (
+          sample(after, /^iot_lifecycle_operations_started_total\{[^}]*kind="promote"[^}]*\} (\d+)/m) >= 1 &&
+          sample(after, /^iot_lifecycle_azure_calls_total\{[^}]*\} (\d+)/m) >= 1
+        );
+      },
+      30_000,
+    );
+    expect(started202(after)).toBe(1);
+    // The SDK's own counters (polls, tasks, activities, requests) moved too.
+    expect(temporalCounts(after)).toBeGreaterThan(temporalCounts(before));
+    expect(sample(after, /^iot_lifecycle_azure_calls_total\{[^}]*\} (\d+)/m)).toBeGreaterThan(0);
+    // Without the key: 401.
+    expect((await fetch(`${started.apiUrl}/v1/promotions`)).status).toBe(401);
+
+    // The control API: its token (printed as a header to paste) or nothing.
+    const controlUrl = /Emulator control API: (\S+)/.exec(banner)![1];
+    const controlHeader = /Emulator control API: \S+ {2}\(-H "(Authorization: Bearer \$\(cat [^)]+\))"\)/.exec(
+      banner,
+    )![1];
+    expect((await fetch(`${controlUrl}/dps`)).status).toBe(401);
+    expect(shell(`curl -s -o /dev/null -w '%{http_code}' -H "${controlHeader}" ${controlUrl}/dps`).stdout).toBe('200');
+
+    // No secret in anything npm start printed: the key, the token, the emulator's policy keys.
+    const key = localOperatorKey(started);
+    const token = readFileSync(path.join(started.dataDir, 'emulator', 'control-token'), 'utf8').trim();
+    const state = readFileSync(path.join(started.dataDir, 'emulator', 'state.json'), 'utf8');
+    const policyKeys = [...state.matchAll(/"primaryKey":\s*"([^"]+)"/g)].map((m) => m[1]);
+    expect(policyKeys.length).toBeGreaterThan(0);
+    const printed = started.output();
+    for (const secret of [key, token, ...policyKeys]) expect(printed).not.toContain(secret);
   });
 });

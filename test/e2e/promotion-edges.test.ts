@@ -5,7 +5,6 @@
  * ownership. Through the real stack: API → Temporal → worker → activities → emulator → simulated devices.
  */
 import { randomUUID } from 'node:crypto';
-import request from 'supertest';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
@@ -18,6 +17,7 @@ import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { recordHistory } from '../helpers/histories';
 import { activeOn, connectedTo, enrollDevice, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(120_000);
 
@@ -44,7 +44,7 @@ async function onlineInTest(kind: Parameters<typeof enrollDevice>[1]) {
 }
 
 async function start(body: Record<string, unknown>): Promise<WorkflowHandle> {
-  const res = await request(stack.app).post('/v1/promotions').send(body);
+  const res = await authed(stack.app, 'operator').post('/v1/promotions').send(body);
   expect(res.status).toBe(202);
   return stack.temporal.client.workflow.getHandle(promotionWorkflowId(String(body.registrationId)));
 }
@@ -191,7 +191,11 @@ describe('Event Grid events are hints, not proof', () => {
     const handle = await start({ registrationId: id, deadline: '8s', pollInterval: '1h', onTimeout: 'rollback' });
     await phaseIs(handle, 'awaitingReconnection');
     const post = (event: unknown) =>
-      request(stack.app).post('/v1/eventgrid').query({ code: stack.eventGridSecret }).send([event]).expect(200);
+      authed(stack.app, 'operator')
+        .post('/v1/eventgrid')
+        .query({ code: stack.eventGridSecret })
+        .send([event])
+        .expect(200);
 
     // Replayed from before the re-point (a stale or forged event): ignored.
     const stale = await post(deviceConnectedEvent(stack.hosts.production, id, '2020-01-01T00:00:00Z', '1'));
@@ -279,12 +283,12 @@ describe('compensation', () => {
     expect(waiting.compensation?.leftovers.map((l) => l.step)).toEqual(['enrollment']);
     expect(waiting.compensation?.steps.find((s) => s.step === 'sourceDevice')?.status).toBe('undone');
     expect(await deviceIn('test', id)).toMatchObject({ status: 'enabled' });
-    const detail = await request(stack.app).get(`/v1/promotions/${id}`).expect(200);
+    const detail = await authed(stack.app, 'operator').get(`/v1/promotions/${id}`).expect(200);
     expect(detail.body).toMatchObject({ status: 'running', phase: 'compensationFailed' });
 
     // The operator fixes the cause and retries compensation: only what was left runs again.
     resetLimits(stack.emulator.state.limits);
-    const retried = await request(stack.app).post(`/v1/promotions/${id}/retry-compensation`).expect(200);
+    const retried = await authed(stack.app, 'operator').post(`/v1/promotions/${id}/retry-compensation`).expect(200);
     expect(retried.body.compensation).toMatchObject({ attempts: 2, leftovers: [] });
     const { type, result } = await failureOf(handle);
     expect(type).toBe('ReconnectionDeadlineExceeded');
@@ -292,7 +296,7 @@ describe('compensation', () => {
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.test]);
     await recordHistory(handle, 'promotion-v2-compensation-retried');
     // Nothing left to retry on a closed run.
-    const closed = await request(stack.app).post(`/v1/promotions/${id}/retry-compensation`).expect(409);
+    const closed = await authed(stack.app, 'operator').post(`/v1/promotions/${id}/retry-compensation`).expect(409);
     expect(closed.body).toMatchObject({ type: '/problems/not-running', executionStatus: 'failed' });
   });
 
@@ -302,7 +306,7 @@ describe('compensation', () => {
     await device.stop();
     const handle = await start({ registrationId: id, deadline: '1h', pollInterval: '1h' });
     await phaseIs(handle, 'awaitingReconnection');
-    const res = await request(stack.app).post(`/v1/promotions/${id}/retry-compensation`).expect(409);
+    const res = await authed(stack.app, 'operator').post(`/v1/promotions/${id}/retry-compensation`).expect(409);
     expect(res.body).toMatchObject({ type: '/problems/nothing-to-retry', status: 409 });
     await handle.cancel();
   });
@@ -315,7 +319,7 @@ describe('named failures and statuses', () => {
     const { type, result } = await failureOf(handle);
     expect(type).toBe('EnrollmentNotFound');
     expect(result).toMatchObject({ outcome: 'failed', phase: 'failed' });
-    const detail = await request(stack.app).get(`/v1/promotions/${id}`).expect(200);
+    const detail = await authed(stack.app, 'operator').get(`/v1/promotions/${id}`).expect(200);
     expect(detail.body).toMatchObject({
       status: 'failed',
       phase: 'failed',

@@ -2,7 +2,6 @@
  * Promotion through the real stack: REST API → Temporal dev server → worker → activities → Azure SDKs →
  * emulator (DPS + hubs) → simulated device (real device SDKs) reconnecting on its own.
  */
-import request from 'supertest';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { promotionWorkflowId } from '../../common/messages';
@@ -20,6 +19,7 @@ import {
   type EnrolledDevice,
   type Stack,
 } from '../helpers/stack';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(120_000);
 
@@ -46,7 +46,7 @@ async function onlineInTest(kind: Parameters<typeof enrollDevice>[1]) {
 }
 
 async function startPromotion(body: Record<string, unknown>) {
-  const res = await request(stack.app).post('/v1/promotions').send(body);
+  const res = await authed(stack.app, 'operator').post('/v1/promotions').send(body);
   expect(res.status).toBe(202);
   expect(res.headers.location).toBe(`/v1/promotions/${body.registrationId}`);
   return stack.temporal.client.workflow.getHandle(promotionWorkflowId(String(body.registrationId)));
@@ -271,15 +271,17 @@ describe('test-to-production promotion', () => {
     await device.stop();
     const handle = await startPromotion({ registrationId: id, deadline: '1h', pollInterval: '1s' });
     await waitForPhase(id, 'awaitingReconnection');
-    await request(stack.app).post(`/v1/promotions/${id}/cancel`).expect(202);
+    await authed(stack.app, 'operator').post(`/v1/promotions/${id}/cancel`).expect(202);
     const ended = await endedWithout(handle);
 
     expect(ended).toMatchObject({ status: 'cancelled', report: { outcome: 'rolledBack', reason: 'cancelled' } });
     await recordHistory(handle, 'promotion-v2-cancelled');
     // The API lists it as cancelled and says what it left behind.
-    const listed = await request(stack.app).get(`/v1/promotions?status=cancelled&registrationId=${id}`).expect(200);
+    const listed = await authed(stack.app, 'operator')
+      .get(`/v1/promotions?status=cancelled&registrationId=${id}`)
+      .expect(200);
     expect(listed.body.promotions.map((p: { workflowId: string }) => p.workflowId)).toEqual([handle.workflowId]);
-    const detail = await request(stack.app).get(`/v1/promotions/${id}`).expect(200);
+    const detail = await authed(stack.app, 'operator').get(`/v1/promotions/${id}`).expect(200);
     expect(detail.body).toMatchObject({ status: 'cancelled', outcome: 'rolledBack', phase: 'rolledBack' });
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.iotHubs).toEqual([stack.hosts.test]);
     expect(await deviceIn('test', id)).toMatchObject({ status: 'enabled' });
@@ -293,14 +295,14 @@ describe('test-to-production promotion', () => {
     const id = enrolled.registrationId;
     await device.stop();
     const handle = await startPromotion({ registrationId: id, deadline: '1h', pollInterval: '1h' });
-    const conflict = await request(stack.app).post('/v1/promotions').send({ registrationId: id });
+    const conflict = await authed(stack.app, 'operator').post('/v1/promotions').send({ registrationId: id });
     expect(conflict.status).toBe(409);
     expect(conflict.body.workflowId).toBe(handle.workflowId);
     await handle.cancel();
     await handle.result().catch(() => undefined); // cancelled before or after its first change: either is fine here
 
     const other = uniqueId('bad');
-    const bad = await request(stack.app)
+    const bad = await authed(stack.app, 'operator')
       .post('/v1/promotions')
       .send({ registrationId: other, reprovisionPolicy: 'teleport' });
     expect(bad.status).toBe(400);
@@ -364,7 +366,7 @@ describe('test-to-production promotion', () => {
   });
 
   it('checks connectivity from the worker to DPS and both hubs through the emulator', async () => {
-    const res = await request(stack.app).post('/v1/diagnostics/connectivity').expect(200);
+    const res = await authed(stack.app, 'operator').post('/v1/diagnostics/connectivity').expect(200);
     expect(res.body.allReachable).toBe(true);
     expect(
       res.body.endpoints.map((e: { kind: string; environment?: string }) => e.environment ?? e.kind).sort(),
@@ -398,7 +400,7 @@ async function waitForPhase(registrationId: string, phase: string, timeoutMs = 3
   const handle = stack.temporal.client.workflow.getHandle(promotionWorkflowId(registrationId));
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const res = await request(stack.app).get(`/v1/promotions/${registrationId}`);
+    const res = await authed(stack.app, 'operator').get(`/v1/promotions/${registrationId}`);
     if (res.body?.phase === phase) return;
     await new Promise((r) => setTimeout(r, 200));
   }

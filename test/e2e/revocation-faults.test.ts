@@ -5,11 +5,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import request from 'supertest';
 import type { EnrollmentGroup } from 'azure-iot-provisioning-service/dist/interfaces';
 import type { RevocationResult } from '../../common/revocation';
 import { connectedTo, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
 import { kill, startWorkerProcess } from '../helpers/worker-process';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(300_000);
 
@@ -80,7 +80,9 @@ it('revokes every device of a group exactly once through throttling, 5xx, lost a
   });
 
   worker = await startWorkerProcess(stack);
-  const res = await request(stack.app).post('/v1/revocations').send({ enrollmentGroupId, reason: 'fault drill' });
+  const res = await authed(stack.app, 'operator')
+    .post('/v1/revocations')
+    .send({ enrollmentGroupId, reason: 'fault drill' });
   expect(res.status).toBe(202);
   const handle = stack.temporal.client.workflow.getHandle(res.body.workflowId);
   const disabledSoFar = () =>

@@ -4,7 +4,6 @@
  * come back after a reinstatement.
  */
 import { randomBytes } from 'node:crypto';
-import request from 'supertest';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { promotionWorkflowId, reinstatementWorkflowId, revocationWorkflowId } from '../../common/messages';
@@ -21,6 +20,7 @@ import {
   type EnrolledDevice,
   type Stack,
 } from '../helpers/stack';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(240_000);
 
@@ -46,7 +46,9 @@ async function online(kind: Parameters<typeof enrollDevice>[1]) {
 }
 
 async function post(path: string, body: Record<string, unknown>): Promise<WorkflowHandle> {
-  const res = await request(stack.app).post(path).send(body);
+  const res = await authed(stack.app, path === '/v1/reinstatements' ? 'admin' : 'operator')
+    .post(path)
+    .send(body);
   expect(res.status).toBe(202);
   return stack.temporal.client.workflow.getHandle(res.body.workflowId);
 }
@@ -173,8 +175,8 @@ describe('revoking one device', () => {
     await stack.registries.production.create({ deviceId: id, status: 'disabled', statusReason: 'RMA 4711' } as never);
     const body = { registrationId: id, reason: 'idempotency check' };
     const [a, b] = await Promise.all([
-      request(stack.app).post('/v1/revocations').send(body),
-      request(stack.app).post('/v1/revocations').send(body),
+      authed(stack.app, 'operator').post('/v1/revocations').send(body),
+      authed(stack.app, 'operator').post('/v1/revocations').send(body),
     ]);
     expect([a.status, b.status]).toEqual([202, 202]);
     expect(a.body.workflowId).toBe(b.body.workflowId);
@@ -189,7 +191,7 @@ describe('revoking one device', () => {
     expect(reinstated.devices[0].problems).toEqual([expect.stringMatching(/for another reason/)]);
     expect(await deviceIn('production', id)).toMatchObject({ status: 'disabled', statusReason: 'RMA 4711' });
     expect(await deviceIn('test', id)).toMatchObject({ status: 'enabled' });
-    const detail = await request(stack.app).get(`/v1/revocations/devices/${id}`).expect(200);
+    const detail = await authed(stack.app, 'viewer').get(`/v1/revocations/devices/${id}`).expect(200);
     expect(detail.body).toMatchObject({ status: 'completed', outcome: 'revoked', registrationId: id });
   });
 });
@@ -199,7 +201,7 @@ describe('revocation wins over promotion', () => {
     const { enrolled, device } = await online('symmetricKey');
     const id = enrolled.registrationId;
     await device.stop();
-    await request(stack.app)
+    await authed(stack.app, 'operator')
       .post('/v1/promotions')
       .send({ registrationId: id, deadline: '1h', pollInterval: '1h' })
       .expect(202);
@@ -221,7 +223,7 @@ describe('revocation wins over promotion', () => {
     expect(await deviceIn('test', id)).toMatchObject({ status: 'disabled' });
     expect((await stack.dps.getIndividualEnrollment(id)).responseBody.provisioningStatus).toBe('disabled');
     // And a new promotion of the revoked device is refused by name.
-    await request(stack.app).post('/v1/promotions').send({ registrationId: id }).expect(202);
+    await authed(stack.app, 'operator').post('/v1/promotions').send({ registrationId: id }).expect(202);
     await expect(stack.temporal.client.workflow.getHandle(promotionWorkflowId(id)).result()).rejects.toMatchObject({
       cause: { type: 'DeviceRevoked' },
     });
@@ -289,7 +291,10 @@ describe('revoking a whole group', () => {
   it('also blocks a member that a promotion moved out of the group onto its own individual enrollment', async () => {
     const { enrolled, device } = await online('symmetricKeyGroup');
     const id = enrolled.registrationId;
-    await request(stack.app).post('/v1/promotions').send({ registrationId: id, pollInterval: '1s' }).expect(202);
+    await authed(stack.app, 'operator')
+      .post('/v1/promotions')
+      .send({ registrationId: id, pollInterval: '1s' })
+      .expect(202);
     const promoted: PromotionResult = await stack.temporal.client.workflow.getHandle(promotionWorkflowId(id)).result();
     expect(promoted.outcome).toBe('promoted');
     await connectedTo(device, stack.hosts.production);

@@ -3,12 +3,12 @@
  * device; the worker is replaced by the current build; the device comes back, and the waiting run finishes on the
  * new worker (on the code it started with, which the new build still carries behind `patched('promotion-v2')`).
  */
-import request from 'supertest';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { connectedTo, enrollDevice, simulate, startStack, type Stack } from '../helpers/stack';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(120_000);
 
@@ -34,7 +34,7 @@ it('finishes a promotion started on the previous release on the new worker, and 
   await connectedTo(device, stack.hosts.test);
   await device.stop();
   const id = enrolled.registrationId;
-  await request(stack.app)
+  await authed(stack.app, 'operator')
     .post('/v1/promotions')
     .send({ registrationId: id, pollInterval: '1s', deadline: '5m' })
     .expect(202);
@@ -65,7 +65,7 @@ it('finishes a promotion started on the previous release on the new worker, and 
   const nextDevice = simulate(stack, next);
   devices.push(nextDevice);
   await connectedTo(nextDevice, stack.hosts.test);
-  await request(stack.app)
+  await authed(stack.app, 'operator')
     .post('/v1/promotions')
     .send({ registrationId: next.registrationId, pollInterval: '1s' })
     .expect(202);

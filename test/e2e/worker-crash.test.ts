@@ -5,12 +5,12 @@
  * (counted by the emulator).
  */
 import type { ChildProcess } from 'node:child_process';
-import request from 'supertest';
 import { temporal } from '@temporalio/proto';
 import { promotionWorkflowId } from '../../common/messages';
 import type { PromotionResult } from '../../common/promotion';
 import { startWorkerProcess } from '../helpers/worker-process';
 import { connectedTo, enrollDevice, simulate, startStack, type Stack } from '../helpers/stack';
+import { authed } from '../helpers/credentials';
 
 jest.setTimeout(180_000);
 
@@ -41,7 +41,10 @@ it('completes a promotion after its worker process is killed during the enrollme
       latencyMs: 5_000,
     });
     child = await startWorkerProcess(stack);
-    await request(stack.app).post('/v1/promotions').send({ registrationId: id, pollInterval: '1s' }).expect(202);
+    await authed(stack.app, 'operator')
+      .post('/v1/promotions')
+      .send({ registrationId: id, pollInterval: '1s' })
+      .expect(202);
     const handle = stack.temporal.client.workflow.getHandle(promotionWorkflowId(id));
     await waitUntil(async () => !stack.emulator.faults.rules().some((r) => r.id === held.id), 60_000);
     expect(stack.emulator.counters.get({ surface: 'dps', operation: 'enrollmentUpdate', id })).toBe(1);

@@ -16,6 +16,7 @@ import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { WriteCounters } from '../../emulator/counters';
 import { configureDps } from '../../emulator/dps/runtime';
 import { startRegistryFixture, type RegistryFixture } from './registry-helpers';
+import { controlFetch } from '../helpers/control';
 
 let fx: RegistryFixture & { stop(): Promise<void> };
 let dps: ProvisioningServiceClient;
@@ -209,7 +210,10 @@ describe('control API', () => {
     });
     expect((await fx.control<{ total: number }>('GET', '/counters')).total).toBe(3);
 
-    const bad = await fetch(`${fx.emulator.controlUrl}/counters?operation=deviceExplode&colour=red`);
+    const bad = await controlFetch(
+      fx.emulator,
+      `${fx.emulator.controlUrl}/counters?operation=deviceExplode&colour=red`,
+    );
     expect(bad.status).toBe(400);
     const problem = (await bad.json()) as { issues: Array<{ path: string[] }> };
     expect(problem.issues.map((i) => i.path.join('.') || 'query')).toEqual(expect.arrayContaining(['operation']));

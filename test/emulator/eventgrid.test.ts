@@ -11,6 +11,7 @@ import { Registry } from 'azure-iothub';
 import { eventGridFor, type EventGridEvent } from '../../emulator/eventgrid/event-grid';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
+import { controlFetch } from '../helpers/control';
 
 interface Received {
   headers: http.IncomingHttpHeaders;
@@ -273,24 +274,30 @@ describe('Event Grid subscriptions', () => {
   it('manages subscriptions through the control API', async () => {
     const { subscriber, url } = await newSubscriber();
     const base = `${emulator.controlUrl}/eventgrid`;
-    const created = await fetch(`${base}/hubs/production/subscriptions/ops`, {
+    const created = await controlFetch(emulator, `${base}/hubs/production/subscriptions/ops`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ endpointUrl: url }),
     });
     expect(created.status).toBe(201);
     expect(subscriber.received).toHaveLength(1);
-    const listed = (await (await fetch(`${base}/subscriptions?hub=production`)).json()) as Array<{ name: string }>;
+    const listed = (await (await controlFetch(emulator, `${base}/subscriptions?hub=production`)).json()) as Array<{
+      name: string;
+    }>;
     expect(listed.map((s) => s.name)).toEqual(['ops']);
 
-    const bad = await fetch(`${base}/hubs/production/subscriptions/ops2`, {
+    const bad = await controlFetch(emulator, `${base}/hubs/production/subscriptions/ops2`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ endpointUrl: url, includedEventTypes: ['Microsoft.Devices.DeviceTelemetry'] }),
     });
     expect(bad.status).toBe(400);
 
-    expect((await fetch(`${base}/hubs/production/subscriptions/ops`, { method: 'DELETE' })).status).toBe(204);
-    expect((await fetch(`${base}/hubs/production/subscriptions/ops`, { method: 'DELETE' })).status).toBe(404);
+    expect(
+      (await controlFetch(emulator, `${base}/hubs/production/subscriptions/ops`, { method: 'DELETE' })).status,
+    ).toBe(204);
+    expect(
+      (await controlFetch(emulator, `${base}/hubs/production/subscriptions/ops`, { method: 'DELETE' })).status,
+    ).toBe(404);
   });
 });

@@ -15,6 +15,7 @@ import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { Registry } from 'azure-iothub';
 import { configureDps } from '../../emulator/dps/runtime';
 import { startRegistryFixture, type RegistryFixture } from './registry-helpers';
+import { controlFetch } from '../helpers/control';
 
 let fx: RegistryFixture & { stop(): Promise<void> };
 let production: Registry;
@@ -187,7 +188,7 @@ describe('control API', () => {
       { operation: 'connect', surface: 'mqtt', status: 500, phase: 'after' },
       { operation: 'deviceDelete', status: 500, colour: 'red' },
     ]) {
-      const res = await fetch(`${fx.emulator.controlUrl}/faults/rules`, {
+      const res = await controlFetch(fx.emulator, `${fx.emulator.controlUrl}/faults/rules`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(bad),
@@ -198,7 +199,9 @@ describe('control API', () => {
 
     await fx.control('DELETE', `/faults/rules/${created.id}`);
     expect((await fx.control<{ rules: unknown[] }>('GET', '/faults')).rules).toEqual([]);
-    const again = await fetch(`${fx.emulator.controlUrl}/faults/rules/${created.id}`, { method: 'DELETE' });
+    const again = await controlFetch(fx.emulator, `${fx.emulator.controlUrl}/faults/rules/${created.id}`, {
+      method: 'DELETE',
+    });
     expect(again.status).toBe(404);
   });
 });

@@ -22,6 +22,7 @@ import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { createSasToken } from '../../emulator/security/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import type { DeviceEvent, DeviceTelemetryEvent } from '../../emulator/state';
+import { controlFetch } from '../helpers/control';
 
 let emulator: RunningEmulator;
 let uninstallRouting: () => void;
@@ -581,13 +582,13 @@ describe('MQTT device connections', () => {
     await client.open();
     const base = `${emulator.controlUrl}/mqtt`;
     const post = (path: string, body: unknown): Promise<Response> =>
-      fetch(`${base}${path}`, {
+      controlFetch(emulator, `${base}${path}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
       });
 
-    const listed = (await (await fetch(`${base}/connections?hub=test`)).json()) as Array<{
+    const listed = (await (await controlFetch(emulator, `${base}/connections?hub=test`)).json()) as Array<{
       deviceId: string;
       authentication: string;
     }>;

@@ -24,6 +24,7 @@ import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { deriveDeviceKey } from '../../emulator/security/sas';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { WebhookSubscriber } from './webhook-subscriber';
+import { controlFetch } from '../helpers/control';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'emulator-state-'));
 const running = new Set<RunningEmulator>();
@@ -57,7 +58,7 @@ async function stop(emulator: RunningEmulator): Promise<void> {
 }
 
 async function control(emulator: RunningEmulator, method: string, route: string, body?: unknown): Promise<unknown> {
-  const res = await fetch(`${emulator.controlUrl}${route}`, {
+  const res = await controlFetch(emulator, `${emulator.controlUrl}${route}`, {
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),

@@ -6,6 +6,7 @@ type HttpMethodVerb = Parameters<RestApiClient['executeApiCall']>[0];
 import { Registry } from 'azure-iothub';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../../emulator/server';
+import { controlFetch } from '../helpers/control';
 
 export interface RegistryFixture {
   emulator: RunningEmulator;
@@ -46,7 +47,7 @@ export async function startRegistryFixture(
   const registry = Registry.fromConnectionString(connectionString);
 
   const control = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const res = await fetch(`${emulator.controlUrl}${path}`, {
+    const res = await controlFetch(emulator, `${emulator.controlUrl}${path}`, {
       method,
       headers: body === undefined ? {} : { 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),

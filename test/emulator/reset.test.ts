@@ -16,6 +16,7 @@ import { deviceBroker } from '../../emulator/mqtt/listener';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
 import { WebhookSubscriber } from './webhook-subscriber';
+import { controlFetch } from '../helpers/control';
 
 let emulator: RunningEmulator;
 let uninstallRouting: () => void;
@@ -41,7 +42,7 @@ afterAll(async () => {
 });
 
 async function control(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(`${emulator.controlUrl}${path}`, {
+  const res = await controlFetch(emulator, `${emulator.controlUrl}${path}`, {
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),

@@ -99,16 +99,19 @@ describe('simulator command line', () => {
 
   it('enrolls a device through the emulated DPS into a 0600 key file, and runs it with that file', async () => {
     const keyFile = path.join(dir, 'cli-1.key');
-    const enrolled = await run([
-      'enroll',
-      '--registration-id',
-      'cli-1',
-      '--symmetric-key-file',
-      keyFile,
-      '--control',
-      emulator.controlUrl!,
-      ...emulatorFlags(),
-    ]);
+    const enrolled = await run(
+      [
+        'enroll',
+        '--registration-id',
+        'cli-1',
+        '--symmetric-key-file',
+        keyFile,
+        '--control',
+        emulator.controlUrl!,
+        ...emulatorFlags(),
+      ],
+      { EMULATOR_CONTROL_TOKEN: emulator.controlToken },
+    );
     expect(enrolled).toMatchObject({ code: 0, stderr: '' });
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
     const stored = emulator.state.dps.enrollments.get('cli-1')!.attestation.symmetricKey!.primaryKey;
@@ -168,14 +171,10 @@ describe('simulator command line', () => {
   });
 
   it('enrolls a group, printing its key for the environment, and runs a fleet with SIMULATOR_GROUP_KEY', async () => {
-    const enrolled = await run([
-      'enroll',
-      '--group',
-      'cli-group',
-      '--control',
-      emulator.controlUrl!,
-      ...emulatorFlags(),
-    ]);
+    const enrolled = await run(
+      ['enroll', '--group', 'cli-group', '--control', emulator.controlUrl!, ...emulatorFlags()],
+      { EMULATOR_CONTROL_TOKEN: emulator.controlToken },
+    );
     expect(enrolled.code).toBe(0);
     const groupKey = /SIMULATOR_GROUP_KEY=(\S+)/.exec(enrolled.stdout)![1];
     expect(groupKey).toBe(emulator.state.dps.enrollmentGroups.get('cli-group')!.attestation.symmetricKey!.primaryKey);

@@ -7,6 +7,7 @@ import type { EnrollmentGroup, IndividualEnrollment } from 'azure-iot-provisioni
 import { Registry } from 'azure-iothub';
 import { createAzureClients, type AzureClients } from '../../activities/azure-clients';
 import { createApp } from '../../api/app';
+import { QuotasConfig } from '../../common/quotas';
 import { createLogger } from '../../common/logger';
 import { configureDps } from '../../emulator/dps/runtime';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
@@ -15,6 +16,10 @@ import { mintCertificate, type MintedCert } from '../../emulator/security/certs'
 import { SimulatedDevice, type Attestation, type SimulatedDeviceOptions } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { createWorker } from '../../worker/worker';
+import { Client } from '@temporalio/client';
+import type { PayloadCodec } from '@temporalio/common';
+import { dataConverterWith } from '../../common/payload-codec';
+import { testSecurity } from './credentials';
 import { connectToHarness, uniqueTaskQueue, workflowBundle, type TemporalTestContext } from './temporal';
 
 /**
@@ -42,7 +47,15 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(options: { workflowBundle?: WorkflowBundleWithSourceMap } = {}): Promise<Stack> {
+/** The emulator's quotas are off in tests; fleet operations plan against S3-sized hubs scaled well up. */
+export const STACK_QUOTAS = QuotasConfig.parse({
+  hubs: { test: { tier: 'S3', units: 10 }, production: { tier: 'S3', units: 10 } },
+  dps: { operationsPerMinute: 100_000 },
+});
+
+export async function startStack(
+  options: { workflowBundle?: WorkflowBundleWithSourceMap; codec?: PayloadCodec } = {},
+): Promise<Stack> {
   const emulator = await startEmulator({ controlPort: false });
   const uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
   configureDps(emulator.state.dps, { retryAfterSeconds: 0 });
@@ -54,15 +67,23 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
     test: emulator.state.hubs.get('test')!.hostName,
     production: emulator.state.hubs.get('production')!.hostName,
   };
-  const temporal = await connectToHarness();
+  const harness = await connectToHarness();
+  // With a codec, the API's client and the worker share it, as in production (common/payload-codec.ts).
+  const dataConverter = dataConverterWith(options.codec);
+  const temporal: TemporalTestContext = options.codec
+    ? { ...harness, client: new Client({ connection: harness.connection, namespace: 'default', dataConverter }) }
+    : harness;
   const taskQueue = uniqueTaskQueue('stack');
   const eventGridSecret = randomBytes(16).toString('hex');
   const app = createApp({
+    security: testSecurity(),
     client: temporal.client,
     taskQueue,
     log: createLogger('silent'),
     environments: hosts,
     eventGridSecret,
+    quotas: STACK_QUOTAS,
+    codec: options.codec,
   });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
@@ -76,9 +97,10 @@ export async function startStack(options: { workflowBundle?: WorkflowBundleWithS
       connection: temporal.nativeConnection,
       namespace: 'default',
       taskQueue,
-      deps: { azure, temporal: temporal.client },
+      deps: { azure, temporal: temporal.client, quotas: STACK_QUOTAS },
       workflowBundle: worker_.workflowBundle ?? (await workflowBundle()),
       shutdownGraceSeconds: 1,
+      dataConverter,
       ...(worker_.identity ? { identity: worker_.identity } : {}),
     });
     running = worker.run();

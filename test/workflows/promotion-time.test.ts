@@ -218,7 +218,7 @@ it('attempts every undo when one fails for good, waits for an operator, and comp
     // Three days later the operator has fixed the cause and retries: only the failed undo runs again.
     await env.sleep('3 days');
     broken = false;
-    const report = await handle.executeUpdate(retryCompensationUpdate);
+    const report = await handle.executeUpdate(retryCompensationUpdate, { args: [{}] });
     expect(report).toMatchObject({ attempts: 2, leftovers: [] });
     const { type, result } = await failure(handle);
     expect(type).toBe('ReconnectionDeadlineExceeded');

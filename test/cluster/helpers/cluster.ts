@@ -54,7 +54,7 @@ export async function startDrillCluster(name: string, overrides: Partial<Cluster
     const { emulator } = cluster;
     uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
     // Devices re-register at once when a hub rejects them (Azure's retry-after would only slow the drill).
-    const res = await fetch(`${emulator.controlUrl}/dps/settings`, {
+    const res = await cluster.controlFetch('/dps/settings', {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ retryAfterSeconds: 0 }),
@@ -79,7 +79,7 @@ export async function startDrillCluster(name: string, overrides: Partial<Cluster
 
 /** Emulator fault settings (latency on every Azure call keeps activities in flight while the drill strikes). */
 export async function setEmulatorFaults(drill: DrillCluster, faults: { latencyMs?: number }): Promise<void> {
-  const res = await fetch(`${drill.cluster.emulator.controlUrl}/faults`, {
+  const res = await drill.cluster.controlFetch('/faults', {
     method: 'PUT',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(faults),

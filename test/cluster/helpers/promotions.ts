@@ -137,7 +137,7 @@ export class PromotionsWorkload implements Workload {
 
   /** The emulator's write counters of one device, `surface/hub/operation` → count. */
   private async writesOf(id: string): Promise<Map<string, number>> {
-    const res = await fetch(`${this.drill.cluster.emulator.controlUrl}/counters?id=${encodeURIComponent(id)}`);
+    const res = await this.drill.cluster.controlFetch(`/counters?id=${encodeURIComponent(id)}`);
     const body = (await res.json()) as {
       counters: Array<{ surface: string; hub?: string; operation: string; count: number }>;
     };
@@ -180,14 +180,16 @@ export class PromotionsWorkload implements Workload {
     const deadline = Date.now() + 120_000;
     for (;;) {
       device.startAttempts++;
-      const answer = await fetch(`${this.drill.cluster.apiUrl}/v1/promotions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ registrationId: device.id, pollInterval: '2s' }),
-      }).then(
-        (res) => res.status,
-        () => 0,
-      );
+      const answer = await this.drill.cluster
+        .apiFetch('/v1/promotions', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ registrationId: device.id, pollInterval: '2s' }),
+        })
+        .then(
+          (res) => res.status,
+          () => 0,
+        );
       if (answer === 202 || answer === 409) break;
       if (Date.now() > deadline) throw new Error(`POST /v1/promotions for ${device.id}: last answer ${answer}`);
       await sleep(1_000);

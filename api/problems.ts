@@ -139,7 +139,13 @@ export const PROBLEMS = {
     slug: 'too-many-targets',
     status: 422,
     title: 'Too many targets for one call',
-    description: 'The remediation names more devices than its executor takes in one call; `limit` says how many.',
+    description: 'The remediation names more devices than one fleet operation lists; `limit` says how many.',
+  },
+  nothingToRemediate: {
+    slug: 'nothing-to-remediate',
+    status: 422,
+    title: 'Nothing to remediate',
+    description: 'The audit found no device of this finding type that an operation can name; `plan` says so.',
   },
   notExpressible: {
     slug: 'not-expressible',

@@ -7,8 +7,13 @@ import type { Logger } from '../common/logger';
 import { allFindings } from './audit-findings';
 import { describeRun, type ExecutionStatus, type Failure } from './operations';
 import type { AuditStatus } from '../common/audit';
+import type { FleetStatus } from '../common/fleet';
 import {
   auditStatusQuery,
+  fleetChunkWorkflowId,
+  fleetDevicesQuery,
+  fleetStatusQuery,
+  fleetWorkflowId,
   promotionStatusQuery,
   promotionWorkflowId,
   reinstatementWorkflowId,
@@ -16,6 +21,7 @@ import {
   revocationWorkflowId,
 } from '../common/messages';
 import type { PromotionResult } from '../common/promotion';
+import { REQUESTED_BY_MEMO, type RequestedBy } from '../common/requested-by';
 import type { ReinstatementResult, RevocationResult } from '../common/revocation';
 
 /**
@@ -48,7 +54,8 @@ export interface ReportHeader {
   /** How it ended (or `running`): the memo report's outcome, else the result's. */
   outcome?: string;
   phase?: string;
-  requestedBy?: string;
+  /** Who started it: the memo every operation the API starts records (common/requested-by.ts). */
+  requestedBy?: RequestedBy;
   reason?: string;
   startedAt: string;
   closedAt?: string;
@@ -121,13 +128,7 @@ export async function buildReport(client: Client, log: Logger, kind: ReportKind,
   };
   const text = (value: unknown) => (typeof value === 'string' && value ? value : undefined);
   const request = body?.request as Record<string, unknown> | undefined;
-  const memo = run.description.memo ?? {};
-  const requestedBy =
-    text(memo.requestedBy) ??
-    text(memoReport?.requestedBy) ??
-    text(body?.requestedBy) ??
-    text(request?.requestedBy) ??
-    text(input?.requestedBy);
+  const requestedBy = requestedByOf(run.description.memo?.[REQUESTED_BY_MEMO]);
   const reason = text(request?.reason) ?? text(memoReport?.reason) ?? text(input?.reason);
   const outcome =
     text(memoReport?.outcome) ?? text(body?.outcome) ?? (run.status === 'running' ? 'running' : undefined);
@@ -148,6 +149,11 @@ export async function buildReport(client: Client, log: Logger, kind: ReportKind,
     summary: kind.summary?.(reportRun) ?? {},
     rows: toAsync(kind.rows(reportRun)),
   };
+}
+
+function requestedByOf(value: unknown): RequestedBy | undefined {
+  const by = value as Partial<RequestedBy> | undefined;
+  return by && typeof by.subject === 'string' && typeof by.authMethod === 'string' ? (by as RequestedBy) : undefined;
 }
 
 /** The run's input (its first argument), from the first event of its history. */
@@ -289,6 +295,26 @@ for (const target of ['devices', 'groups'] as const) {
 }
 
 registerReportKind({
+  kind: 'fleet-operations',
+  idDescription: 'the fleet operation id',
+  idPattern: /^[A-Za-z0-9._:-]{1,128}$/,
+  workflowId: fleetWorkflowId,
+  statusQuery: fleetStatusQuery as QueryDefinition<unknown>,
+  rows: (run) => fleetRows(run),
+  summary: (run) => {
+    const fleet = run.body as Partial<FleetStatus> | undefined;
+    return {
+      operation: fleet?.operation,
+      plan: fleet?.plan,
+      counts: fleet?.counts,
+      started: fleet?.started,
+      ...(fleet?.abortedBecause ? { abortedBecause: fleet.abortedBecause } : {}),
+      ...(fleet?.operatorActions?.length ? { operatorActions: fleet.operatorActions } : {}),
+    };
+  },
+});
+
+registerReportKind({
   kind: 'audits',
   idDescription: 'the audit id',
   idPattern: /^audit-[A-Za-z0-9._:-]{1,120}$/,
@@ -325,7 +351,8 @@ function promotionRows(result: PromotionResult): ReportRow[] {
   const base = { registrationId: result.request.registrationId, deviceId: result.deviceId, outcome: result.outcome };
   const repointed = steps.some((s) => s.step === 'repointed');
   const removed = steps.find((s) => s.step === 'removedFromSource')?.detail ?? '';
-  const cleaned = steps.some((s) => s.step === 'sourceCleaned' && /deleted/.test(s.detail));
+  // The clean-up found the source identity deleted or already gone: either way it is absent now.
+  const cleaned = steps.some((s) => s.step === 'sourceCleaned' && /deleted|alreadyGone/.test(s.detail));
   const sourceAfter = !removed
     ? 'enabled'
     : undone('sourceDevice')
@@ -440,6 +467,39 @@ async function* auditRows(run: ReportRun): AsyncGenerator<ReportRow> {
         outcome: f.type,
         problems: [f.detail],
       };
+    }
+  }
+}
+
+/** How many devices one query of a chunk answers while a fleet operation's report is streamed. */
+const FLEET_DEVICES_PAGE = 500;
+
+/**
+ * One row per device of a fleet operation, read from its chunks a page at a time (as
+ * `GET /v1/fleet-operations/{id}/devices` does), so a large operation streams without being held in memory.
+ */
+async function* fleetRows(run: ReportRun): AsyncGenerator<ReportRow> {
+  const fleet = run.body as Partial<FleetStatus> | undefined;
+  const chunks = fleet?.plan?.chunks ?? 0;
+  // A dry run plans and starts no chunk: it has no devices to report.
+  if (!fleet || fleet.phase === 'planned') return;
+  const workflowId = run.description.workflowId;
+  for (let chunk = 0; chunk < chunks; chunk += 1) {
+    const handle = run.client.workflow.getHandle(fleetChunkWorkflowId(workflowId, chunk));
+    for (let offset = 0; ;) {
+      const page = await handle.query(fleetDevicesQuery, { offset, limit: FLEET_DEVICES_PAGE });
+      for (const d of page.devices) {
+        yield {
+          registrationId: d.registrationId,
+          ...(d.deviceId ? { deviceId: d.deviceId } : {}),
+          after: d.state,
+          action: `${fleet.operation}${d.attempts > 1 ? ` (${d.attempts} attempts)` : ''}${d.workflowId ? ` by ${d.workflowId}` : ''}`,
+          outcome: d.state,
+          problems: d.error ? [`${d.error.type}: ${d.error.message}`] : [],
+        };
+      }
+      offset += page.devices.length;
+      if (page.devices.length === 0 || offset >= page.total) break;
     }
   }
 }

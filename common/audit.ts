@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { durationMs } from './promotion';
+import type { RequestedBy } from './requested-by';
 
 /**
  * The fleet drift audit contract, shared by the API and the workflows. An audit reads DPS (individual enrollments,
@@ -136,7 +137,8 @@ export type AuditPhase = (typeof AUDIT_PHASES)[number];
 export interface AuditStatus {
   workflowId: string;
   request: AuditRequest;
-  requestedBy?: string;
+  /** Who started it (the API's caller, or who set up the schedule that started it). */
+  requestedBy?: RequestedBy;
   phase: AuditPhase;
   startedAt: string;
   phaseChangedAt: string;

@@ -21,7 +21,7 @@ import {
   type AuditStatus,
 } from '../common/audit';
 import { auditStatusQuery, OPERATIONS } from '../common/messages';
-import type { Requester } from '../common/revocation';
+import type { OperationContext, RequestedBy } from '../common/requested-by';
 import { SA } from '../common/search-attributes';
 import { PERMANENT_FAILURES } from './policies';
 import { failureOf } from './saga';
@@ -64,9 +64,13 @@ const BUCKETS_PER_RUN = 20;
  * and type in `auditFindings` workflows. Continues as new every BUCKETS_PER_RUN buckets, so a fleet of any size keeps
  * each run's history short.
  */
-export async function auditFleet(input: AuditRequestInput & Requester, carry?: AuditStatus): Promise<AuditResult> {
+export async function auditFleet(
+  input: AuditRequestInput,
+  context: OperationContext = {},
+  carry?: AuditStatus,
+): Promise<AuditResult> {
   const request = parse(input);
-  const run = new AuditRun(request, input.requestedBy, carry);
+  const run = new AuditRun(request, context.requestedBy, carry);
 
   // 1. Plan: which hubs, how many identities each, how many buckets.
   if (!carry) {
@@ -82,7 +86,7 @@ export async function auditFleet(input: AuditRequestInput & Requester, carry?: A
   // 2. One bucket at a time: scan, join, classify; the findings go to their chunks, the counts come back here.
   for (let thisRun = 0; run.status.buckets.done < run.status.buckets.total; thisRun += 1) {
     if (thisRun >= BUCKETS_PER_RUN || workflowInfo().continueAsNewSuggested) {
-      await continueAsNew<typeof auditFleet>(input, run.carry());
+      await continueAsNew<typeof auditFleet>(input, context, run.carry());
     }
     const bucket = run.status.buckets.done;
     const out = await scan
@@ -114,7 +118,7 @@ class AuditRun {
 
   constructor(
     readonly request: AuditRequest,
-    requestedBy: string | undefined,
+    requestedBy: RequestedBy | undefined,
     carry?: AuditStatus,
   ) {
     const now = new Date().toISOString();
@@ -207,6 +211,7 @@ class AuditRun {
         message,
         counts: this.status.counts,
         buckets: this.status.buckets,
+        ...(this.status.requestedBy ? { requestedBy: this.status.requestedBy } : {}),
         completedAt: new Date().toISOString(),
       },
     });
@@ -236,10 +241,8 @@ class AuditRun {
   }
 }
 
-function parse(input: AuditRequestInput & Requester): AuditRequest {
-  const rest: AuditRequestInput & Requester = { ...input };
-  delete rest.requestedBy;
-  const parsed = AuditRequest.safeParse(rest);
+function parse(input: AuditRequestInput): AuditRequest {
+  const parsed = AuditRequest.safeParse(input);
   if (!parsed.success) {
     throw ApplicationFailure.create({
       type: AuditErrors.invalidRequest,

@@ -28,15 +28,11 @@ import {
 } from '../operations';
 import { PageTokens } from '../page-tokens';
 import { problem, problemResponse } from '../problems';
-import {
-  enrollmentGroupsOf,
-  perDeviceRevocations,
-  planRemediation,
-  REMEDIABLE,
-  type RemediationExecutor,
-} from '../remediation';
+import { fleetStarter, fleetStatusUrl } from '../fleet-starter';
+import { planRemediation, REMEDIABLE } from '../remediation';
 import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
 import { validate } from '../validate';
+import { requestedBy } from '../auth/caller';
 import {
   AUDIT_PHASES,
   auditIdPattern,
@@ -48,7 +44,9 @@ import {
   type Finding,
 } from '../../common/audit';
 import { OPERATIONS, WORKFLOW_TYPES } from '../../common/messages';
+import { MAX_LISTED_DEVICES } from '../../common/fleet';
 import { durationMs } from '../../common/promotion';
+import { requestedByKeyword, requestedByStartOptions } from '../../common/requested-by';
 import { SA } from '../../common/search-attributes';
 
 /**
@@ -152,24 +150,29 @@ const Plan = z
     excluded: z.array(z.object({ deviceId: z.string(), reason: z.string() })),
     notes: z.array(z.string()),
     expressible: z.boolean(),
-    executor: z.string().describe('what carries it out on confirm'),
+    fleetDryRun: z
+      .object({
+        operationId: z.string(),
+        workflowId: z.string(),
+        statusUrl: z.string(),
+        plan: z.record(z.string(), z.unknown()).optional().describe('absent while the dry run still plans'),
+      })
+      .optional()
+      .describe('the fleet operation’s own dry run of the request: devices, hubs, the quota-bound rate and duration'),
+    confirmRole: z
+      .enum(['operator', 'admin'])
+      .optional()
+      .describe('the role confirming needs: admin above FLEET_OPERATOR_MAX_DEVICES devices'),
     dryRun: z.literal(true),
   })
   .passthrough();
 const RemediationStarted = z.object({
   auditId: z.string(),
   findingType: z.enum(REMEDIABLE),
-  executor: z.string(),
-  operations: z.array(
-    z.object({
-      registrationId: z.string(),
-      workflowId: z.string(),
-      runId: z.string(),
-      statusUrl: z.string(),
-      replayed: z.boolean(),
-    }),
-  ),
-  failed: z.array(z.object({ registrationId: z.string(), type: z.string(), detail: z.string() })),
+  operationId: z.string(),
+  workflowId: z.string(),
+  runId: z.string(),
+  statusUrl: z.string().describe('/v1/fleet-operations/<operationId>'),
 });
 
 const ScheduleView = z.object({
@@ -192,6 +195,7 @@ registerRoute({
   method: 'post',
   path: '/v1/audits/schedule',
   operationId: 'setAuditSchedule',
+  auth: 'admin',
   summary: 'Create or replace the audit schedule: an audit every interval, skipped while one still runs',
   temporal: true,
   request: { body: { required: true, content: json(AuditScheduleRequest) } },
@@ -201,6 +205,7 @@ registerRoute({
   method: 'get',
   path: '/v1/audits/schedule',
   operationId: 'getAuditSchedule',
+  auth: 'viewer',
   summary: 'The audit schedule: interval, next runs, recent and running audits, overlaps skipped',
   temporal: true,
   responses: {
@@ -212,6 +217,7 @@ registerRoute({
   method: 'delete',
   path: '/v1/audits/schedule',
   operationId: 'deleteAuditSchedule',
+  auth: 'admin',
   summary: 'Delete the audit schedule (a running audit goes on)',
   temporal: true,
   responses: { 204: { description: 'deleted' }, 404: problemResponse(404, ['scheduleNotFound']) },
@@ -220,6 +226,7 @@ registerRoute({
   method: 'post',
   path: '/v1/audits',
   operationId: 'startAudit',
+  auth: 'operator',
   summary: 'Audit the fleet for drift between DPS and the hubs',
   description:
     `Every audit has its own id. With ${IDEMPOTENCY_KEY_HEADER}, the same key and request answer the same audit ` +
@@ -240,6 +247,7 @@ registerRoute({
   method: 'get',
   path: '/v1/audits',
   operationId: 'listAudits',
+  auth: 'viewer',
   summary: 'List audits, newest first, by status or phase',
   temporal: true,
   request: { query: ListQuery },
@@ -254,6 +262,7 @@ registerRoute({
   method: 'get',
   path: '/v1/audits/{id}',
   operationId: 'getAudit',
+  auth: 'viewer',
   summary: 'An audit: progress and counts by finding type while it runs, then its result',
   temporal: true,
   request: { params: AuditIdParams },
@@ -266,6 +275,7 @@ registerRoute({
   method: 'get',
   path: '/v1/audits/{id}/findings',
   operationId: 'listAuditFindings',
+  auth: 'viewer',
   summary: 'An audit’s findings, one type or all, page by page',
   temporal: true,
   request: { params: AuditIdParams, query: FindingsQuery },
@@ -278,15 +288,33 @@ registerRoute({
   method: 'post',
   path: '/v1/audits/{id}/remediate',
   operationId: 'remediateAuditFindings',
-  summary: 'Turn an audit’s findings of one type into an operation: the plan (dry run), or with confirm, the operation',
+  auth: 'operator',
+  summary:
+    'Turn an audit’s findings of one type into a fleet operation: the plan (dry run), or with confirm, the operation',
+  description:
+    'Without confirm, answers the plan with the fleet operation’s own dry run (operator). With confirm, starts one ' +
+    'fleet operation over the devices found; over FLEET_OPERATOR_MAX_DEVICES (1,000 by default) devices that needs ' +
+    'the admin role. Confirming the same audit and finding type again answers the same fleet operation.',
   temporal: true,
   request: { params: AuditIdParams, body: { required: true, content: json(RemediateBody) } },
   responses: {
     200: { description: 'the plan (nothing changed)', content: json(Plan) },
-    202: { description: 'started', content: json(RemediationStarted) },
+    202: {
+      description: 'the fleet operation started; poll the Location',
+      headers: {
+        Location: { schema: { type: 'string' }, required: true, description: '/v1/fleet-operations/<operationId>' },
+      },
+      content: json(RemediationStarted),
+    },
     404: problemResponse(404, ['workflowNotFound'], 'no such audit'),
-    409: problemResponse(409, ['auditNotCompleted']),
-    422: problemResponse(422, ['notExpressible', 'tooManyTargets']),
+    409: problemResponse(409, ['auditNotCompleted', 'alreadyStarted']),
+    422: problemResponse(422, [
+      'notExpressible',
+      'tooManyTargets',
+      'nothingToRemediate',
+      'idempotencyKeyReused',
+      'planRefused',
+    ]),
   },
 });
 
@@ -305,8 +333,9 @@ const auditUrls = (auditId: string) => {
 export const auditScheduleId = (taskQueue: string) => `${taskQueue}-audit`;
 const scheduledAuditId = (taskQueue: string) => `audit-scheduled.${taskQueue}`;
 
-export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDeviceRevocations(deps)): Router {
+export function auditRoutes(deps: AppDeps): Router {
   const { client, taskQueue, log } = deps;
+  const fleet = fleetStarter(deps);
   const router = Router();
   const temporal = temporalDeadline(deps);
   const pageTokens = new PageTokens(deps.pageTokenSecret);
@@ -326,15 +355,20 @@ export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDe
 
   router.post('/audits/schedule', jsonBody(), validate({ body: AuditScheduleRequest }), temporal, async (req, res) => {
     const body = req.body as AuditScheduleRequest;
+    // The audits it starts record who set the schedule up.
+    const by = requestedBy(res);
+    const recorded = requestedByStartOptions(by);
     const action: ScheduleOptionsStartWorkflowAction<never> = {
       type: 'startWorkflow',
       workflowType: WORKFLOW_TYPES.auditFleet,
       workflowId: scheduledAuditId(taskQueue),
       taskQueue,
-      args: [body.audit] as never,
+      args: [body.audit, { requestedBy: by }] as never,
+      memo: recorded.memo,
       typedSearchAttributes: [
         { key: SA.operation, value: OPERATIONS.audit },
         { key: SA.phase, value: 'planning' },
+        recorded.searchAttribute,
       ],
       staticSummary: `Scheduled fleet audit (every ${body.interval})`,
     };
@@ -344,7 +378,7 @@ export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDe
     const policies = { overlap: 'SKIP' as const, catchupWindow: 60_000 };
     try {
       await client.schedule.create({ scheduleId, spec, action, policies, state: { paused: body.paused } });
-      log.info({ scheduleId, interval: body.interval }, 'audit schedule created');
+      log.info({ scheduleId, interval: body.interval, requestedBy: requestedByKeyword(by) }, 'audit schedule created');
     } catch (err) {
       if (!(err instanceof ScheduleAlreadyRunning)) throw err;
       await client.schedule.getHandle(scheduleId).update((previous) => ({
@@ -354,7 +388,7 @@ export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDe
         policies,
         state: { ...previous.state, paused: body.paused },
       }));
-      log.info({ scheduleId, interval: body.interval }, 'audit schedule updated');
+      log.info({ scheduleId, interval: body.interval, requestedBy: requestedByKeyword(by) }, 'audit schedule updated');
     }
     res.json(await scheduleView(client, scheduleId));
   });
@@ -370,6 +404,7 @@ export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDe
       if (err instanceof ScheduleNotFoundError) throw problem('scheduleNotFound', `no audit schedule ${scheduleId}`);
       throw err;
     }
+    log.info({ scheduleId, requestedBy: requestedByKeyword(requestedBy(res)) }, 'audit schedule deleted');
     res.status(204).end();
   });
 
@@ -387,6 +422,8 @@ export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDe
       const workflowId = idempotencyKey
         ? `audit-k${createHash('sha256').update(idempotencyKey).digest('base64url').slice(0, 22)}`
         : `audit-${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(3).toString('hex')}`;
+      const by = requestedBy(res);
+      const recorded = requestedByStartOptions(by);
       const started = await startIdempotently(client, {
         workflowId,
         request,
@@ -395,19 +432,23 @@ export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDe
           client.workflow.start(WORKFLOW_TYPES.auditFleet, {
             taskQueue,
             workflowId,
-            args: [request],
-            memo,
+            args: [request, { requestedBy: by }],
+            memo: { ...memo, ...recorded.memo },
             workflowIdConflictPolicy: 'FAIL',
             workflowIdReusePolicy: 'ALLOW_DUPLICATE',
             typedSearchAttributes: [
               { key: SA.operation, value: OPERATIONS.audit },
               { key: SA.phase, value: 'planning' },
+              recorded.searchAttribute,
             ],
             staticSummary: `Fleet audit (stale after ${request.staleAfterDays} days)`,
           }),
       });
       const { statusUrl } = auditUrls(started.workflowId);
-      log.info({ workflowId: started.workflowId, replayed: started.replayed }, 'audit started');
+      log.info(
+        { workflowId: started.workflowId, replayed: started.replayed, requestedBy: requestedByKeyword(by) },
+        'audit started',
+      );
       if (started.replayed) res.set(REPLAYED_HEADER, 'true');
       res.status(202).location(statusUrl).json({ workflowId: started.workflowId, runId: started.runId, statusUrl });
     },
@@ -502,38 +543,81 @@ export function auditRoutes(deps: AppDeps, executor: RemediationExecutor = perDe
         return list;
       });
       const plan = { auditId, ...planRemediation(auditId, body.findingType, findings, body.reason) };
-      const shown = { ...plan, executor: executor.name, dryRun: true as const };
+      const fleetRequest = plan.fleetOperation;
+      const targets = fleetRequest?.targets.registrationIds.length ?? 0;
+      if (targets > MAX_LISTED_DEVICES) {
+        throw problem('tooManyTargets', `${targets} devices; one fleet operation lists at most ${MAX_LISTED_DEVICES}`, {
+          extensions: { limit: MAX_LISTED_DEVICES },
+        });
+      }
+      const confirmRole = targets > fleet.maxForOperators ? ('admin' as const) : ('operator' as const);
+
       if (!body.confirm) {
-        res.json(shown);
+        // The fleet operation's own dry run: it changes nothing, so an operator may see the plan of any size.
+        let fleetDryRun;
+        if (fleetRequest && targets > 0) {
+          const request = fleet.schema.parse({ ...fleetRequest, dryRun: true });
+          const started = await fleet.start(request, { requestedBy: requestedBy(res) });
+          const planned = await fleet.dryRunPlan(res, started);
+          fleetDryRun = {
+            operationId: started.operationId,
+            workflowId: started.workflowId,
+            statusUrl: fleetStatusUrl(started.operationId),
+            ...(planned ? { plan: planned } : {}),
+          };
+        }
+        res.json({
+          ...plan,
+          ...(fleetDryRun ? { fleetDryRun } : {}),
+          ...(plan.expressible && targets > 0 ? { confirmRole } : {}),
+          dryRun: true,
+        });
         return;
       }
-      if (!plan.expressible || !plan.fleetOperation) {
+      if (!plan.expressible || !fleetRequest) {
         throw problem(
           'notExpressible',
           `${body.findingType} needs a hub-scoped operation that the API does not have yet`,
           {
-            extensions: { plan: shown },
+            extensions: { plan: { ...plan, dryRun: true } },
           },
         );
       }
-      const targets = plan.fleetOperation.targets.registrationIds.length;
-      if (targets > executor.limit) {
+      if (targets === 0) {
         throw problem(
-          'tooManyTargets',
-          `${targets} devices; the ${executor.name} executor takes ${executor.limit} per call`,
+          'nothingToRemediate',
+          `audit ${auditId} found no ${body.findingType} device that a fleet operation can name`,
           {
-            extensions: { limit: executor.limit },
+            extensions: { plan: { ...plan, dryRun: true } },
           },
         );
       }
-      const started = await withLongerTemporalDeadline(res, 60_000, () =>
-        executor.execute(plan.fleetOperation!, { enrollmentGroups: enrollmentGroupsOf(findings) }),
-      );
+      const request = fleet.schema.parse({ ...fleetRequest, dryRun: false });
+      // Above the operator's limit, admin (403 otherwise), exactly as POST /v1/fleet-operations decides.
+      const context = fleet.contextFor(res, request);
+      // One remediation per audit and finding type: confirming again answers the operation already started.
+      const started = await fleet.start(request, context, `audit-remediation/${auditId}/${body.findingType}`);
+      const statusUrl = fleetStatusUrl(started.operationId);
       log.info(
-        { auditId, findingType: body.findingType, started: started.operations.length, failed: started.failed.length },
+        {
+          auditId,
+          findingType: body.findingType,
+          devices: targets,
+          fleetOperation: started.workflowId,
+          replayed: started.replayed,
+          requestedBy: requestedByKeyword(context.requestedBy!),
+        },
         'audit remediation started',
       );
-      res.status(202).json({ auditId, findingType: body.findingType, ...started });
+      if (started.replayed) res.set(REPLAYED_HEADER, 'true');
+      res.status(202).location(statusUrl).json({
+        auditId,
+        findingType: body.findingType,
+        operationId: started.operationId,
+        workflowId: started.workflowId,
+        runId: started.runId,
+        statusUrl,
+      });
     },
   );
 

@@ -21,8 +21,14 @@ const Params = z.object({
   kind: z
     .string()
     .regex(/^[a-z][a-z-]{0,39}$/, 'a report kind')
-    .describe('promotions, revocations, group-revocations, reinstatements, group-reinstatements, audits, …'),
-  id: z.string().min(1).max(160).describe('the operation’s business id: registration id, group id or audit id'),
+    .describe(
+      'promotions, revocations, group-revocations, reinstatements, group-reinstatements, fleet-operations, audits, …',
+    ),
+  id: z
+    .string()
+    .min(1)
+    .max(160)
+    .describe('the operation’s business id: registration id, group id, fleet operation id or audit id'),
 });
 const Query = z.strictObject({ format: z.enum(['json', 'csv']).optional().describe('overrides Accept') });
 
@@ -44,7 +50,10 @@ const ReportSchema = z.object({
   status: z.string(),
   outcome: z.string().optional(),
   phase: z.string().optional(),
-  requestedBy: z.string().optional(),
+  requestedBy: z
+    .object({ subject: z.string(), name: z.string().optional(), authMethod: z.enum(['oidc', 'apiKey']) })
+    .optional()
+    .describe('who started the operation, from its memo'),
   reason: z.string().optional(),
   startedAt: z.string(),
   closedAt: z.string().optional(),
@@ -57,6 +66,7 @@ registerRoute({
   method: 'get',
   path: '/v1/reports/{kind}/{id}',
   operationId: 'getReport',
+  auth: 'viewer',
   summary: 'The report of an operation: what changed where, before and after, who asked, when, the outcome per device',
   description:
     'JSON by default; CSV (RFC 4180, CRLF, a header line; cells starting with = + - @ are prefixed with a quote) ' +

@@ -4,8 +4,10 @@
  * skipped, never stacked; and an audit of a fleet split into several buckets finds every device exactly once.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import request from 'supertest';
 import type { AuditResult, Finding } from '../../common/audit';
+import { REQUESTED_BY_MEMO } from '../../common/requested-by';
+import { SA } from '../../common/search-attributes';
+import { authed } from '../helpers/credentials';
 import { startStack, uniqueId, type Stack } from '../helpers/stack';
 
 jest.setTimeout(180_000);
@@ -29,7 +31,7 @@ describe('the audit schedule', () => {
       latencyMs: 2_000,
       times: 1_000,
     });
-    const set = await request(stack.app)
+    const set = await authed(stack.app, 'admin')
       .post('/v1/audits/schedule')
       .send({ interval: '1s', audit: { staleAfterDays: 7 } })
       .expect(200);
@@ -40,7 +42,7 @@ describe('the audit schedule', () => {
     let mostRunning = 0;
     while (Date.now() < deadline && !(schedule.actionsTaken >= 1 && schedule.skippedOverlaps >= 3)) {
       await sleep(300);
-      schedule = (await request(stack.app).get('/v1/audits/schedule').expect(200)).body;
+      schedule = (await authed(stack.app, 'viewer').get('/v1/audits/schedule').expect(200)).body;
       mostRunning = Math.max(mostRunning, schedule.runningAudits.length);
     }
     expect(schedule.skippedOverlaps).toBeGreaterThanOrEqual(3);
@@ -53,21 +55,30 @@ describe('the audit schedule', () => {
     expect(auditId).toMatch(/^audit-scheduled\./);
     const result: AuditResult = await stack.temporal.client.workflow.getHandle(auditId).result();
     expect(result).toMatchObject({ phase: 'completed', request: { staleAfterDays: 7 } });
-    const listed = await request(stack.app).get('/v1/audits').expect(200);
+    // It records who set up the schedule, as an audit started through the API records its caller.
+    const admin = { subject: 'test-admin', name: 'test admin', authMethod: 'apiKey' };
+    expect(result.requestedBy).toEqual(admin);
+    const description = await stack.temporal.client.workflow.getHandle(auditId).describe();
+    expect(description.memo?.[REQUESTED_BY_MEMO]).toEqual(admin);
+    expect(description.typedSearchAttributes.get(SA.requestedBy)).toBe('apiKey:test-admin');
+    const listed = await authed(stack.app, 'viewer').get('/v1/audits').expect(200);
     expect(listed.body.audits.map((a: { auditId: string }) => a.auditId)).toContain(auditId);
 
     // Replaced in place, then deleted (an audit it started goes on).
-    const changed = await request(stack.app)
+    const changed = await authed(stack.app, 'admin')
       .post('/v1/audits/schedule')
       .send({ interval: '6h', paused: true })
       .expect(200);
     expect(changed.body).toMatchObject({ interval: '6h', paused: true });
-    await request(stack.app).delete('/v1/audits/schedule').expect(204);
-    await request(stack.app).get('/v1/audits/schedule').expect(404);
-    await request(stack.app).delete('/v1/audits/schedule').expect(404);
-    const bad = await request(stack.app).post('/v1/audits/schedule').send({ interval: '1h', offset: '2h' }).expect(400);
+    await authed(stack.app, 'admin').delete('/v1/audits/schedule').expect(204);
+    await authed(stack.app, 'viewer').get('/v1/audits/schedule').expect(404);
+    await authed(stack.app, 'admin').delete('/v1/audits/schedule').expect(404);
+    const bad = await authed(stack.app, 'admin')
+      .post('/v1/audits/schedule')
+      .send({ interval: '1h', offset: '2h' })
+      .expect(400);
     expect(bad.body.issues).toEqual([expect.objectContaining({ path: ['body', 'offset'] })]);
-    await request(stack.app).get('/v1/audits/schedule').expect(404);
+    await authed(stack.app, 'viewer').get('/v1/audits/schedule').expect(404);
     // An audit it started after the first one (at speed, so short) is let finish.
     for await (const run of stack.temporal.client.workflow.list({
       query: `WorkflowType = 'auditFleet' AND ExecutionStatus = 'Running' AND TaskQueue = '${stack.taskQueue}'`,
@@ -86,7 +97,7 @@ describe('a fleet larger than one bucket', () => {
     }
     // 2,050 identities, at most 100 per bucket: 21 buckets, so the audit continues as new after its 20th. (At S1's
     // default pace of 20 queries a minute, its 84 queries would take more than 4 minutes.)
-    const res = await request(stack.app)
+    const res = await authed(stack.app, 'operator')
       .post('/v1/audits')
       .send({ bucketDevices: 100, hubQueriesPerMinute: 10_000 })
       .expect(202);
@@ -99,7 +110,7 @@ describe('a fleet larger than one bucket', () => {
 
     const seen: Finding[] = [];
     for (let token: string | undefined; ;) {
-      const page = await request(stack.app)
+      const page = await authed(stack.app, 'viewer')
         .get(`/v1/audits/${res.body.workflowId}/findings`)
         .query({ type: 'orphan', pageSize: 500, ...(token ? { nextPageToken: token } : {}) })
         .expect(200);
@@ -110,7 +121,7 @@ describe('a fleet larger than one bucket', () => {
     expect(seen.map((f) => f.deviceId).sort()).toEqual(ids);
 
     const one: AuditResult = await stack.temporal.client.workflow
-      .getHandle((await request(stack.app).post('/v1/audits').send({}).expect(202)).body.workflowId)
+      .getHandle((await authed(stack.app, 'operator').post('/v1/audits').send({}).expect(202)).body.workflowId)
       .result();
     expect(one).toMatchObject({ buckets: { total: 1, done: 1 }, runs: 1 });
     expect(one.bucketResults[0].chunks.orphan).toBe(11);
@@ -123,7 +134,7 @@ describe('throttling', () => {
     await stack.registries.test.addDevices([{ deviceId: 'throttled-1' }, { deviceId: 'throttled-2' }]);
     stack.emulator.faults.addRule({ surface: 'hub', operation: 'queryDevices', status: 429, times: 2 });
     stack.emulator.faults.addRule({ surface: 'dpsService', operation: 'queryEnrollments', status: 503, times: 1 });
-    const res = await request(stack.app).post('/v1/audits').send({}).expect(202);
+    const res = await authed(stack.app, 'operator').post('/v1/audits').send({}).expect(202);
     const result: AuditResult = await stack.temporal.client.workflow.getHandle(res.body.workflowId).result();
     expect(result.counts.orphan).toBe(2);
     expect(result.bucketResults[0].attempt).toBe(1);

@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { parse as parseCsv } from 'csv-parse/sync';
-import request from 'supertest';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { IndividualEnrollment } from 'azure-iot-provisioning-service/dist/interfaces';
 import { ProvisioningDeviceClient } from 'azure-iot-provisioning-device';
@@ -15,8 +14,12 @@ import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import { Client as DeviceClient } from 'azure-iot-device';
 import { Mqtt as DeviceMqtt } from 'azure-iot-device-mqtt';
 import { auditFindingsChunkId, type AuditResult, type Finding } from '../../common/audit';
-import type { RevocationResult } from '../../common/revocation';
+import type { FleetResult } from '../../common/fleet';
+import { REQUESTED_BY_MEMO } from '../../common/requested-by';
 import { GLOBAL_DPS_HOST } from '../../emulator/state';
+import { createApp } from '../../api/app';
+import { createLogger } from '../../common/logger';
+import { authed, testSecurity } from '../helpers/credentials';
 import { recordHistory } from '../helpers/histories';
 import {
   connectedTo,
@@ -78,7 +81,7 @@ async function registerOnly(enrolled: EnrolledDevice) {
 async function audit(
   body: Record<string, unknown> = {},
 ): Promise<{ id: string; handle: WorkflowHandle; result: AuditResult }> {
-  const res = await request(stack.app).post('/v1/audits').send(body).expect(202);
+  const res = await authed(stack.app, 'operator').post('/v1/audits').send(body).expect(202);
   expect(res.headers.location).toBe(`/v1/audits/${res.body.workflowId}`);
   const handle = stack.temporal.client.workflow.getHandle(res.body.workflowId);
   return { id: res.body.workflowId, handle, result: await handle.result() };
@@ -89,7 +92,7 @@ async function findingsOf(id: string, pageSize: number): Promise<{ findings: Fin
   const findings: Finding[] = [];
   let pages = 0;
   for (let token: string | undefined; ;) {
-    const res = await request(stack.app)
+    const res = await authed(stack.app, 'viewer')
       .get(`/v1/audits/${id}/findings`)
       .query({ pageSize, ...(token ? { nextPageToken: token } : {}) })
       .expect(200);
@@ -122,7 +125,7 @@ describe('a fleet with one device of every finding type, made by hand', () => {
     await provisionedAndSeen('symmetricKeyGroup');
     await provisionedAndSeen('x509');
     const revoked = await provisionedAndSeen('symmetricKey');
-    const revocation = await request(stack.app)
+    const revocation = await authed(stack.app, 'operator')
       .post('/v1/revocations')
       .send({ registrationId: revoked.registrationId, reason: 'retired' })
       .expect(202);
@@ -200,11 +203,17 @@ describe('a fleet with one device of every finding type, made by hand', () => {
     expect(byType.authMismatch.detail).toMatch(/sas authentication for a x509 enrollment/);
 
     // One type at a time, too.
-    const stale = await request(stack.app).get(`/v1/audits/${first.id}/findings`).query({ type: 'stale' }).expect(200);
+    const stale = await authed(stack.app, 'viewer')
+      .get(`/v1/audits/${first.id}/findings`)
+      .query({ type: 'stale' })
+      .expect(200);
     expect(stale.body).toMatchObject({ complete: true, findings: [expect.objectContaining({ deviceId: ids.stale })] });
     // A token is good for its own listing only.
-    const page = await request(stack.app).get(`/v1/audits/${first.id}/findings`).query({ pageSize: 1 }).expect(200);
-    await request(stack.app)
+    const page = await authed(stack.app, 'viewer')
+      .get(`/v1/audits/${first.id}/findings`)
+      .query({ pageSize: 1 })
+      .expect(200);
+    await authed(stack.app, 'viewer')
       .get(`/v1/audits/${first.id}/findings`)
       .query({ type: 'stale', nextPageToken: page.body.nextPageToken })
       .expect(400);
@@ -215,7 +224,7 @@ describe('a fleet with one device of every finding type, made by hand', () => {
   });
 
   it('shows its progress and counts by finding type in the API and in the Temporal UI’s details', async () => {
-    const detail = await request(stack.app).get(`/v1/audits/${first.id}`).expect(200);
+    const detail = await authed(stack.app, 'viewer').get(`/v1/audits/${first.id}`).expect(200);
     expect(detail.body).toMatchObject({
       auditId: first.id,
       status: 'completed',
@@ -227,12 +236,12 @@ describe('a fleet with one device of every finding type, made by hand', () => {
     const metadata = (await first.handle.query('__temporal_workflow_metadata')) as { currentDetails?: string };
     expect(metadata.currentDetails).toMatch(/\| revokedButActive \| 1 \|/);
     expect(metadata.currentDetails).toMatch(/Buckets: 1 of 1 done/);
-    const listed = await request(stack.app).get('/v1/audits').query({ status: 'completed' }).expect(200);
+    const listed = await authed(stack.app, 'viewer').get('/v1/audits').query({ status: 'completed' }).expect(200);
     expect(listed.body.audits.map((a: { auditId: string }) => a.auditId)).toContain(first.id);
   });
 
   it('downloads the audit report as JSON and as CSV, one row per finding and identity', async () => {
-    const jsonReport = await request(stack.app).get(`/v1/reports/audits/${first.id}`).expect(200);
+    const jsonReport = await authed(stack.app, 'viewer').get(`/v1/reports/audits/${first.id}`).expect(200);
     expect(jsonReport.headers['content-type']).toMatch(/^application\/json/);
     expect(jsonReport.body).toMatchObject({ kind: 'audits', id: first.id, status: 'completed', outcome: 'findings' });
     expect(jsonReport.body.summary.counts).toEqual(first.result.counts);
@@ -247,7 +256,10 @@ describe('a fleet with one device of every finding type, made by hand', () => {
       'stale',
       'wrongHub',
     ]);
-    const csv = await request(stack.app).get(`/v1/reports/audits/${first.id}`).set('Accept', 'text/csv').expect(200);
+    const csv = await authed(stack.app, 'viewer')
+      .get(`/v1/reports/audits/${first.id}`)
+      .set('Accept', 'text/csv')
+      .expect(200);
     expect(csv.headers['content-type']).toMatch(/^text\/csv/);
     expect(csv.text).toContain('\r\n');
     const records = parseCsv(csv.text, { columns: true }) as Array<Record<string, string>>;
@@ -268,37 +280,66 @@ describe('a fleet with one device of every finding type, made by hand', () => {
       deviceId: ids.orphan,
       hub: stack.hosts.production,
     });
-    const viaQuery = await request(stack.app).get(`/v1/reports/audits/${first.id}?format=csv`).expect(200);
+    const viaQuery = await authed(stack.app, 'viewer').get(`/v1/reports/audits/${first.id}?format=csv`).expect(200);
     expect(viaQuery.text).toBe(csv.text);
   });
 
-  it('plans a remediation first, carries it out on confirm, and the next audit is clean of revoked-but-active devices', async () => {
+  it('plans a remediation with the fleet operation’s dry run, carries it out as one fleet operation on confirm, and the next audit is clean of revoked-but-active devices', async () => {
     const url = `/v1/audits/${first.id}/remediate`;
-    const plan = await request(stack.app).post(url).send({ findingType: 'revokedButActive' }).expect(200);
+    const operator = { subject: 'test-operator', name: 'test operator', authMethod: 'apiKey' };
+    await authed(stack.app, 'viewer').post(url).send({ findingType: 'revokedButActive' }).expect(403);
+    const plan = await authed(stack.app, 'operator').post(url).send({ findingType: 'revokedButActive' }).expect(200);
     expect(plan.body).toMatchObject({
       dryRun: true,
       expressible: true,
       findings: 1,
-      executor: 'revocations',
+      confirmRole: 'operator',
       fleetOperation: {
         operation: 'revoke',
         targets: { registrationIds: [ids.revokedButActive] },
         parameters: { hubAction: 'disable' },
       },
+      fleetDryRun: {
+        workflowId: expect.stringMatching(/^fleet\//),
+        plan: { devices: 1, sample: [ids.revokedButActive], chunks: 1 },
+      },
     });
     // A dry run changes nothing.
     expect((await stack.registries.test.get(ids.revokedButActive)).responseBody.status).toBe('enabled');
 
-    const started = await request(stack.app)
+    const started = await authed(stack.app, 'operator')
       .post(url)
       .send({ findingType: 'revokedButActive', confirm: true })
       .expect(202);
-    expect(started.body).toMatchObject({ executor: 'revocations', failed: [] });
-    expect(started.body.operations).toEqual([expect.objectContaining({ registrationId: ids.revokedButActive })]);
-    const revocation = stack.temporal.client.workflow.getHandle(started.body.operations[0].workflowId);
-    const revoked: RevocationResult = await revocation.result();
-    expect(revoked.outcome).toBe('revoked');
-    expect(revoked.devices[0].dps).toMatchObject({ enrollment: 'individualDisabled', changed: false });
+    const { operationId } = started.body;
+    expect(started.body).toMatchObject({
+      auditId: first.id,
+      findingType: 'revokedButActive',
+      workflowId: `fleet/${operationId}`,
+      statusUrl: `/v1/fleet-operations/${operationId}`,
+    });
+    expect(started.headers.location).toBe(`/v1/fleet-operations/${operationId}`);
+    // One fleet operation over the devices found, recorded as the caller's, like any fleet operation.
+    const fleetHandle = stack.temporal.client.workflow.getHandle(started.body.workflowId);
+    const fleet: FleetResult = await fleetHandle.result();
+    expect(fleet).toMatchObject({
+      operation: 'revoke',
+      outcome: 'completed',
+      requestedBy: operator,
+      counts: { succeeded: 1, failed: 0, timedOut: 0, pending: 0 },
+    });
+    expect((await fleetHandle.describe()).memo?.[REQUESTED_BY_MEMO]).toEqual(operator);
+    const devices = await authed(stack.app, 'viewer').get(`/v1/fleet-operations/${operationId}/devices`).expect(200);
+    expect(devices.body.devices).toEqual([
+      expect.objectContaining({ registrationId: ids.revokedButActive, state: 'succeeded' }),
+    ]);
+    expect((await stack.registries.test.get(ids.revokedButActive)).responseBody.status).toBe('disabled');
+    // Confirming again answers the same fleet operation: an audit's finding type is remediated once.
+    const again = await authed(stack.app, 'operator')
+      .post(url)
+      .send({ findingType: 'revokedButActive', confirm: true })
+      .expect(202);
+    expect([again.body.operationId, again.headers['idempotent-replayed']]).toEqual([operationId, 'true']);
 
     const next = await audit({ staleAfterDays: 30 });
     expect(next.result.counts.revokedButActive).toBe(0);
@@ -311,28 +352,57 @@ describe('a fleet with one device of every finding type, made by hand', () => {
       ),
     );
 
-    // The revocation's own report: who, what, where, before and after.
-    const report = await request(stack.app).get(`/v1/reports/revocations/${ids.revokedButActive}`).expect(200);
-    expect(report.body).toMatchObject({ kind: 'revocations', outcome: 'revoked', status: 'completed' });
-    expect(report.body.reason).toMatch(new RegExp(`audit ${first.id}`));
-    expect(report.body.rows).toEqual(
-      expect.arrayContaining([
-        expect.objectContaining({ hub: 'dps', before: 'individualDisabled', action: 'none' }),
-        expect.objectContaining({
-          hub: stack.hosts.test,
-          before: 'enabled',
-          action: 'disabled',
-          after: 'disabled (Disconnected)',
-        }),
-      ]),
-    );
-    const csv = await request(stack.app).get(`/v1/reports/revocations/${ids.revokedButActive}?format=csv`).expect(200);
-    expect(parseCsv(csv.text, { columns: true })).toHaveLength(report.body.rows.length);
+    // The fleet operation's report: who asked, the outcome, one row per device.
+    const report = await authed(stack.app, 'viewer').get(`/v1/reports/fleet-operations/${operationId}`).expect(200);
+    expect(report.body).toMatchObject({
+      kind: 'fleet-operations',
+      id: operationId,
+      status: 'completed',
+      outcome: 'completed',
+      requestedBy: operator,
+      summary: { operation: 'revoke', counts: expect.objectContaining({ succeeded: 1 }) },
+      rows: [
+        expect.objectContaining({ registrationId: ids.revokedButActive, after: 'succeeded', outcome: 'succeeded' }),
+      ],
+    });
+    const csv = await authed(stack.app, 'viewer')
+      .get(`/v1/reports/fleet-operations/${operationId}?format=csv`)
+      .expect(200);
+    expect(parseCsv(csv.text, { columns: true })).toEqual([
+      expect.objectContaining({ kind: 'fleet-operations', id: operationId, registrationId: ids.revokedButActive }),
+    ]);
+    // The audit's report says who started it.
+    const auditReport = await authed(stack.app, 'viewer').get(`/v1/reports/audits/${next.id}`).expect(200);
+    expect(auditReport.body.requestedBy).toEqual(operator);
+  });
+
+  it('needs the admin role to confirm a remediation over the operator’s fleet operation limit', async () => {
+    // An API whose operators may change no device in one fleet operation (FLEET_OPERATOR_MAX_DEVICES=0).
+    const strict = createApp({
+      security: testSecurity(),
+      client: stack.temporal.client,
+      taskQueue: stack.taskQueue,
+      log: createLogger('silent'),
+      environments: stack.hosts,
+      fleetOperatorMaxDevices: 0,
+    });
+    const url = `/v1/audits/${first.id}/remediate`;
+    const plan = await authed(strict, 'operator').post(url).send({ findingType: 'orphan' }).expect(200);
+    expect(plan.body).toMatchObject({ confirmRole: 'admin', fleetDryRun: { plan: { devices: 1 } } });
+    const refused = await authed(strict, 'operator')
+      .post(url)
+      .send({ findingType: 'orphan', confirm: true })
+      .expect(403);
+    expect(refused.body).toMatchObject({ type: '/problems/forbidden', requiredRole: 'admin' });
+    expect((await stack.registries.production.get(ids.orphan)).responseBody.deviceId).toBe(ids.orphan);
   });
 
   it('refuses to carry out a cleanup the operations cannot express, and says what it proposes', async () => {
     const url = `/v1/audits/${first.id}/remediate`;
-    const res = await request(stack.app).post(url).send({ findingType: 'duplicate', confirm: true }).expect(422);
+    const res = await authed(stack.app, 'operator')
+      .post(url)
+      .send({ findingType: 'duplicate', confirm: true })
+      .expect(422);
     expect(res.body).toMatchObject({
       type: '/problems/not-expressible',
       plan: {
@@ -343,27 +413,27 @@ describe('a fleet with one device of every finding type, made by hand', () => {
         },
       },
     });
-    const wrongHub = await request(stack.app).post(url).send({ findingType: 'wrongHub' }).expect(200);
+    const wrongHub = await authed(stack.app, 'operator').post(url).send({ findingType: 'wrongHub' }).expect(200);
     expect(wrongHub.body.proposal.devices).toEqual([
       { registrationId: ids.wrongHub, deviceId: ids.wrongHub, disableIn: ['production'] },
     ]);
-    const orphan = await request(stack.app).post(url).send({ findingType: 'orphan' }).expect(200);
+    const orphan = await authed(stack.app, 'operator').post(url).send({ findingType: 'orphan' }).expect(200);
     expect(orphan.body.fleetOperation).toMatchObject({
       operation: 'revoke',
       targets: { registrationIds: [ids.orphan] },
       parameters: { hubAction: 'delete' },
     });
-    await request(stack.app).post(url).send({ findingType: 'stale' }).expect(400);
+    await authed(stack.app, 'operator').post(url).send({ findingType: 'stale' }).expect(400);
   });
 
   it('answers 404 for an audit that does not exist, and 409 when remediating one still running', async () => {
-    await request(stack.app).get('/v1/audits/audit-nothing-here').expect(404);
-    await request(stack.app).get('/v1/reports/audits/audit-nothing-here').expect(404);
-    await request(stack.app).get('/v1/reports/no-such-kind/x').expect(404);
+    await authed(stack.app, 'viewer').get('/v1/audits/audit-nothing-here').expect(404);
+    await authed(stack.app, 'viewer').get('/v1/reports/audits/audit-nothing-here').expect(404);
+    await authed(stack.app, 'viewer').get('/v1/reports/no-such-kind/x').expect(404);
     await stack.stopWorker();
     try {
-      const res = await request(stack.app).post('/v1/audits').send({}).expect(202);
-      const busy = await request(stack.app)
+      const res = await authed(stack.app, 'operator').post('/v1/audits').send({}).expect(202);
+      const busy = await authed(stack.app, 'operator')
         .post(`/v1/audits/${res.body.workflowId}/remediate`)
         .send({ findingType: 'orphan' })
         .expect(409);
@@ -382,9 +452,12 @@ describe('reports of the other operations', () => {
     try {
       await connectedTo(device, stack.hosts.test);
       const id = enrolled.registrationId;
-      await request(stack.app).post('/v1/promotions').send({ registrationId: id, pollInterval: '1s' }).expect(202);
+      await authed(stack.app, 'operator')
+        .post('/v1/promotions')
+        .send({ registrationId: id, pollInterval: '1s' })
+        .expect(202);
       await stack.temporal.client.workflow.getHandle(`promote/${id}`).result();
-      const promotion = await request(stack.app).get(`/v1/reports/promotions/${id}`).expect(200);
+      const promotion = await authed(stack.app, 'viewer').get(`/v1/reports/promotions/${id}`).expect(200);
       expect(promotion.body).toMatchObject({ kind: 'promotions', id, status: 'completed', outcome: 'promoted' });
       expect(promotion.body.rows).toEqual([
         expect.objectContaining({
@@ -395,14 +468,25 @@ describe('reports of the other operations', () => {
         expect.objectContaining({ hub: stack.hosts.test, before: 'enabled', after: 'absent', outcome: 'promoted' }),
         expect.objectContaining({ hub: stack.hosts.production, before: 'absent', after: 'enabled, connected' }),
       ]);
-      const csv = await request(stack.app).get(`/v1/reports/promotions/${id}`).set('Accept', 'text/csv').expect(200);
+      const csv = await authed(stack.app, 'viewer')
+        .get(`/v1/reports/promotions/${id}`)
+        .set('Accept', 'text/csv')
+        .expect(200);
       expect(parseCsv(csv.text, { columns: true })).toHaveLength(3);
 
-      await request(stack.app).post('/v1/revocations').send({ registrationId: id, reason: 'lost' }).expect(202);
+      await authed(stack.app, 'operator')
+        .post('/v1/revocations')
+        .send({ registrationId: id, reason: 'lost' })
+        .expect(202);
       await stack.temporal.client.workflow.getHandle(`revoke/${id}`).result();
-      await request(stack.app).post('/v1/reinstatements').send({ registrationId: id, reason: 'found' }).expect(202);
+      await authed(stack.app, 'admin')
+        .post('/v1/reinstatements')
+        .send({ registrationId: id, reason: 'found' })
+        .expect(202);
       await stack.temporal.client.workflow.getHandle(`reinstate/${id}`).result();
-      const reinstatement = await request(stack.app).get(`/v1/reports/reinstatements/${id}?format=json`).expect(200);
+      const reinstatement = await authed(stack.app, 'viewer')
+        .get(`/v1/reports/reinstatements/${id}?format=json`)
+        .expect(200);
       expect(reinstatement.body).toMatchObject({ kind: 'reinstatements', outcome: 'reinstated', reason: 'found' });
       expect(reinstatement.body.rows).toEqual(
         expect.arrayContaining([

@@ -1,3 +1,4 @@
+import { auditActivities } from './audit';
 import type { AzureClients } from './azure-clients';
 import { connectivityActivities } from './connectivity';
 import { dpsActivities } from './dps';
@@ -24,6 +25,7 @@ export function createActivities(deps: ActivityDeps) {
     ...registryActivities(deps.azure),
     ...revocationActivities(deps.azure, deps.temporal),
     ...fleetActivities(deps.azure, deps.quotas ?? QuotasConfig.parse(undefined), deps.temporal),
+    ...auditActivities(deps.azure, deps.temporal),
   });
 }
 

@@ -21,6 +21,8 @@ import { metricsRoutes } from './routes/metrics';
 import { createApiMetrics, httpMetrics, type ApiMetrics } from './metrics';
 import { changeRateLimit } from './rate-limit';
 import { DEFAULT_RATE_LIMIT_PER_MINUTE, type ApiSecurity } from './security';
+import { auditRoutes } from './routes/audits';
+import { reportRoutes } from './routes/reports';
 
 export interface AppDeps {
   client: Client;
@@ -97,6 +99,8 @@ export function createApp(appDeps: AppDeps): Express {
   app.use('/v1', fleetRoutes(deps));
   app.use(codecRoutes(deps));
   app.use(metricsRoutes(metrics, deps.temporalMetricsUrl));
+  app.use('/v1', auditRoutes(deps));
+  app.use('/v1', reportRoutes(deps));
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

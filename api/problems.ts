@@ -123,6 +123,37 @@ export const PROBLEMS = {
     title: 'The Idempotency-Key was used for a different request',
     description: 'The key started an operation whose request differs from this one; `workflowId` names it.',
   },
+  auditNotCompleted: {
+    slug: 'audit-not-completed',
+    status: 409,
+    title: 'The audit has not completed',
+    description: 'Its findings are remediated only once it has completed; `executionStatus` says where it stands.',
+  },
+  scheduleNotFound: {
+    slug: 'schedule-not-found',
+    status: 404,
+    title: 'No audit schedule',
+    description: 'No audit schedule is set up; POST /v1/audits/schedule creates it.',
+  },
+  tooManyTargets: {
+    slug: 'too-many-targets',
+    status: 422,
+    title: 'Too many targets for one call',
+    description: 'The remediation names more devices than one fleet operation lists; `limit` says how many.',
+  },
+  nothingToRemediate: {
+    slug: 'nothing-to-remediate',
+    status: 422,
+    title: 'Nothing to remediate',
+    description: 'The audit found no device of this finding type that an operation can name; `plan` says so.',
+  },
+  notExpressible: {
+    slug: 'not-expressible',
+    status: 422,
+    title: 'No operation can carry this out yet',
+    description:
+      'The request is understood, but no operation the API has can carry it out; `plan` says what was proposed instead.',
+  },
   internal: {
     slug: 'internal-error',
     status: 500,

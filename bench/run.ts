@@ -10,7 +10,8 @@
  * bulk creates of 100, --registrations [100] DPS registrations, --devices [200] MQTT devices, --promotions [20]
  * concurrent promotions, --events [1000] DeviceConnected events in one Event Grid delivery, --concurrency [16] client
  * calls in flight (registry, DPS), --poll-interval-seconds [1] promotion polling (the API's floor is 1),
- * --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion,eventgrid.
+ * --audit-devices [2000] devices in the audited fleet, --audit-bucket-devices [a quarter of them] identities per bucket,
+ * --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion,eventgrid,audit.
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,6 +19,7 @@ import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
 import { loadConfig } from '../common/config';
 import { describeCli, projectRoot, resolveTemporalCli } from '../common/temporal-server';
+import { benchAudit } from './audit';
 import { benchDps } from './dps';
 import { benchEventGrid } from './eventgrid';
 import { gcExposed, scoped, startBenchEmulator, stopAllScopes } from './harness';
@@ -37,7 +39,7 @@ import {
 
 // mqtt runs first: its memory reading is then taken in a process that no other suite has grown yet (RSS that
 // earlier suites freed but kept would otherwise absorb part of the fleet's growth and flatter the figure).
-const SUITES = ['mqtt', 'registry', 'dps', 'promotion', 'eventgrid'] as const;
+const SUITES = ['mqtt', 'registry', 'dps', 'promotion', 'eventgrid', 'audit'] as const;
 type Suite = (typeof SUITES)[number];
 
 const count = (max: number, fallback: number) => z.coerce.number().int().min(1).max(max).default(fallback);
@@ -49,6 +51,8 @@ const optionsSchema = z.object({
   devices: count(5_000, 200),
   promotions: count(500, 20),
   events: count(5_000, 1_000),
+  auditDevices: count(200_000, 2_000),
+  auditBucketDevices: z.coerce.number().int().min(100).max(1_000_000).optional(),
   concurrency: count(256, 16),
   pollIntervalSeconds: count(3_600, 1),
   timeoutSeconds: count(3_600, 240),
@@ -71,6 +75,8 @@ function readOptions(argv: string[]): BenchOptions {
       devices: text,
       promotions: text,
       events: text,
+      'audit-devices': text,
+      'audit-bucket-devices': text,
       concurrency: text,
       'poll-interval-seconds': text,
       'timeout-seconds': text,
@@ -81,8 +87,9 @@ function readOptions(argv: string[]): BenchOptions {
   });
   if (values.help) {
     console.log(
-      'npm run bench -- [--only mqtt,registry,dps,promotion,eventgrid] [--registry-ops 500] [--bulk-calls 50] ' +
+      'npm run bench -- [--only mqtt,registry,dps,promotion,eventgrid,audit] [--registry-ops 500] [--bulk-calls 50] ' +
         '[--registrations 100] [--devices 200] [--promotions 20] [--events 1000] [--concurrency 16] ' +
+        '[--audit-devices 2000] [--audit-bucket-devices N] ' +
         '[--poll-interval-seconds 1] ' +
         '[--timeout-seconds 240]',
     );
@@ -95,6 +102,8 @@ function readOptions(argv: string[]): BenchOptions {
     devices: values.devices,
     promotions: values.promotions,
     events: values.events,
+    auditDevices: values['audit-devices'],
+    auditBucketDevices: values['audit-bucket-devices'],
     concurrency: values.concurrency,
     pollIntervalSeconds: values['poll-interval-seconds'],
     timeoutSeconds: values['timeout-seconds'],
@@ -144,6 +153,10 @@ async function main(): Promise<number> {
         ),
       ),
     eventgrid: () => scoped('eventgrid', timeoutMs, (defer) => benchEventGrid({ events: options.events, cli }, defer)),
+    audit: () =>
+      scoped('audit', timeoutMs, (defer) =>
+        benchAudit({ devices: options.auditDevices, bucketDevices: options.auditBucketDevices, cli }, defer),
+      ),
   };
 
   const results: Result[] = [];

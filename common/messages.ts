@@ -1,4 +1,5 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { AuditStatus } from './audit';
 import type { CompensationReport, DeviceConnectedEvent, PromotionStatus } from './promotion';
 import type { RevocationStatus } from './revocation';
 import type { DeviceCounts, DeviceRecord, DeviceState, FleetStatus } from './fleet';
@@ -18,6 +19,8 @@ export const WORKFLOW_TYPES = {
   reinstateEnrollmentGroup: 'reinstateEnrollmentGroup',
   fleetOperation: 'fleetOperation',
   fleetChunk: 'fleetChunk',
+  auditFleet: 'auditFleet',
+  auditFindings: 'auditFindings',
 } as const;
 
 export const WORKFLOW_ID_PREFIX = {
@@ -29,6 +32,7 @@ export const WORKFLOW_ID_PREFIX = {
   reinstatement: 'reinstate',
   groupReinstatement: 'reinstate-group',
   fleet: 'fleet',
+  audit: 'audit',
 } as const;
 
 export const promotionWorkflowId = (registrationId: string) => `${WORKFLOW_ID_PREFIX.promotion}/${registrationId}`;
@@ -49,7 +53,13 @@ export const reinstatementWorkflowId = (target: { registrationId?: string; enrol
     ? `${WORKFLOW_ID_PREFIX.reinstatement}/${target.registrationId}`
     : `${WORKFLOW_ID_PREFIX.groupReinstatement}/${target.enrollmentGroupId}`;
 
-export const OPERATIONS = { promote: 'promote', revoke: 'revoke', reinstate: 'reinstate', fleet: 'fleet' } as const;
+export const OPERATIONS = {
+  promote: 'promote',
+  revoke: 'revoke',
+  reinstate: 'reinstate',
+  fleet: 'fleet',
+  audit: 'audit',
+} as const;
 
 /** A fleet operation, and the chunks of its device snapshot (each a child holding up to 500 devices). */
 export const fleetWorkflowId = (operationId: string) => `${WORKFLOW_ID_PREFIX.fleet}/${operationId}`;
@@ -109,3 +119,4 @@ export interface ChunkProgress {
 }
 /** Chunk → parent: its counts now. */
 export const chunkProgressSignal = defineSignal<[ChunkProgress]>('chunkProgress');
+export const auditStatusQuery = defineQuery<AuditStatus>('status');

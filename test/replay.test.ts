@@ -45,6 +45,9 @@ describe('replay of recorded workflow histories', () => {
         'revocation-v1-group',
         'reinstatement-v1-device',
         'reinstatement-v1-group',
+        // Fleet audit and a findings chunk.
+        'audit-v1',
+        'audit-findings-v1',
       ]),
     );
   });

@@ -1,4 +1,5 @@
 // The worker's workflowsPath: every workflow type, and nothing else (each export becomes a workflow type).
+export { auditFindings, auditFleet } from './audit';
 export { checkConnectivity } from './connectivity';
 export { promotionEventRelay } from './device-event-relay';
 export { fleetChunk, fleetOperation } from './fleet';

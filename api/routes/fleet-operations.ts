@@ -1,12 +1,11 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Router, type Response } from 'express';
+import { Router } from 'express';
 import { z } from 'zod';
-import { WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowExecutionInfo } from '@temporalio/client';
+import { WorkflowUpdateFailedError, type WorkflowExecutionInfo } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { AppDeps } from '../app';
 import { jsonBody } from '../body';
-import { IDEMPOTENCY_KEY_HEADER, IdempotencyHeaders, REPLAYED_HEADER, startIdempotently } from '../idempotency';
+import { fleetStarter, fleetStatusUrl as statusUrl, FLEET_REQUEST_MEMO as REQUEST_MEMO } from '../fleet-starter';
+import { IDEMPOTENCY_KEY_HEADER, IdempotencyHeaders, REPLAYED_HEADER } from '../idempotency';
 import { registerRoute } from '../openapi';
 import {
   describeRun,
@@ -24,7 +23,7 @@ import {
 } from '../operations';
 import { PageTokens } from '../page-tokens';
 import { problem, problemResponse } from '../problems';
-import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
+import { temporalDeadline } from '../temporal';
 import { validate, type Middleware } from '../validate';
 import {
   cancelFleetUpdate,
@@ -41,15 +40,11 @@ import {
   FleetErrors,
   FleetOperationRequest,
   type DeviceState,
-  DEFAULT_FLEET_OPERATOR_MAX_DEVICES,
-  type FleetContext,
   type FleetResult,
   type FleetStatus,
 } from '../../common/fleet';
-import { fleetQuota, QuotasConfig } from '../../common/quotas';
-import { requestedByKeyword, requestedByStartOptions, type ChangeRequest } from '../../common/requested-by';
-import { callerOf, requestedBy, requireRole } from '../auth/caller';
-import { grants } from '../auth/roles';
+import { requestedByKeyword, type ChangeRequest } from '../../common/requested-by';
+import { requestedBy } from '../auth/caller';
 import { SA } from '../../common/search-attributes';
 
 /**
@@ -60,11 +55,6 @@ import { SA } from '../../common/search-attributes';
  */
 
 const OperationParams = z.object({ operationId: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'a fleet operation id') });
-/** The memo key holding the request without its targets: what retry-failed starts again. */
-const REQUEST_MEMO = 'fleetRequest';
-/** How long a dry run may take before the API answers 202 and lets the client poll for the plan. */
-const DRY_RUN_WAIT_MS = 20_000;
-
 const Summary = z.object({
   operationId: z.string(),
   workflowId: z.string(),
@@ -105,7 +95,6 @@ const ListQuery = z.strictObject({ status: StatusFilter.optional(), pageSize: Pa
 const CancelBody = z.strictObject({ force: z.boolean().default(false), reason: z.string().max(500).optional() });
 const PauseBody = z.strictObject({ reason: z.string().max(500).optional() });
 
-const statusUrl = (operationId: string) => `/v1/fleet-operations/${encodeURIComponent(operationId)}`;
 const location = {
   Location: { schema: { type: 'string' }, required: true, description: '/v1/fleet-operations/<operationId>' },
 } as const;
@@ -221,44 +210,12 @@ registerRoute({
 });
 
 export function fleetRoutes(deps: AppDeps): Router {
-  const { client, taskQueue, log, environments = {} } = deps;
-  const quotas = deps.quotas ?? QuotasConfig.parse(undefined);
+  const { client, log } = deps;
   const router = Router();
   const temporal = temporalDeadline(deps);
   const pageTokens = new PageTokens(deps.pageTokenSecret);
-  const known = Object.keys(environments);
-
-  // What can be known before starting: the environments exist, and the rates asked for fit the quotas.
-  const StartRequest = FleetOperationRequest.superRefine((request, ctx) => {
-    const named =
-      request.operation === 'promote'
-        ? [request.parameters.sourceEnvironment, request.parameters.targetEnvironment]
-        : 'query' in request.targets
-          ? [request.targets.query.environment]
-          : [];
-    if ('query' in request.targets && request.operation === 'promote') named.push(request.targets.query.environment);
-    for (const environment of new Set(named)) {
-      if (!known.includes(environment)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['parameters'],
-          message: `unknown environment "${environment}"; configured: ${known.join(', ') || '(none)'}`,
-        });
-      }
-    }
-    const involved = request.operation === 'promote' ? named : known;
-    const quota = fleetQuota(quotas, request.operation, involved);
-    const asked = [request.rollout.maximumPerMinute, request.rollout.exponentialRate?.baseRatePerMinute];
-    for (const rate of asked) {
-      if (rate !== undefined && rate > quota.devicesPerMinute) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['rollout'],
-          message: `${rate} devices/min exceeds what the Azure quotas allow for a ${request.operation}: ${quota.devicesPerMinute}/min (${quota.binding})`,
-        });
-      }
-    }
-  });
+  const starter = fleetStarter(deps);
+  const { contextFor, start } = starter;
 
   const summarize = (info: Omit<WorkflowExecutionInfo, 'raw'>): Summary => {
     const operationId = info.workflowId.slice(info.workflowId.indexOf('/') + 1);
@@ -274,58 +231,7 @@ export function fleetRoutes(deps: AppDeps): Router {
     };
   };
 
-  const maxForOperators = deps.fleetOperatorMaxDevices ?? DEFAULT_FLEET_OPERATOR_MAX_DEVICES;
-
-  /**
-   * The context the operation starts with: who asked, and (below admin) how many devices they may change. What
-   * the request itself shows is checked here: reinstating needs admin (like POST /v1/reinstatements), and so does a
-   * list longer than the operator's limit.
-   */
-  const contextFor = (res: Response, request: z.output<typeof FleetOperationRequest>): FleetContext => {
-    if (request.operation === 'reinstate') requireRole(res, 'admin', 'reinstating devices');
-    const listed = 'registrationIds' in request.targets ? request.targets.registrationIds.length : 0;
-    if (listed > maxForOperators) {
-      requireRole(res, 'admin', `a fleet operation over more than ${maxForOperators} devices (${listed} listed)`);
-    }
-    const admin = grants(callerOf(res)?.roles ?? [], 'admin');
-    return { requestedBy: requestedBy(res), ...(admin ? {} : { maxDevices: maxForOperators }) };
-  };
-
-  const start = async (
-    request: z.output<typeof FleetOperationRequest>,
-    context: FleetContext,
-    idempotencyKey?: string,
-  ) => {
-    // A key names the operation, so that a retried request finds the one it started.
-    const operationId = idempotencyKey
-      ? `k-${createHash('sha256').update(idempotencyKey).digest('base64url').slice(0, 32)}`
-      : randomUUID();
-    const workflowId = fleetWorkflowId(operationId);
-    const { targets: _targets, ...withoutTargets } = request;
-    const recorded = requestedByStartOptions(context.requestedBy!);
-    const started = await startIdempotently(client, {
-      workflowId,
-      request,
-      idempotencyKey,
-      start: (memo) =>
-        client.workflow.start(WORKFLOW_TYPES.fleetOperation, {
-          taskQueue,
-          workflowId,
-          args: [request, undefined, context],
-          memo: { ...memo, ...recorded.memo, [REQUEST_MEMO]: withoutTargets },
-          workflowIdConflictPolicy: 'FAIL',
-          typedSearchAttributes: [
-            { key: SA.operation, value: 'fleet' },
-            { key: SA.phase, value: 'planning' },
-            recorded.searchAttribute,
-          ],
-          staticSummary: `Fleet ${request.operation}${request.dryRun ? ' (dry run)' : ''}${request.description ? `: ${request.description}` : ''}`,
-        }),
-    });
-    return { ...started, operationId };
-  };
-
-  const startValidation = validate({ headers: IdempotencyHeaders, body: StartRequest });
+  const startValidation = validate({ headers: IdempotencyHeaders, body: starter.schema });
   router.post('/fleet-operations', jsonBody(), startValidation, temporal, async (req, res) => {
     const request = req.body as z.output<typeof FleetOperationRequest>;
     const context = contextFor(res, request);
@@ -342,24 +248,9 @@ export function fleetRoutes(deps: AppDeps): Router {
     );
     if (started.replayed) res.set(REPLAYED_HEADER, 'true');
     if (request.dryRun) {
-      const handle = client.workflow.getHandle(started.workflowId, started.runId);
-      const result = await withLongerTemporalDeadline(res, DRY_RUN_WAIT_MS + 5_000, () =>
-        Promise.race([
-          (handle.result() as Promise<FleetResult>).catch((err: unknown) => {
-            // The plan's own refusals (too many devices, no such group…) are the dry run's answer.
-            const cause = err instanceof WorkflowFailedError ? err.cause : undefined;
-            if (cause instanceof ApplicationFailure && cause.nonRetryable) {
-              throw problem('planRefused', cause.message ?? cause.type ?? 'refused', {
-                extensions: { workflowId: started.workflowId, failureType: cause.type },
-              });
-            }
-            throw err;
-          }),
-          sleep(DRY_RUN_WAIT_MS).then(() => undefined),
-        ]),
-      );
-      if (result) {
-        res.json({ operationId: started.operationId, workflowId: started.workflowId, plan: result.plan });
+      const plan = await starter.dryRunPlan(res, started);
+      if (plan) {
+        res.json({ operationId: started.operationId, workflowId: started.workflowId, plan });
         return;
       }
     }

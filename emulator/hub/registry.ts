@@ -604,6 +604,7 @@ export function twinToWire(device: DeviceRecord): Record<string, unknown> {
     etag: twin.etag,
     deviceEtag: device.etag,
     status: device.status,
+    statusReason: device.statusReason,
     statusUpdateTime: device.statusUpdatedTime,
     connectionState: device.connectionState,
     lastActivityTime: device.lastActivityTime,

@@ -33,7 +33,7 @@ afterAll(async () => {
 });
 
 interface Sample {
-  method: 'get' | 'post';
+  method: 'get' | 'post' | 'delete';
   path: string;
   body?: unknown;
 }
@@ -83,6 +83,23 @@ function samples(id: string): Record<string, Sample> {
       method: 'post',
       path: `/v1/fleet-operations/${id}/retry-failed`,
     },
+    'POST /v1/audits/schedule': {
+      method: 'post',
+      path: '/v1/audits/schedule',
+      body: { interval: '1d', paused: true },
+    },
+    'GET /v1/audits/schedule': { method: 'get', path: '/v1/audits/schedule' },
+    'DELETE /v1/audits/schedule': { method: 'delete', path: '/v1/audits/schedule' },
+    'POST /v1/audits': { method: 'post', path: '/v1/audits', body: { staleAfterDays: 30 } },
+    'GET /v1/audits': { method: 'get', path: '/v1/audits' },
+    'GET /v1/audits/{id}': { method: 'get', path: `/v1/audits/audit-${id}` },
+    'GET /v1/audits/{id}/findings': { method: 'get', path: `/v1/audits/audit-${id}/findings` },
+    'POST /v1/audits/{id}/remediate': {
+      method: 'post',
+      path: `/v1/audits/audit-${id}/remediate`,
+      body: { findingType: 'orphan', confirm: true },
+    },
+    'GET /v1/reports/{kind}/{id}': { method: 'get', path: `/v1/reports/audits/audit-${id}` },
   };
 }
 
@@ -182,6 +199,17 @@ describe('every route that needs a role', () => {
       'POST /v1/fleet-operations/{operationId}/resume': 404,
       'POST /v1/fleet-operations/{operationId}/cancel': 404,
       'POST /v1/fleet-operations/{operationId}/retry-failed': 404,
+      // The schedule is created (paused), read and deleted in that order; the audit starts; none of the samples
+      // names an audit that exists.
+      'POST /v1/audits/schedule': 200,
+      'GET /v1/audits/schedule': 200,
+      'DELETE /v1/audits/schedule': 204,
+      'POST /v1/audits': 202,
+      'GET /v1/audits': 200,
+      'GET /v1/audits/{id}': 404,
+      'GET /v1/audits/{id}/findings': 404,
+      'POST /v1/audits/{id}/remediate': 404,
+      'GET /v1/reports/{kind}/{id}': 404,
     });
   });
 });

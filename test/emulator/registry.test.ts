@@ -350,6 +350,33 @@ describe('queries', () => {
     expect(result.map((t) => t.deviceId)).toEqual(['q-5']);
   });
 
+  it('returns the identity fields a fleet audit reads: status and its reason, authentication, connection, activity', async () => {
+    await registry.create({ deviceId: 'audit-sas', status: 'disabled', statusReason: 'RMA 4711' } as never);
+    await registry.create({
+      deviceId: 'audit-x509',
+      authentication: {
+        type: 'selfSigned',
+        x509Thumbprint: { primaryThumbprint: THUMB_A, secondaryThumbprint: THUMB_A },
+      },
+    } as never);
+    const query = registry.createQuery("SELECT * FROM devices WHERE deviceId IN ['audit-sas', 'audit-x509']", 10);
+    const { result } = await query.next();
+    const byId = Object.fromEntries((result as Array<Record<string, unknown>>).map((t) => [t.deviceId, t]));
+    expect(byId['audit-sas']).toMatchObject({
+      status: 'disabled',
+      statusReason: 'RMA 4711',
+      authenticationType: 'sas',
+      connectionState: 'Disconnected',
+      lastActivityTime: '0001-01-01T00:00:00Z',
+    });
+    expect(byId['audit-x509']).toMatchObject({
+      status: 'enabled',
+      statusReason: null,
+      authenticationType: 'selfSigned',
+      x509Thumbprint: { primaryThumbprint: THUMB_A },
+    });
+  });
+
   it('answers an unparsable query with ArgumentError', async () => {
     await expect(registry.createQuery('DROP TABLE devices').next()).rejects.toMatchObject({ name: 'ArgumentError' });
   });

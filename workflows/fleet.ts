@@ -748,13 +748,14 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
 
   const active = () => records.some((r) => r.state === 'pending' || r.state === 'inProgress');
   while (active()) {
+    // A due report wakes the loop by the timeout, when it is due: as a predicate it was true at once, and workflow
+    // time does not move within an activation, so the loop spun until the worker died (sdk-typescript#939).
     await condition(
       () =>
         stop !== undefined ||
         retries.length > 0 ||
-        (permits > 0 && records.some((r) => r.state === 'pending' && r.attempts === 0)) ||
-        reportDue,
-      PROGRESS_INTERVAL_MS,
+        (permits > 0 && records.some((r) => r.state === 'pending' && r.attempts === 0)),
+      reportDue ? Math.max(1, PROGRESS_INTERVAL_MS - (Date.now() - lastReport)) : PROGRESS_INTERVAL_MS,
     );
     if (reportDue && Date.now() - lastReport >= PROGRESS_INTERVAL_MS) await report();
     if (stop) {

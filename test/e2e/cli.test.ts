@@ -4,6 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { FleetStatus } from '../../common/fleet';
@@ -156,6 +158,13 @@ describe('fleet CLI', () => {
     expect(run.stdout).toMatch(/completed with failures in \d+s: 2 devices, 1 succeeded, 1 failed/);
     expect(run.stdout).toMatch(new RegExp(`Failed devices:\\n  ${missing}  failed  \\d attempt\\(s\\)  \\w+: .+\\n$`));
     expect(run.code).toBe(2);
+
+    // Retrying the failed devices starts a new operation over exactly the missing one, which fails again.
+    const id = /^Started fleet promote (\S+);/.exec(run.stdout)![1];
+    const retry = await cli(['fleet', 'retry-failed', id, '--interval', '0.3']);
+    expect(retry.stdout).toMatch(new RegExp(`^Started fleet operation \\S+ over the failed devices of ${id}`));
+    expect(retry.stdout).toMatch(/completed with failures in \d+s: 1 devices, 0 succeeded, 1 failed/);
+    expect(retry.code).toBe(2);
   });
 
   it('pauses, resumes and cancels an operation; Ctrl-C stops only the watching; a cancelled one watches to exit 4', async () => {
@@ -260,8 +269,13 @@ describe('fleet CLI', () => {
     expect(run.code).toBe(5);
     expect(run.stderr).toMatch(/GET \/v1\/fleet-operations: 401 Authentication is required/);
     expect(run.stderr).toMatch(/credentials used: none/);
-    const unreachable = await cli(['fleet', 'list', '--api', 'http://127.0.0.1:9']);
+    // A port that was free a moment ago: nothing listens there.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const unreachable = await cli(['fleet', 'list', '--api', `http://127.0.0.1:${port}`]);
     expect(unreachable.code).toBe(5);
-    expect(unreachable.stderr).toMatch(/cannot reach the API at http:\/\/127\.0\.0\.1:9/);
+    expect(unreachable.stderr).toMatch(`cannot reach the API at http://127.0.0.1:${port} (ECONNREFUSED)`);
   });
 });

@@ -28,6 +28,7 @@ function rate(status: Pick<FleetStatus, 'measuredPerMinute' | 'ratePerMinute'>):
  * and the phase. `bar` draws a bar (a TTY repaints it in place); without it, the line suits a log.
  */
 export function progressLine(status: FleetStatus, options: { bar?: boolean } = {}): string {
+  if (status.phase === 'planning' && !status.plan) return 'planning: taking the snapshot of its devices';
   const total = totalOf(status);
   const done = finishedOf(status.counts);
   const pct = total ? Math.floor((done / total) * 100) : 0;

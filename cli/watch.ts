@@ -32,6 +32,9 @@ const OUTAGE_TOLERANCE_MS = 30_000;
 /** Failed devices listed at the end (the rest are a page away). */
 const FAILED_SHOWN = 20;
 
+/** The time of day (UTC) a log line starts with. */
+const clock = () => new Date().toISOString().slice(11, 19);
+
 export const opPath = (id: string) => `/v1/fleet-operations/${encodeURIComponent(id)}`;
 
 export async function watch(
@@ -81,9 +84,9 @@ export async function watch(
           out.write(`\r${progressLine(status, { bar: true })}\x1b[K`);
           drawn = true;
         } else {
-          const key = JSON.stringify([status.counts, status.phase, status.pausedBecause]);
+          const key = keyOf(status);
           if (key !== lastKey || Date.now() - lastPrinted >= QUIET_LINE_MS) {
-            out.write(`${new Date().toISOString().slice(11, 19)} ${progressLine(status)}\n`);
+            out.write(`${clock()} ${progressLine(status)}\n`);
             lastKey = key;
             lastPrinted = Date.now();
           }
@@ -94,7 +97,7 @@ export async function watch(
     }
 
     clearLine();
-    return finish(api, operationId, view, out);
+    return finish(api, operationId, view, out, lastKey);
   }
 }
 
@@ -102,7 +105,16 @@ async function pause(options: { intervalMs: number; signal: AbortSignal }): Prom
   await sleep(options.intervalMs, undefined, { signal: options.signal }).catch(() => undefined);
 }
 
-async function finish(api: Api, operationId: string, view: OperationView, out: Output): Promise<number> {
+/** What makes a log line worth printing: the counts or the phase changed. */
+const keyOf = (status: FleetStatus) => JSON.stringify([status.counts, status.phase, status.pausedBecause ?? null]);
+
+async function finish(
+  api: Api,
+  operationId: string,
+  view: OperationView,
+  out: Output,
+  lastKey: string,
+): Promise<number> {
   const result = view.fleet as FleetResult | undefined;
   if (view.status !== 'completed' || !result) {
     const why = view.failure ? `${view.failure.type}: ${view.failure.message}` : 'no result';
@@ -114,7 +126,9 @@ async function finish(api: Api, operationId: string, view: OperationView, out: O
     for (const line of result.plan ? planLines(result.plan) : []) out.write(`  ${line}\n`);
     return EXIT.ok;
   }
-  if (finishedOf(result.counts)) out.write(`${progressLine(result)}\n`);
+  // The last log line may already say it (the operation's phase is completed a moment before it closes).
+  const said = !out.isTTY && keyOf(result) === lastKey;
+  if (finishedOf(result.counts) && !said) out.write(`${out.isTTY ? '' : `${clock()} `}${progressLine(result)}\n`);
   for (const line of summaryLines(operationId, result)) out.write(`${line}\n`);
   if (result.counts.failed + result.counts.timedOut) {
     const failed = await failedDevices(api, operationId);

@@ -53,7 +53,13 @@ describe('the progress line', () => {
     );
   });
 
-  it('counts the devices themselves when there is no plan yet', () => {
+  it('says it is planning until the plan is there', () => {
+    expect(progressLine(status({ phase: 'planning', plan: undefined }))).toBe(
+      'planning: taking the snapshot of its devices',
+    );
+  });
+
+  it('counts the devices themselves when there is no plan', () => {
     expect(progressLine(status({ plan: undefined }))).toMatch(/^4\/10 \(40%\)/);
   });
 });

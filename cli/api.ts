@@ -96,7 +96,9 @@ export class Api {
     for (const issue of problem.issues ?? []) {
       lines.push(`  - ${issue.path?.length ? `${issue.path.join('.')}: ` : ''}${issue.message ?? ''}`);
     }
-    if (typeof problem.requiredRole === 'string') lines.push(`  needs the ${problem.requiredRole} role`);
+    if (typeof problem.requiredRole === 'string' && !problem.detail?.includes(problem.requiredRole)) {
+      lines.push(`  needs the ${problem.requiredRole} role`);
+    }
     if (status === 401) lines.push(`  credentials used: ${this.credentials.source}`);
     if (typeof problem.correlationId === 'string') lines.push(`  correlation id: ${problem.correlationId}`);
     const exitCode = status === 401 || status === 403 || status === 429 || status >= 500 ? EXIT.api : EXIT.usage;

@@ -11,6 +11,8 @@ export const finishedOf = (c: DeviceCounts): number => c.succeeded + c.failed + 
 export const totalOf = (s: Pick<FleetStatus, 'plan' | 'counts'>): number =>
   s.plan?.devices ?? Object.values(s.counts).reduce((a, b) => a + b, 0);
 
+const devices = (n: number) => `${n} device${n === 1 ? '' : 's'}`;
+
 /** 75 → "1m15s"; under a minute in seconds, past an hour in hours and minutes. */
 export function duration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
@@ -76,7 +78,7 @@ export function summaryLines(operationId: string, result: FleetResult): string[]
     planned: 'planned (dry run)',
   };
   const lines = [
-    `Fleet ${result.operation} ${operationId} ${ended[result.outcome]} in ${duration(took)}: ${totalOf(result)} devices, ` +
+    `Fleet ${result.operation} ${operationId} ${ended[result.outcome]} in ${duration(took)}: ${devices(totalOf(result))}, ` +
       `${c.succeeded} succeeded, ${c.failed} failed, ${c.timedOut} timed out, ${c.cancelled} cancelled` +
       (c.pending ? `, ${c.pending} never started` : ''),
   ];

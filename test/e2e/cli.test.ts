@@ -163,7 +163,7 @@ describe('fleet CLI', () => {
     const id = /^Started fleet promote (\S+);/.exec(run.stdout)![1];
     const retry = await cli(['fleet', 'retry-failed', id, '--interval', '0.3']);
     expect(retry.stdout).toMatch(new RegExp(`^Started fleet operation \\S+ over the failed devices of ${id}`));
-    expect(retry.stdout).toMatch(/completed with failures in \d+s: 1 devices, 0 succeeded, 1 failed/);
+    expect(retry.stdout).toMatch(/completed with failures in \d+s: 1 device, 0 succeeded, 1 failed/);
     expect(retry.code).toBe(2);
   });
 

@@ -1,8 +1,12 @@
 import type { Client } from '@temporalio/client';
 import type { AzureClients } from './azure-clients';
 import { AzureFailureTypes, azureCall, permanent } from './azure-errors';
-import { FleetErrors, type DeviceRecord, type FleetDevice, type FleetOperationRequest } from '../common/fleet';
+import { FleetErrors, type FleetDevice, type FleetOperationRequest } from '../common/fleet';
+import { fleetDevicesQuery } from '../common/messages';
 import { fleetQuota, type QuotasConfig } from '../common/quotas';
+
+/** Devices asked of a closed chunk per query. */
+const FAILED_PAGE = 1_000;
 
 export function fleetActivities(clients: AzureClients, quotas: QuotasConfig, temporal?: Client) {
   return {
@@ -54,13 +58,19 @@ export function fleetActivities(clients: AzureClients, quotas: QuotasConfig, tem
       } catch {
         return { exists: false, devices: [] };
       }
-      const records = (await handle.query<DeviceRecord[]>('devices')) ?? [];
-      return {
-        exists: true,
-        devices: records
-          .filter((r) => r.state === 'failed' || r.state === 'timedOut')
-          .map((r) => ({ registrationId: r.registrationId, ...(r.deviceId ? { deviceId: r.deviceId } : {}) })),
-      };
+      // The chunk answers its devices by state, a page at a time.
+      const devices: FleetDevice[] = [];
+      for (const state of ['failed', 'timedOut'] as const) {
+        for (let offset = 0; ;) {
+          const page = await handle.query(fleetDevicesQuery, { state, offset, limit: FAILED_PAGE });
+          for (const r of page.devices) {
+            devices.push({ registrationId: r.registrationId, ...(r.deviceId ? { deviceId: r.deviceId } : {}) });
+          }
+          offset += page.devices.length;
+          if (!page.devices.length || offset >= page.total) break;
+        }
+      }
+      return { exists: true, devices };
     },
   };
 }

@@ -1,6 +1,9 @@
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
+/** The files under DATA_DIR where `npm start` keeps its local API keys (the CLI reads the operator's). */
+export const LOCAL_KEY_FILES = { operator: 'local-operator.key', admin: 'local-admin.key' } as const;
+
 /**
  * A secret kept in a file of its own (mode 0600, its folder 0700), made on first use: `npm start`'s local operator
  * key and the emulator's control token. The same secret on every start, so printed curls and scripts keep working.

@@ -17,7 +17,7 @@ import { createApp, hubHostNames } from '../api/app';
 import { generateApiKey } from '../api/auth/api-keys';
 import { eventGridEntraOptions } from '../api/auth/event-grid-entra';
 import { apiSecurity, localKeyEntry } from '../api/security';
-import { ensureSecretFile } from '../common/secret-file';
+import { ensureSecretFile, LOCAL_KEY_FILES } from '../common/secret-file';
 import { temporalConnectionOptions } from '../common/temporal-connection';
 import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
 import { generateControlToken } from '../emulator/control/token';
@@ -288,9 +288,9 @@ function printUrls(
 }
 
 /** Where `npm start` keeps its local secrets, under DATA_DIR. */
-const OPERATOR_KEY_FILE = 'local-operator.key';
+const OPERATOR_KEY_FILE = LOCAL_KEY_FILES.operator;
 /** Reinstatement is an admin's: the rehearsal has a local admin key too, in its own file. */
-const ADMIN_KEY_FILE = 'local-admin.key';
+const ADMIN_KEY_FILE = LOCAL_KEY_FILES.admin;
 const CONTROL_TOKEN_FILE = path.join('emulator', 'control-token');
 
 function localSecrets(

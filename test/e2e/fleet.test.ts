@@ -2,10 +2,8 @@
  * Fleet operations through the real stack (API → Temporal → worker → activities → emulator → simulated devices):
  * each rollout control shown by its effect on a simulated fleet.
  */
-import { randomBytes } from 'node:crypto';
-import type { EnrollmentGroup } from 'azure-iot-provisioning-service/dist/interfaces';
 import type { WorkflowHandle } from '@temporalio/client';
-import type { FleetResult, FleetStatus } from '../../common/fleet';
+import type { FleetResult } from '../../common/fleet';
 import type { SimulatedDevice } from '../../emulator/simulator/device';
 import { enrollSymmetricKeyDevice } from '../../emulator/simulator/enroll';
 import { recordHistory } from '../helpers/histories';
@@ -76,22 +74,6 @@ async function devicesOf(id: string, state?: string) {
   } while (token);
   return all;
 }
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const statusOf = (id: string) =>
-  authed(stack.app, 'viewer')
-    .get(`/v1/fleet-operations/${id}`)
-    .expect(200)
-    .then((r) => r.body.fleet as FleetStatus);
 
 describe('fleet operations', () => {
   it('plans a dry run — devices, hubs, the quota-bound rate and duration — and changes nothing', async () => {

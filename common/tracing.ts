@@ -5,6 +5,8 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { Resource } from '@opentelemetry/resources';
 import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import type { ClientInterceptors } from '@temporalio/client';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry/lib/client';
 import type { Config } from './config';
 import { redactUrl } from './logger';
 
@@ -75,5 +77,19 @@ export function startTracing(config: TracingConfig, defaultServiceName: string):
       }),
     ],
   });
+  // express and the Azure SDKs loaded http and https before this ran; the instrumentation patches a module when it is
+  // next required, so require them now (the patch changes the shared module objects and Server.prototype).
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  require('http');
+  require('https');
+  /* eslint-enable @typescript-eslint/no-require-imports */
   return { spanProcessor, resource, shutdown: () => provider.shutdown() };
+}
+
+/**
+ * The Temporal client's interceptors with tracing: starting, signalling, querying or cancelling a workflow makes a
+ * span and hands its context to the workflow (the `_tracer-data` header workflows/tracing.ts looks for).
+ */
+export function tracingClientInterceptors(tracing: Tracing | undefined): ClientInterceptors | undefined {
+  return tracing ? { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } : undefined;
 }

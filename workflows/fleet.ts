@@ -1,8 +1,4 @@
-import {
-  requestedByKeyword,
-  type ChangeRequest,
-  type RequestedBy,
-} from '../common/requested-by';
+import { requestedByKeyword, type ChangeRequest, type RequestedBy } from '../common/requested-by';
 import {
   allHandlersFinished,
   ApplicationFailure,

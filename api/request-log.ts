@@ -13,7 +13,7 @@ const PROBES = new Set(UNTRACED_PATHS);
 /**
  * One line per answered request (pino-http), after correlation(): `method`, `route` (the template, never the raw
  * path), `status`, `durationMs` and `requestId` (the correlation id of X-Correlation-Id and problem bodies), plus
- * `trace_id`/`span_id` when traced. Info, except probes (debug) and 5xx (warn for 503/504, error otherwise). The `req`
+ * `trace_id`/`span_id` when traced. Info, except probes (debug) and 5xx (warn; api/errors.ts logs the error). The `req`
  * it carries has its URL's secret query parameters and its credential headers redacted (common/logger.ts).
  */
 export function requestLog(log: Logger): RequestHandler {
@@ -27,11 +27,15 @@ export function requestLog(log: Logger): RequestHandler {
     customAttributeKeys: { reqId: 'requestId', responseTime: 'durationMs' },
     customProps: (req: IncomingMessage) => ({ method: req.method, route: routeOf(pathOf(req)) }),
     customSuccessObject: (_req, res, value: object) => ({ ...value, status: res.statusCode }),
-    customErrorObject: (_req, res, _err, value: object) => ({ ...value, status: res.statusCode }),
+    // pino-http makes up an `err` (with a stack) for a 5xx; the error middleware logs the real one (api/errors.ts).
+    customErrorObject: (_req, res, _err, { err: _made, ...value }: Record<string, unknown>) => ({
+      ...value,
+      status: res.statusCode,
+    }),
     customSuccessMessage: () => 'request',
     customErrorMessage: () => 'request',
     customLogLevel: (req, res, err) => {
-      if (err || res.statusCode >= 500) return res.statusCode === 503 || res.statusCode === 504 ? 'warn' : 'error';
+      if (err || res.statusCode >= 500) return 'warn';
       return PROBES.has(routeOf(pathOf(req))) ? 'debug' : 'info';
     },
     // What the line says of the request beyond the props above; the status is already top-level.

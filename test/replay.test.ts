@@ -3,7 +3,7 @@ import path from 'node:path';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
-import { prebuiltWorkflowBundle, workflowInterceptorModules, workflowsPath } from '../worker/worker';
+import { loadWorkflowBundle } from '../worker/worker';
 import { historiesDir } from './helpers/histories';
 
 /** Recorded histories (test/histories, from real end-to-end runs) must replay on the current workflow code. */
@@ -50,12 +50,9 @@ describe('replay of recorded workflow histories', () => {
   });
 
   it('replays every recorded history on the current workflows without a determinism error', async () => {
-    // Against the compiled build, the very bundle its workers load; from the sources, the same modules (the
-    // workflows and their interceptors, which pass untraced histories through untouched).
-    const prebuilt = prebuiltWorkflowBundle();
-    const workflows = prebuilt
-      ? { workflowBundle: prebuilt }
-      : { workflowsPath, interceptors: { workflowModules: workflowInterceptorModules } };
+    // The very bundle the workers load: the build's, or from the sources the workflows with their interceptors
+    // (workflows/tracing.ts, which pass untraced histories through untouched); bundled once for every history.
+    const workflows = { workflowBundle: await loadWorkflowBundle() };
     for (const { name, history } of await recorded()) {
       await expect(Worker.runReplayHistory(workflows, history, name)).resolves.toBeUndefined();
     }

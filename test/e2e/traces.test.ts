@@ -4,6 +4,7 @@
  * must hold the API's server span, the workflow it started and the workflow's activities, and the API's log line of
  * that request must carry its trace id.
  */
+import { randomBytes } from 'node:crypto';
 import request from 'supertest';
 import { hashApiKey } from '../../api/auth/api-keys';
 import { freePort } from '../../common/temporal-server';
@@ -20,6 +21,7 @@ let receiver: OtlpReceiver;
 let api: LoggedProcess;
 let worker: LoggedProcess;
 let apiUrl: string;
+const eventGridSecret = randomBytes(16).toString('hex');
 
 beforeAll(async () => {
   receiver = await startOtlpReceiver();
@@ -38,6 +40,7 @@ beforeAll(async () => {
     API_PORT: String(port),
     API_KEYS: JSON.stringify([{ id: 'ops', role: 'operator', sha256: hashApiKey(TEST_KEYS.operator) }]),
     LOG_LEVEL: 'info',
+    EVENT_GRID_SECRET: eventGridSecret,
     ...otel,
   });
   await Promise.all([
@@ -141,6 +144,23 @@ describe('traces', () => {
     await api.waitForLine((l) => l.includes(laterId));
     expect(api.lines.some((l) => l.includes(res.headers['x-correlation-id'] as string))).toBe(false);
     expect(receiver.spans.some((s) => s.name.includes('healthz'))).toBe(false);
+  });
+
+  it('keeps the Event Grid secret out of span attributes and log lines', async () => {
+    const res = await request(apiUrl).post(`/v1/eventgrid?code=${eventGridSecret}`).send([]);
+    const requestId = res.headers['x-correlation-id'] as string;
+    await api.waitForLine((l) => l.includes(requestId));
+    const span = await new Promise<ReceivedSpan>((resolve) => {
+      const look = () => {
+        const found = receiver.spans.find((s) => s.name === 'POST /v1/eventgrid');
+        if (found) resolve(found);
+        else setTimeout(look, 250);
+      };
+      look();
+    });
+    expect(span.attributes['http.target']).toBe('/v1/eventgrid?code=[Redacted]');
+    expect(JSON.stringify(receiver.spans)).not.toContain(eventGridSecret);
+    expect(api.lines.join('\n')).not.toContain(eventGridSecret);
   });
 });
 

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
 import { hashApiKey } from '../../api/auth/api-keys';
+import { ConfigError, loadConfig } from '../../common/config';
 import { freePort } from '../../common/temporal-server';
 import { startTracing, tracesUrl } from '../../common/tracing';
 import { as, TEST_KEYS } from '../helpers/credentials';
@@ -178,5 +179,14 @@ describe('tracing configuration', () => {
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:4318/traces',
       }),
     ).toBe('http://t:4318/traces');
+  });
+
+  it('reads OTEL_EXPORTER_OTLP_HEADERS as key=value pairs and refuses anything else', () => {
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_HEADERS: 'api-key=abc, x-tenant=a=b' }).OTEL_EXPORTER_OTLP_HEADERS).toEqual({
+      'api-key': 'abc',
+      'x-tenant': 'a=b',
+    });
+    expect(() => loadConfig({ OTEL_EXPORTER_OTLP_HEADERS: 'api-key' })).toThrow(ConfigError);
+    expect(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' })).toThrow(ConfigError);
   });
 });

@@ -1,3 +1,4 @@
+import { log } from '@temporalio/activity';
 import type { AzureClients } from './azure-clients';
 import { queryItems } from './dps';
 
@@ -20,39 +21,53 @@ export function connectivityActivities(clients: AzureClients) {
     },
 
     async probeDps(): Promise<EndpointProbe> {
-      if (!clients.dps) return { kind: 'dps', hostName: '', reachable: false, detail: 'DPS is not configured' };
-      const { hostName, client } = clients.dps;
-      try {
-        const query = client.createIndividualEnrollmentQuery({ query: '*' }, 1);
-        const { responseBody } = await query.next();
-        return {
-          kind: 'dps',
-          hostName,
-          reachable: true,
-          detail: `enrollment query answered (${queryItems(responseBody).length} item(s))`,
-        };
-      } catch (err) {
-        return { kind: 'dps', hostName, reachable: false, detail: describeError(err) };
-      }
+      return logged(await probeDps());
     },
 
     async probeHub(environment: string): Promise<EndpointProbe> {
-      const hub = clients.hubs.get(environment);
-      if (!hub) return { kind: 'hub', environment, hostName: '', reachable: false, detail: 'not configured' };
-      try {
-        const { responseBody } = await hub.registry.getRegistryStatistics();
-        return {
-          kind: 'hub',
-          environment,
-          hostName: hub.hostName,
-          reachable: true,
-          detail: `${responseBody.totalDeviceCount ?? 0} devices`,
-        };
-      } catch (err) {
-        return { kind: 'hub', environment, hostName: hub.hostName, reachable: false, detail: describeError(err) };
-      }
+      return logged(await probeHub(environment));
     },
   };
+
+  async function probeDps(): Promise<EndpointProbe> {
+    if (!clients.dps) return { kind: 'dps', hostName: '', reachable: false, detail: 'DPS is not configured' };
+    const { hostName, client } = clients.dps;
+    try {
+      const query = client.createIndividualEnrollmentQuery({ query: '*' }, 1);
+      const { responseBody } = await query.next();
+      return {
+        kind: 'dps',
+        hostName,
+        reachable: true,
+        detail: `enrollment query answered (${queryItems(responseBody).length} item(s))`,
+      };
+    } catch (err) {
+      return { kind: 'dps', hostName, reachable: false, detail: describeError(err) };
+    }
+  }
+
+  async function probeHub(environment: string): Promise<EndpointProbe> {
+    const hub = clients.hubs.get(environment);
+    if (!hub) return { kind: 'hub', environment, hostName: '', reachable: false, detail: 'not configured' };
+    try {
+      const { responseBody } = await hub.registry.getRegistryStatistics();
+      return {
+        kind: 'hub',
+        environment,
+        hostName: hub.hostName,
+        reachable: true,
+        detail: `${responseBody.totalDeviceCount ?? 0} devices`,
+      };
+    } catch (err) {
+      return { kind: 'hub', environment, hostName: hub.hostName, reachable: false, detail: describeError(err) };
+    }
+  }
+}
+
+/** What an operator's check found, in the worker's log too (with the check's trace when traced). */
+function logged(probe: EndpointProbe): EndpointProbe {
+  log.info('endpoint probed', { ...probe });
+  return probe;
 }
 
 function describeError(err: unknown): string {

@@ -7,6 +7,7 @@ import type { EventGridEntraOptions } from './auth/event-grid-entra';
 import { authorization } from './auth/middleware';
 import { browserGuard, corsFor, hostAllowList, securityHeaders } from './browser';
 import { correlation } from './correlation';
+import { requestLog, traceRoute } from './request-log';
 import { errorHandler } from './errors';
 import { methodGuard, notFound } from './routing';
 import { docsRoutes } from './routes/docs';
@@ -70,7 +71,9 @@ export function createApp(appDeps: AppDeps): Express {
   const deps: AppDeps = { ...appDeps, metrics };
   const app = express();
   app.disable('x-powered-by');
-  app.use(correlation(deps.log));
+  app.use(correlation());
+  app.use(traceRoute());
+  app.use(requestLog(deps.log));
   app.use(httpMetrics(metrics));
   const security = deps.security ?? {};
   const corsOrigins = security.corsOrigins ?? [];

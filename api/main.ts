@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
+import { startTracing, tracingClientInterceptors } from '../common/tracing';
 import { temporalConnectionOptions } from '../common/temporal-connection';
 import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
 import { exitOnStartupFailure, listen } from '../common/startup';
@@ -15,6 +16,7 @@ let config: Config | undefined;
 async function main(): Promise<void> {
   config = loadConfig();
   const log = createLogger(config.LOG_LEVEL, 'iot-lifecycle-api');
+  const tracing = startTracing(config, 'iot-lifecycle-api');
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
   // lazy: the API starts (and /readyz and Temporal routes answer 503) even while Temporal is down.
   const connection = Connection.lazy(temporalConnectionOptions(config, address));
@@ -23,6 +25,7 @@ async function main(): Promise<void> {
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
     dataConverter: dataConverterWith(codec),
+    interceptors: tracingClientInterceptors(tracing),
   });
   const security = apiSecurity(config);
   if (!security.auth?.apiKeys?.length && !security.auth?.oidc) {
@@ -42,10 +45,19 @@ async function main(): Promise<void> {
     codec,
   });
   const server = await listen(createServer(app), config.API_PORT, config.API_HOST, { ...config });
-  log.info({ url: `http://${config.API_HOST}:${config.API_PORT}`, temporal: address }, 'API listening');
+  log.info(
+    { url: `http://${config.API_HOST}:${config.API_PORT}`, temporal: address, traces: Boolean(tracing) },
+    'API listening',
+  );
   const stop = () => {
     log.info('API stopping');
-    server.close(() => void connection.close().finally(() => process.exit(0)));
+    server.close(
+      () =>
+        void connection
+          .close()
+          .then(() => tracing?.shutdown())
+          .finally(() => process.exit(0)),
+    );
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

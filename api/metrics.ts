@@ -1,7 +1,6 @@
 import type { RequestHandler } from 'express';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { documentedRoutes } from './openapi';
-import { templatePattern } from './routing';
+import { routeTemplates } from './routing';
 
 /**
  * The API's Prometheus metrics (prom-client, one registry per app): HTTP requests by route template, method and
@@ -40,7 +39,7 @@ export function createApiMetrics(): ApiMetrics & { httpRequests: Counter<'method
 
 /** Counts and times every request under its documented route template (never the raw path: ids would explode it). */
 export function httpMetrics(metrics: ReturnType<typeof createApiMetrics>): RequestHandler {
-  const routes = documentedRoutes().map((route) => ({ path: route.path, pattern: templatePattern(route.path) }));
+  const routeOf = routeTemplates();
   const duration = metrics.registry.getSingleMetric('iot_lifecycle_http_request_duration_seconds') as Histogram<
     'method' | 'route'
   >;
@@ -49,7 +48,7 @@ export function httpMetrics(metrics: ReturnType<typeof createApiMetrics>): Reque
     // Read now: routers mounted under a prefix (/v1) strip it from req.path while they handle the request.
     const path = req.path;
     res.on('finish', () => {
-      const route = routes.find((r) => r.pattern.test(path))?.path ?? 'other';
+      const route = routeOf(path);
       metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
       stop({ method: req.method, route });
     });

@@ -44,3 +44,12 @@ export function templatePattern(template: string): RegExp {
   // Case-insensitive and with an optional trailing slash, as express routes match.
   return new RegExp(`^${source}/?$`, 'i');
 }
+
+/**
+ * The documented route template a path falls under (`/v1/promotions/dev-1` → `/v1/promotions/{registrationId}`), or
+ * `other`: what metrics, request logs and span names use, never the raw path (ids would explode them).
+ */
+export function routeTemplates(): (path: string) => string {
+  const routes = documentedRoutes().map((route) => ({ path: route.path, pattern: templatePattern(route.path) }));
+  return (path) => routes.find((r) => r.pattern.test(path))?.path ?? 'other';
+}

@@ -163,6 +163,34 @@ export const configSchema = z.object({
   API_CORS_ORIGINS: commaList(z.url()).optional(),
   /** Mutating requests a client (API key or token subject) may send per minute; 429 past it. */
   API_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
+
+  // ----- Traces (common/tracing.ts): OpenTelemetry's standard names; off unless an endpoint is set -----
+  /** OTLP/HTTP (protobuf) base URL of a collector, e.g. http://otel-collector:4318; traces go to <url>/v1/traces. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+  /** The full traces URL, when it is not <OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces. */
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url().optional(),
+  /** Headers sent with every export, `key=value` comma-separated (e.g. a collector's API key); never logged. */
+  OTEL_EXPORTER_OTLP_HEADERS: z
+    .string()
+    .transform((raw, ctx) => {
+      const pairs = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+        .map((pair) => pair.split('='));
+      if (pairs.some(([key, ...value]) => !key || value.length === 0)) {
+        ctx.addIssue({ code: 'custom', message: 'expected key=value pairs, comma-separated' });
+        return z.NEVER;
+      }
+      return Object.fromEntries(
+        pairs.map(([key, ...value]) => [key.trim(), decodeURIComponent(value.join('=').trim())]),
+      );
+    })
+    .optional(),
+  /** service.name of the spans; default iot-lifecycle-api, iot-lifecycle-worker, or iot-lifecycle (npm start). */
+  OTEL_SERVICE_NAME: z.string().min(1).optional(),
+  /** true: no traces even with an endpoint set. */
+  OTEL_SDK_DISABLED: booleanFlag.default(false),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -30,6 +30,7 @@ async function main(): Promise<void> {
 
   const { code } = await bundleWorkflowCode({
     workflowsPath: require.resolve(path.join(root, 'workflows')),
+    workflowInterceptorModules: [require.resolve(path.join(root, 'workflows', 'tracing'))],
     logger: { log: noop, trace: noop, debug: noop, info: noop, warn: console.warn, error: console.error },
   });
   const bundlePath = path.join(outDir, 'workflow-bundle.js');

@@ -7,6 +7,7 @@ import { loadConfig, type Config } from '../common/config';
 import { connectToTemporal, exitOnStartupFailure, listen } from '../common/startup';
 import { QuotasConfig } from '../common/quotas';
 import { createLogger, type Logger } from '../common/logger';
+import { startTracing, tracingClientInterceptors } from '../common/tracing';
 import { Lifecycle } from '../common/lifecycle';
 import { describeCli, freePort, projectRoot, resolveTemporalCli, startDevServer } from '../common/temporal-server';
 import { createAzureClients } from '../activities/azure-clients';
@@ -46,7 +47,9 @@ async function main(): Promise<void> {
   lifecycle.installSignalHandlers();
   // The worker's Temporal metrics on a loopback port, served with the API's own at /metrics.
   const temporalMetrics = config.TEMPORAL_METRICS_ADDRESS ?? `127.0.0.1:${await freePort()}`;
-  installRuntime(config, temporalMetrics);
+  installRuntime(config, log, temporalMetrics);
+  const tracing = startTracing(config, 'iot-lifecycle');
+  if (tracing) lifecycle.add('traces', RANK.temporal, () => tracing.shutdown());
   const dataDir = path.resolve(projectRoot, config.DATA_DIR);
   // The embedded default's own operator key and emulator control token, made once and kept under DATA_DIR (0600).
   const local = localSecrets(config, dataDir);
@@ -111,6 +114,7 @@ async function main(): Promise<void> {
       connection,
       namespace: config.TEMPORAL_NAMESPACE,
       dataConverter: dataConverterWith(codec),
+      interceptors: tracingClientInterceptors(tracing),
     });
     const workflowBundle = await bundleWorkflows();
     lifecycle.checkpoint();
@@ -126,6 +130,7 @@ async function main(): Promise<void> {
       },
       shutdownGraceSeconds: Math.min(config.SHUTDOWN_GRACE_SECONDS, WORKER_GRACE_SECONDS),
       dataConverter: dataConverterWith(codec),
+      tracing,
     });
     const workerDone = worker.run();
     lifecycle.add('worker', RANK.worker, async () => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
-import { prebuiltWorkflowBundle, workflowsPath } from '../worker/worker';
+import { loadWorkflowBundle } from '../worker/worker';
 import { historiesDir } from './helpers/histories';
 
 /** Recorded histories (test/histories, from real end-to-end runs) must replay on the current workflow code. */
@@ -53,10 +53,9 @@ describe('replay of recorded workflow histories', () => {
   });
 
   it('replays every recorded history on the current workflows without a determinism error', async () => {
-    // Against the compiled build, the very bundle its workers load.
-    const prebuilt = prebuiltWorkflowBundle();
-    const workflows = prebuilt ? { workflowBundle: prebuilt } : { workflowsPath };
-    // One replay worker for them all (a worker per history costs a second each).
+    // The very bundle the workers load: the build's, or from the sources the workflows with their interceptors
+    // (workflows/tracing.ts, which pass untraced histories through untouched); one replay worker for them all.
+    const workflows = { workflowBundle: await loadWorkflowBundle() };
     const histories = (await recorded()).map(({ name, history }) => ({ workflowId: name, history }));
     const failed: string[] = [];
     let replayed = 0;

@@ -2,6 +2,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig, type Config } from '../common/config';
 import { createLogger } from '../common/logger';
+import { startTracing, tracingClientInterceptors } from '../common/tracing';
 import { temporalConnectionOptions } from '../common/temporal-connection';
 import { dataConverterWith, payloadCodecFrom } from '../common/payload-codec';
 import { connectToTemporal, exitOnStartupFailure } from '../common/startup';
@@ -16,7 +17,8 @@ let config: Config | undefined;
 async function main(): Promise<void> {
   config = loadConfig();
   const log = createLogger(config.LOG_LEVEL, 'iot-lifecycle-worker');
-  installRuntime(config, config.TEMPORAL_METRICS_ADDRESS);
+  const tracing = startTracing(config, 'iot-lifecycle-worker');
+  installRuntime(config, log, config.TEMPORAL_METRICS_ADDRESS);
   configureAzureEndpoints(config);
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
   const connectionOptions = temporalConnectionOptions(config, address);
@@ -24,7 +26,12 @@ async function main(): Promise<void> {
   const dataConverter = dataConverterWith(payloadCodecFrom(config));
   // Activities that act on other workflows (a revocation stopping promotions) use a client of their own.
   const clientConnection = await connectToTemporal(address, () => Connection.connect(connectionOptions));
-  const client = new Client({ connection: clientConnection, namespace: config.TEMPORAL_NAMESPACE, dataConverter });
+  const client = new Client({
+    connection: clientConnection,
+    namespace: config.TEMPORAL_NAMESPACE,
+    dataConverter,
+    interceptors: tracingClientInterceptors(tracing),
+  });
   const workflowBundle = await loadWorkflowBundle();
   const worker = await createWorker({
     connection,
@@ -41,13 +48,18 @@ async function main(): Promise<void> {
     },
     shutdownGraceSeconds: config.SHUTDOWN_GRACE_SECONDS,
     dataConverter,
+    tracing,
   });
   const bundle = 'codePath' in workflowBundle ? workflowBundle.codePath : 'bundled from the sources at start';
-  log.info({ address, taskQueue: config.TASK_QUEUE, workflowBundle: bundle }, 'worker started');
+  log.info(
+    { address, taskQueue: config.TASK_QUEUE, workflowBundle: bundle, traces: Boolean(tracing) },
+    'worker started',
+  );
   // Worker.run() installs SIGINT/SIGTERM handlers that start a graceful shutdown.
   await worker.run();
   await clientConnection.close();
   await connection.close();
+  await tracing?.shutdown();
   log.info('worker stopped');
 }
 

@@ -9,9 +9,17 @@ import {
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
 import type { DataConverter } from '@temporalio/common';
+import {
+  OpenTelemetryActivityInboundInterceptor,
+  OpenTelemetryActivityOutboundInterceptor,
+  makeWorkflowExporter,
+} from '@temporalio/interceptors-opentelemetry';
 import { createActivities, type ActivityDeps } from '../activities';
+import type { Tracing } from '../common/tracing';
 
 export const workflowsPath = require.resolve('../workflows');
+/** The workflow interceptors every bundle carries: OpenTelemetry for traced workflows (workflows/tracing.ts). */
+export const workflowInterceptorModules = [require.resolve('../workflows/tracing')];
 
 /**
  * `npm run build` writes the workflow bundle next to the compiled code (dist/workflow-bundle.js), so the compiled
@@ -35,10 +43,12 @@ export interface WorkerOptions {
   identity?: string;
   /** The payload codec (common/payload-codec.ts), the same as the API client's. */
   dataConverter?: DataConverter;
+  /** Traces (common/tracing.ts): activity spans, and the exporter of the spans traced workflows make. */
+  tracing?: Tracing;
 }
 
 export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
-  return bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger });
+  return bundleWorkflowCode({ workflowsPath, workflowInterceptorModules, logger: quietBundlerLogger });
 }
 
 /** The build's bundle when running compiled, otherwise a fresh one from the sources. */
@@ -56,9 +66,32 @@ export async function createWorker(options: WorkerOptions): Promise<Worker> {
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath }),
     activities: createActivities(options.deps),
     ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
+    ...tracingOptions(options.tracing),
     shutdownGraceTime: `${options.shutdownGraceSeconds ?? 30} seconds`,
   });
 }
+
+/**
+ * With tracing, activities run in spans joined to their workflow's trace, and traced workflows' spans are exported;
+ * without it, the `exporter` sink is still there (a workflow started by a traced API into an untraced worker finds
+ * it), and drops what it is given.
+ */
+function tracingOptions(tracing: Tracing | undefined): Pick<WorkerCreateOptions, 'interceptors' | 'sinks'> {
+  if (!tracing) return { sinks: { exporter: { export: { fn: () => undefined, callDuringReplay: false } } } };
+  return {
+    interceptors: {
+      activity: [
+        (ctx) => ({
+          inbound: new OpenTelemetryActivityInboundInterceptor(ctx),
+          outbound: new OpenTelemetryActivityOutboundInterceptor(ctx),
+        }),
+      ],
+    },
+    sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) },
+  };
+}
+
+type WorkerCreateOptions = Parameters<typeof Worker.create>[0];
 
 const quietBundlerLogger = {
   log: () => undefined,

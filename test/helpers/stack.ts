@@ -8,7 +8,7 @@ import { Registry } from 'azure-iothub';
 import { createAzureClients, type AzureClients } from '../../activities/azure-clients';
 import { createApp } from '../../api/app';
 import { QuotasConfig } from '../../common/quotas';
-import { createLogger } from '../../common/logger';
+import { createLogger, type Logger } from '../../common/logger';
 import { configureDps } from '../../emulator/dps/runtime';
 import { installAzureEndpointRouting } from '../../common/azure-routing';
 import { startEmulator, type RunningEmulator } from '../../emulator/server';
@@ -54,7 +54,12 @@ export const STACK_QUOTAS = QuotasConfig.parse({
 });
 
 export async function startStack(
-  options: { workflowBundle?: WorkflowBundleWithSourceMap; codec?: PayloadCodec } = {},
+  options: {
+    workflowBundle?: WorkflowBundleWithSourceMap;
+    codec?: PayloadCodec;
+    /** The API's logger; silent by default (a test that reads the log lines gives its own). */
+    log?: Logger;
+  } = {},
 ): Promise<Stack> {
   const emulator = await startEmulator({ controlPort: false });
   const uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
@@ -79,7 +84,7 @@ export async function startStack(
     security: testSecurity(),
     client: temporal.client,
     taskQueue,
-    log: createLogger('silent'),
+    log: options.log ?? createLogger('silent'),
     environments: hosts,
     eventGridSecret,
     quotas: STACK_QUOTAS,

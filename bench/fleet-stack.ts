@@ -247,7 +247,7 @@ export async function fleetHistorySizes(client: Client, workflowId: string, chun
     sizes.totalEvents += events.length;
     if (events.length > sizes.maxEvents) {
       sizes.maxEvents = events.length;
-      sizes.maxEventsIn = runId ? `${id} (run ${runId.slice(0, 8)})` : id;
+      sizes.maxEventsIn = runId ? `${id} (run …${runId.slice(-8)})` : id;
     }
     for (const e of events) {
       if ((e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1) sizes.retriedActivities += 1;

@@ -25,9 +25,24 @@ const notFound = (err: unknown) =>
   (err as { response?: { statusCode?: number } })?.response?.statusCode === 404 ||
   (err as Error)?.name === 'DeviceNotFoundError';
 
+/** Connections the emulator closed under a reused keep-alive socket, retried (the product's activities retry too). */
+export const scriptStats = { networkRetries: 0 };
+const NETWORK = /ECONNRESET|socket hang up|EPIPE/;
+
+async function retried<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await call();
+    } catch (err) {
+      if (attempt >= 5 || !NETWORK.test(`${(err as Error)?.message} ${(err as { code?: string })?.code}`)) throw err;
+      scriptStats.networkRetries += 1;
+    }
+  }
+}
+
 async function orAbsent<T>(call: () => Promise<T>): Promise<T | undefined> {
   try {
-    return await call();
+    return await retried(call);
   } catch (err) {
     if (notFound(err)) return undefined;
     throw err;
@@ -51,7 +66,7 @@ export async function scriptedFleetRevoke(
   );
   const ids: string[] = [];
   for (let token: string | undefined; ;) {
-    const page = token ? await query.next(token) : await query.next();
+    const page = await retried(() => (token ? query.next(token) : query.next()));
     ids.push(...(page.result as Array<{ deviceId: string }>).map((d) => d.deviceId));
     token = query.continuationToken || undefined;
     if (!token) break;
@@ -78,11 +93,14 @@ async function revokeBatch(clients: ScriptClients, ids: string[], statusReason: 
   });
   const writes = [...enrollments.values()].map((e) => ({ ...e, provisioningStatus: 'disabled' as const }));
   for (let i = 0; i < writes.length; i += DPS_BULK) {
-    await new Promise<void>((resolve, reject) =>
-      dps.runBulkEnrollmentOperation(
-        { mode: 'updateIfMatchEtag', enrollments: writes.slice(i, i + DPS_BULK) } as never,
-        (err) => (err ? reject(err) : resolve()),
-      ),
+    await retried(
+      () =>
+        new Promise<void>((resolve, reject) =>
+          dps.runBulkEnrollmentOperation(
+            { mode: 'updateIfMatchEtag', enrollments: writes.slice(i, i + DPS_BULK) } as never,
+            (err) => (err ? reject(err) : resolve()),
+          ),
+        ),
     );
   }
   // Every hub at once: read, disable 100 a call, read again.
@@ -100,7 +118,7 @@ async function revokeBatch(clients: ScriptClients, ids: string[], statusReason: 
       const toDisable = [...before.values()].filter((d) => d.status !== 'disabled');
       for (let i = 0; i < toDisable.length; i += REGISTRY_BULK) {
         const chunk = toDisable.slice(i, i + REGISTRY_BULK).map((d) => ({ ...d, status: 'disabled', statusReason }));
-        const { responseBody } = await registry.updateDevices(chunk as never, false);
+        const { responseBody } = await retried(() => registry.updateDevices(chunk as never, false));
         if (!responseBody.isSuccessful) throw new Error(`bulk disable failed: ${JSON.stringify(responseBody.errors)}`);
       }
       const after = await read();

@@ -13,8 +13,8 @@
  * --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion,eventgrid,fleet.
  *
  * The fleet suite (bench/fleet.ts, issue 10) runs only when named, `--only fleet`: at full size it takes about half
- * an hour. Its flags: --fleet-parts [revoke,history,promote,quota], --fleet-devices [10000] per side of the revoke
- * against the plain script, --fleet-quota-devices [6000] and --fleet-quota-scale [60] (quotas S1 x scale),
+ * an hour. Its flags: --fleet-parts [revoke,history,webhook,promote,quota], --fleet-devices [10000] per side of the
+ * revoke against the plain script, --fleet-quota-devices [6000] and --fleet-quota-scale [60] (quotas S1 x scale),
  * --fleet-promotions [2000] simulated devices promoted, --fleet-dry-run-devices [100000],
  * --fleet-history-devices [20000], --fleet-max-in-flight [1000], --fleet-timeout-seconds [3600] for the whole suite,
  * --scale (adds the 100,000-device revoke).
@@ -118,7 +118,7 @@ function readOptions(argv: string[]): BenchOptions {
       'npm run bench -- [--only mqtt,registry,dps,promotion,eventgrid,fleet] [--registry-ops 500] ' +
         '[--bulk-calls 50] [--registrations 100] [--devices 200] [--promotions 20] [--events 1000] ' +
         '[--concurrency 16] [--poll-interval-seconds 1] [--timeout-seconds 240] ' +
-        '[--fleet-parts revoke,history,promote,quota] [--fleet-devices 10000] [--fleet-quota-devices 6000] ' +
+        '[--fleet-parts revoke,history,webhook,promote,quota] [--fleet-devices 10000] [--fleet-quota-devices 6000] ' +
         '[--fleet-quota-scale 60] [--fleet-promotions 2000] [--fleet-dry-run-devices 100000] ' +
         '[--fleet-history-devices 20000] [--fleet-max-in-flight 1000] [--fleet-timeout-seconds 3600] [--scale]\n' +
         '(fleet runs only when named in --only)',

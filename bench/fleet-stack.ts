@@ -57,6 +57,8 @@ export interface FleetService {
   worker: ChildProcess;
   /** Highest worker RSS seen since `resetRss` (MiB), sampled every 250 ms. */
   maxRssMiB(): number;
+  /** The worker's RSS once it polls, before any work (MiB): its workflow bundle and runtime. */
+  startRssMiB: number;
   resetRss(): void;
   /** POST with the run's admin key. */
   post(pathname: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }>;
@@ -100,6 +102,7 @@ export async function startFleetService(stack: FleetStack, quotas: QuotasConfig,
   defer(() => clearInterval(sampler));
 
   await waitForPollers(stack, taskQueue, worker);
+  const startRssMiB = (await readRssMiB(worker.pid!)) ?? 0;
 
   const adminKey = generateApiKey();
   const app = createApp({
@@ -122,6 +125,7 @@ export async function startFleetService(stack: FleetStack, quotas: QuotasConfig,
     taskQueue,
     worker,
     maxRssMiB: () => maxRss,
+    startRssMiB,
     resetRss: () => void (maxRss = 0),
     async post(pathname, body) {
       const res = await fetch(`${apiUrl}${pathname}`, {

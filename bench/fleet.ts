@@ -269,8 +269,14 @@ async function historySizes(
     better: 'lower',
     target: RSS_LIMIT_MB,
     targetSource: 'issue 10: worker RSS < 500 MB',
-    details: { sampledEveryMs: 250, runs: runs.map((r) => `${r.label} ${r.devices}`).join(', ') },
-    note: `worker process, during ${runs.map((r) => `${r.label} ${r.devices}`).join(', ')}`,
+    details: {
+      sampledEveryMs: 250,
+      startRssMiB: service.startRssMiB,
+      runs: runs.map((r) => `${r.label} ${r.devices}`).join(', '),
+    },
+    note:
+      `worker process, during ${runs.map((r) => `${r.label} ${r.devices}`).join(', ')}; ` +
+      `${Math.round(service.startRssMiB)} MiB once polling, before any work`,
   });
   return results;
 }

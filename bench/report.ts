@@ -32,6 +32,11 @@ export interface MeasurementError {
 }
 
 export function judge(m: Measurement): Result {
+  // A target of 0 ("no device fails"): met by 0 only; the ratio is then 0, otherwise infinite.
+  if (m.target === 0) {
+    const meets = m.better === 'higher' ? m.value >= 0 : m.value <= 0;
+    return { ...m, ratio: m.value === 0 ? 0 : Infinity, meets };
+  }
   const ratio = m.value / m.target;
   return { ...m, ratio, meets: m.better === 'higher' ? ratio >= 1 : ratio <= 1 };
 }

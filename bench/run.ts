@@ -11,7 +11,14 @@
  * concurrent promotions, --events [1000] DeviceConnected events in one Event Grid delivery, --concurrency [16] client
  * calls in flight (registry, DPS), --poll-interval-seconds [1] promotion polling (the API's floor is 1),
  * --audit-devices [2000] devices in the audited fleet, --audit-bucket-devices [a quarter of them] identities per bucket,
- * --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion,eventgrid,audit.
+ * --timeout-seconds [240] per suite, --only mqtt,registry,dps,promotion,eventgrid,audit,fleet.
+ *
+ * The fleet suite (bench/fleet.ts, issue 10) runs only when named, `--only fleet`: at full size it takes about half
+ * an hour. Its flags: --fleet-parts [revoke,history,webhook,promote,quota], --fleet-devices [10000] per side of the
+ * revoke against the plain script, --fleet-quota-devices [6000] and --fleet-quota-scale [60] (quotas S1 x scale),
+ * --fleet-promotions [2000] simulated devices promoted, --fleet-dry-run-devices [100000],
+ * --fleet-history-devices [20000], --fleet-max-in-flight [1000], --fleet-timeout-seconds [3600] for the whole suite,
+ * --scale (adds the 100,000-device revoke).
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +29,7 @@ import { describeCli, projectRoot, resolveTemporalCli } from '../common/temporal
 import { benchAudit } from './audit';
 import { benchDps } from './dps';
 import { benchEventGrid } from './eventgrid';
+import { benchFleet, FLEET_PARTS } from './fleet';
 import { gcExposed, scoped, startBenchEmulator, stopAllScopes } from './harness';
 import { benchMqtt } from './mqtt';
 import { benchPromotion } from './promotion';
@@ -39,8 +47,10 @@ import {
 
 // mqtt runs first: its memory reading is then taken in a process that no other suite has grown yet (RSS that
 // earlier suites freed but kept would otherwise absorb part of the fleet's growth and flatter the figure).
-const SUITES = ['mqtt', 'registry', 'dps', 'promotion', 'eventgrid', 'audit'] as const;
+const SUITES = ['mqtt', 'registry', 'dps', 'promotion', 'eventgrid', 'audit', 'fleet'] as const;
 type Suite = (typeof SUITES)[number];
+/** What runs without --only: all but the half-hour fleet suite. */
+const DEFAULT_SUITES = SUITES.filter((s) => s !== 'fleet');
 
 const count = (max: number, fallback: number) => z.coerce.number().int().min(1).max(max).default(fallback);
 
@@ -56,9 +66,23 @@ const optionsSchema = z.object({
   concurrency: count(256, 16),
   pollIntervalSeconds: count(3_600, 1),
   timeoutSeconds: count(3_600, 240),
+  fleetParts: z
+    .string()
+    .default(FLEET_PARTS.join(','))
+    .transform((s) => s.split(',').map((x) => x.trim()))
+    .pipe(z.array(z.enum(FLEET_PARTS)).min(1)),
+  fleetDevices: count(100_000, 10_000),
+  fleetQuotaDevices: count(100_000, 6_000),
+  fleetQuotaScale: count(1_000, 60),
+  fleetPromotions: count(5_000, 2_000),
+  fleetDryRunDevices: count(100_000, 100_000),
+  fleetHistoryDevices: count(100_000, 20_000),
+  fleetMaxInFlight: count(1_000, 1_000),
+  fleetTimeoutSeconds: count(14_400, 3_600),
+  scale: z.boolean().default(false),
   only: z
     .string()
-    .default(SUITES.join(','))
+    .default(DEFAULT_SUITES.join(','))
     .transform((s) => s.split(',').map((x) => x.trim()))
     .pipe(z.array(z.enum(SUITES)).min(1)),
 });
@@ -80,6 +104,16 @@ function readOptions(argv: string[]): BenchOptions {
       concurrency: text,
       'poll-interval-seconds': text,
       'timeout-seconds': text,
+      'fleet-parts': text,
+      'fleet-devices': text,
+      'fleet-quota-devices': text,
+      'fleet-quota-scale': text,
+      'fleet-promotions': text,
+      'fleet-dry-run-devices': text,
+      'fleet-history-devices': text,
+      'fleet-max-in-flight': text,
+      'fleet-timeout-seconds': text,
+      scale: { type: 'boolean' },
       only: text,
       help: { type: 'boolean' },
     },
@@ -87,11 +121,14 @@ function readOptions(argv: string[]): BenchOptions {
   });
   if (values.help) {
     console.log(
-      'npm run bench -- [--only mqtt,registry,dps,promotion,eventgrid,audit] [--registry-ops 500] [--bulk-calls 50] ' +
-        '[--registrations 100] [--devices 200] [--promotions 20] [--events 1000] [--concurrency 16] ' +
+      'npm run bench -- [--only mqtt,registry,dps,promotion,eventgrid,audit,fleet] [--registry-ops 500] ' +
+        '[--bulk-calls 50] [--registrations 100] [--devices 200] [--promotions 20] [--events 1000] ' +
+        '[--concurrency 16] [--poll-interval-seconds 1] [--timeout-seconds 240] ' +
         '[--audit-devices 2000] [--audit-bucket-devices N] ' +
-        '[--poll-interval-seconds 1] ' +
-        '[--timeout-seconds 240]',
+        '[--fleet-parts revoke,history,webhook,promote,quota] [--fleet-devices 10000] [--fleet-quota-devices 6000] ' +
+        '[--fleet-quota-scale 60] [--fleet-promotions 2000] [--fleet-dry-run-devices 100000] ' +
+        '[--fleet-history-devices 20000] [--fleet-max-in-flight 1000] [--fleet-timeout-seconds 3600] [--scale]\n' +
+        '(fleet runs only when named in --only)',
     );
     process.exit(0);
   }
@@ -107,6 +144,16 @@ function readOptions(argv: string[]): BenchOptions {
     concurrency: values.concurrency,
     pollIntervalSeconds: values['poll-interval-seconds'],
     timeoutSeconds: values['timeout-seconds'],
+    fleetParts: values['fleet-parts'],
+    fleetDevices: values['fleet-devices'],
+    fleetQuotaDevices: values['fleet-quota-devices'],
+    fleetQuotaScale: values['fleet-quota-scale'],
+    fleetPromotions: values['fleet-promotions'],
+    fleetDryRunDevices: values['fleet-dry-run-devices'],
+    fleetHistoryDevices: values['fleet-history-devices'],
+    fleetMaxInFlight: values['fleet-max-in-flight'],
+    fleetTimeoutSeconds: values['fleet-timeout-seconds'],
+    scale: values.scale,
     only: values.only,
   });
 }
@@ -157,12 +204,33 @@ async function main(): Promise<number> {
       scoped('audit', timeoutMs, (defer) =>
         benchAudit({ devices: options.auditDevices, bucketDevices: options.auditBucketDevices, cli }, defer),
       ),
+    fleet: () =>
+      scoped('fleet', options.fleetTimeoutSeconds * 1000, (defer) =>
+        benchFleet(
+          {
+            parts: options.fleetParts,
+            revokeDevices: options.fleetDevices,
+            quotaDevices: options.fleetQuotaDevices,
+            quotaScale: options.fleetQuotaScale,
+            promotions: options.fleetPromotions,
+            events: options.events,
+            dryRunDevices: options.fleetDryRunDevices,
+            historyRevokeDevices: options.fleetHistoryDevices,
+            scale: options.scale,
+            maximumInFlight: options.fleetMaxInFlight,
+            cli,
+            timeoutMs: options.fleetTimeoutSeconds * 1000,
+          },
+          defer,
+        ),
+      ),
   };
 
   const results: Result[] = [];
   const errors: MeasurementError[] = [];
   for (const suite of SUITES.filter((s) => options.only.includes(s))) {
-    if (suite === 'promotion' || suite === 'eventgrid') console.log(`(${suite}: Temporal ${describeCli(cli)})`);
+    if (suite === 'promotion' || suite === 'eventgrid' || suite === 'fleet')
+      console.log(`(${suite}: Temporal ${describeCli(cli)})`);
     try {
       for (const measurement of await suites[suite]()) {
         const result = judge(measurement);

@@ -163,6 +163,8 @@ export interface LimitsState {
   quotas: QuotaConfig;
   faults: FaultConfig;
   buckets: Map<string, Bucket>;
+  /** Calls answered 429 by a quota, per bucket key (e.g. `hub:test:registry`), since the last reset. */
+  throttled: Map<string, number>;
   nextRuleId: number;
 }
 
@@ -171,6 +173,7 @@ export function createLimitsState(): LimitsState {
     quotas: { enabled: false, scale: 1, overrides: {} },
     faults: { errorRate: 0, errorStatus: 500, latencyMs: 0, rules: [] },
     buckets: new Map(),
+    throttled: new Map(),
     nextRuleId: 1,
   };
 }

@@ -178,7 +178,10 @@ export function evaluateLimits(state: EmulatorState, ctx: OperationContext, now 
     const scope = ctx.hub ? `hub:${ctx.hub.name}` : 'dps';
     const key = `${scope}:${ctx.quotaClass}${ctx.key ? `:${ctx.key}` : ''}`;
     const retryAfterSeconds = takeToken(state.limits, key, rate, now);
-    if (retryAfterSeconds !== undefined) return { kind: 'throttle', delayMs, retryAfterSeconds };
+    if (retryAfterSeconds !== undefined) {
+      state.limits.throttled.set(key, (state.limits.throttled.get(key) ?? 0) + 1);
+      return { kind: 'throttle', delayMs, retryAfterSeconds };
+    }
   }
   return { kind: 'pass', delayMs, ...(after ? { after } : {}) };
 }

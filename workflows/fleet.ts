@@ -1,8 +1,4 @@
-import {
-  requestedByKeyword,
-  type ChangeRequest,
-  type RequestedBy,
-} from '../common/requested-by';
+import { requestedByKeyword, type ChangeRequest, type RequestedBy } from '../common/requested-by';
 import {
   allHandlersFinished,
   ApplicationFailure,
@@ -748,13 +744,14 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
 
   const active = () => records.some((r) => r.state === 'pending' || r.state === 'inProgress');
   while (active()) {
+    // A report due wakes the loop when its interval has passed, not before: waking on it at once would spin the
+    // loop within one activation (workflow time stands still there) when nothing else is to be done.
     await condition(
       () =>
         stop !== undefined ||
         retries.length > 0 ||
-        (permits > 0 && records.some((r) => r.state === 'pending' && r.attempts === 0)) ||
-        reportDue,
-      PROGRESS_INTERVAL_MS,
+        (permits > 0 && records.some((r) => r.state === 'pending' && r.attempts === 0)),
+      reportDue ? Math.max(1, PROGRESS_INTERVAL_MS - (Date.now() - lastReport)) : PROGRESS_INTERVAL_MS,
     );
     if (reportDue && Date.now() - lastReport >= PROGRESS_INTERVAL_MS) await report();
     if (stop) {

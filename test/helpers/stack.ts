@@ -54,7 +54,12 @@ export const STACK_QUOTAS = QuotasConfig.parse({
 });
 
 export async function startStack(
-  options: { workflowBundle?: WorkflowBundleWithSourceMap; codec?: PayloadCodec } = {},
+  options: {
+    workflowBundle?: WorkflowBundleWithSourceMap;
+    codec?: PayloadCodec;
+    /** The API's FLEET_OPERATOR_MAX_DEVICES (its default, 1,000, when not given). */
+    fleetOperatorMaxDevices?: number;
+  } = {},
 ): Promise<Stack> {
   const emulator = await startEmulator({ controlPort: false });
   const uninstallRouting = installAzureEndpointRouting({ address: emulator.address, caPem: emulator.caPem });
@@ -84,6 +89,7 @@ export async function startStack(
     eventGridSecret,
     quotas: STACK_QUOTAS,
     codec: options.codec,
+    fleetOperatorMaxDevices: options.fleetOperatorMaxDevices,
   });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));

@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { entryArgs } from './build';
-import type { Stack } from './stack';
+import { STACK_QUOTAS, type Stack } from './stack';
 import { harnessAddress } from './temporal';
 
 /**
@@ -23,6 +23,8 @@ export async function startWorkerProcess(stack: Stack): Promise<ChildProcess> {
       AZURE_HUB_CONNECTION_STRINGS: JSON.stringify(stack.emulator.connectionStrings.hubs),
       AZURE_ENDPOINT_ADDRESS: stack.emulator.address,
       AZURE_CA_FILE: caFile,
+      // The quotas the in-process worker plans fleet operations with.
+      AZURE_QUOTAS: JSON.stringify(STACK_QUOTAS),
       LOG_LEVEL: 'warn',
     },
     stdio: ['ignore', 'ignore', 'inherit'],

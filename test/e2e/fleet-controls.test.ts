@@ -1,0 +1,225 @@
+/**
+ * Each rollout control of a fleet operation, shown by its effect on a simulated fleet through the real stack
+ * (API → Temporal → worker → activities → emulator → simulated devices): what starts when, what is never touched.
+ */
+import type { FleetResult, FleetStatus } from '../../common/fleet';
+import { authed } from '../helpers/credentials';
+import { fleetKit, until } from '../helpers/fleet';
+import { startStack, type Stack } from '../helpers/stack';
+
+jest.setTimeout(120_000);
+
+/** Small, so that the size limit can be shown with a small fleet. */
+const OPERATOR_MAX_DEVICES = 25;
+
+let stack: Stack;
+const kit = fleetKit(() => stack);
+const { fleetOf, startFleet, devicesOf, statusOf } = kit;
+
+beforeAll(async () => {
+  stack = await startStack({ fleetOperatorMaxDevices: OPERATOR_MAX_DEVICES });
+});
+afterEach(async () => {
+  stack.emulator.faults.clear();
+  await kit.stopDevices();
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+/** Times (ms) the devices of an operation finished, in order. */
+async function finishTimes(id: string): Promise<number[]> {
+  return (await devicesOf(id)).map((d) => Date.parse(d.finishedAt!)).sort((a, b) => a - b);
+}
+
+/** The most devices that finished within any `windowMs` (a sliding window over the finish times). */
+function busiest(times: number[], windowMs: number): number {
+  let most = 0;
+  for (let i = 0, j = 0; j < times.length; j += 1) {
+    while (times[j] - times[i] >= windowMs) i += 1;
+    most = Math.max(most, j - i + 1);
+  }
+  return most;
+}
+
+/** Whether a device got no write at all from the emulator's point of view since `since`. */
+const untouched = (since: ReturnType<Stack['emulator']['counters']['snapshot']>, id: string) =>
+  stack.emulator.counters.diff(since, { id }).length === 0;
+
+describe('rate', () => {
+  it('starts no more devices a minute than maximumPerMinute, and keeps to that pace', async () => {
+    const { ids } = await fleetOf(20);
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      rollout: { maximumPerMinute: 120 },
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', ratePerMinute: 120, counts: { succeeded: 20 } });
+
+    const times = await finishTimes(id);
+    // 2 a second: in any 3 s, 6 devices (and a token or two of slack for a tick's rounding).
+    expect(busiest(times, 3_000)).toBeLessThanOrEqual(8);
+    // 20 devices at 2/s with a first grant of 2: about 9 s, and not absurdly slower.
+    const span = times[times.length - 1] - times[0];
+    expect(span).toBeGreaterThanOrEqual(7_000);
+    expect(Date.parse(result.completedAt) - Date.parse(result.startedAt)).toBeLessThan(25_000);
+  });
+
+  it('ramps the rate up by incrementFactor each time numberOfNotifiedThings more devices started', async () => {
+    const { ids } = await fleetOf(24);
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      rollout: {
+        maximumPerMinute: 600,
+        exponentialRate: {
+          baseRatePerMinute: 60,
+          incrementFactor: 2,
+          rateIncreaseCriteria: { numberOfNotifiedThings: 4 },
+        },
+      },
+    });
+    const rates: number[] = [];
+    let done = false;
+    const result = (handle.result() as Promise<FleetResult>).finally(() => (done = true));
+    while (!done) {
+      const status = await statusOf(id).catch(() => undefined);
+      if (status?.ratePerMinute && status.ratePerMinute !== rates[rates.length - 1]) rates.push(status.ratePerMinute);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const final = await result;
+    expect(final).toMatchObject({ outcome: 'completed', counts: { succeeded: 24 } });
+    // The rate in force went up in steps of ×2 from the base, never down, capped by maximumPerMinute.
+    expect(rates[0]).toBe(60);
+    expect(rates.length).toBeGreaterThanOrEqual(3);
+    for (let i = 1; i < rates.length; i += 1) expect(rates[i]).toBeGreaterThan(rates[i - 1]);
+    for (const rate of rates) expect([60, 120, 240, 480, 600]).toContain(rate);
+    // …and the devices did go faster: the last quarter finished quicker than the first.
+    const times = await finishTimes(id);
+    expect(times[23] - times[18]).toBeLessThan(times[5] - times[0]);
+  });
+});
+
+describe('abort criteria', () => {
+  it('aborts once the failed share passes the threshold, leaving the devices not started untouched', async () => {
+    const { ids } = await fleetOf(14);
+    // The test hub refuses the first four bulk writes (400, permanent): the devices in them fail.
+    stack.emulator.faults.addRule({ surface: 'hub', hub: 'test', operation: 'deviceBulk', status: 400, times: 4 });
+    const before = stack.emulator.counters.snapshot();
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      rollout: { maximumPerMinute: 60 },
+      abort: [{ failureType: 'FAILED', thresholdPercentage: 50, minNumberOfExecutedThings: 3 }],
+    });
+    const result: FleetResult = await handle.result();
+    expect(result.outcome).toBe('aborted');
+    expect(result.abortedBecause).toMatch(/^FAILED at \d+\.\d % of \d+ executed devices \(threshold 50 %\)$/);
+    expect(result.counts.failed).toBeGreaterThanOrEqual(3);
+    expect(result.counts.cancelled).toBeGreaterThan(0);
+    expect(result.counts.pending + result.counts.inProgress).toBe(0);
+
+    const cancelled = await devicesOf(id, 'cancelled');
+    expect(cancelled.length).toBe(result.counts.cancelled);
+    for (const d of cancelled) {
+      expect(d.attempts).toBe(0);
+      expect(untouched(before, d.registrationId)).toBe(true);
+      expect((await stack.registries.test.get(d.registrationId)).responseBody).toMatchObject({ status: 'enabled' });
+    }
+    const failed = await devicesOf(id, 'failed');
+    expect(failed.length).toBe(result.counts.failed);
+    for (const d of failed) expect(d.error?.type).toBeDefined();
+  });
+});
+
+describe('pause and resume', () => {
+  it('starts no device while paused, completes after resume, and records who paused and resumed', async () => {
+    const { ids } = await fleetOf(16);
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      rollout: { maximumPerMinute: 120 },
+    });
+    await until('a few devices done', async () => ((await statusOf(id)).counts.succeeded >= 3 ? true : undefined));
+    const paused = await authed(stack.app, 'operator')
+      .post(`/v1/fleet-operations/${id}/pause`)
+      .send({ reason: 'night shift' })
+      .expect(200);
+    expect(paused.body).toMatchObject({ phase: 'paused', pausedBecause: 'night shift' });
+    // What was granted before the pause (a tick's worth, 2 devices a second) still starts and settles; then nothing
+    // moves. Counts reach the status every 2 s, so "settled" is the same status 3 s apart.
+    let last = paused.body as FleetStatus;
+    const settled = await until('in-flight devices settled', async () => {
+      await new Promise((r) => setTimeout(r, 3_000));
+      const s = await statusOf(id);
+      const same = s.started === last.started && s.counts.inProgress === 0;
+      last = s;
+      return same ? s : undefined;
+    });
+    expect(settled.started - (paused.body as FleetStatus).started).toBeLessThanOrEqual(4);
+    const frozen = stack.emulator.counters.snapshot();
+    await new Promise((r) => setTimeout(r, 4_000));
+    const still = await statusOf(id);
+    expect(still.started).toBe(settled.started);
+    expect(still.counts).toEqual(settled.counts);
+    expect(still.counts.pending).toBeGreaterThan(0);
+    expect(stack.emulator.counters.diff(frozen)).toEqual([]);
+
+    await authed(stack.app, 'admin').post(`/v1/fleet-operations/${id}/resume`).expect(200);
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 16 } });
+    expect(result.operatorActions).toEqual([
+      { action: 'pause', requestedBy: expect.objectContaining({ subject: 'test-operator' }), at: expect.any(String) },
+      { action: 'resume', requestedBy: expect.objectContaining({ subject: 'test-admin' }), at: expect.any(String) },
+    ]);
+  });
+});
+
+describe('cancel', () => {
+  it('leaves finished devices as they are and never touches the devices not started', async () => {
+    const { ids } = await fleetOf(16);
+    const before = stack.emulator.counters.snapshot();
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      rollout: { maximumPerMinute: 60 },
+    });
+    await until('a few devices done', async () => ((await statusOf(id)).counts.succeeded >= 3 ? true : undefined));
+    await authed(stack.app, 'operator')
+      .post(`/v1/fleet-operations/${id}/cancel`)
+      .send({ reason: 'wrong batch' })
+      .expect(200);
+    const result: FleetResult = await handle.result();
+    expect(result.outcome).toBe('cancelled');
+    expect(result.counts.succeeded).toBeGreaterThanOrEqual(3);
+    expect(result.counts.cancelled).toBeGreaterThan(0);
+    expect(result.counts.succeeded + result.counts.cancelled).toBe(16);
+    for (const d of await devicesOf(id, 'succeeded')) {
+      expect((await stack.registries.test.get(d.registrationId)).responseBody).toMatchObject({ status: 'disabled' });
+    }
+    for (const d of await devicesOf(id, 'cancelled')) {
+      expect(untouched(before, d.registrationId)).toBe(true);
+      expect((await stack.registries.test.get(d.registrationId)).responseBody).toMatchObject({ status: 'enabled' });
+    }
+    // A closed operation takes no more controls.
+    await authed(stack.app, 'operator').post(`/v1/fleet-operations/${id}/resume`).expect(409);
+  });
+});
+
+describe('size limit', () => {
+  it('refuses an operator a list longer than FLEET_OPERATOR_MAX_DEVICES and lets an admin run it', async () => {
+    const ids = Array.from({ length: OPERATOR_MAX_DEVICES + 1 }, (_, i) => `size-limit-${Date.now()}-${i}`);
+    const body = { operation: 'revoke', targets: { registrationIds: ids }, dryRun: true };
+    const refused = await authed(stack.app, 'operator').post('/v1/fleet-operations').send(body);
+    expect(refused.status).toBe(403);
+    expect(refused.headers['content-type']).toMatch(/application\/problem\+json/);
+    const planned = await authed(stack.app, 'admin').post('/v1/fleet-operations').send(body).expect(200);
+    expect(planned.body.plan.devices).toBe(OPERATOR_MAX_DEVICES + 1);
+    // At the limit, an operator may.
+    await authed(stack.app, 'operator')
+      .post('/v1/fleet-operations')
+      .send({ ...body, targets: { registrationIds: ids.slice(1) } })
+      .expect(200);
+  });
+});

@@ -1,7 +1,8 @@
 import type { Client } from '@temporalio/client';
 import type { AzureClients } from './azure-clients';
 import { AzureFailureTypes, azureCall, permanent } from './azure-errors';
-import { FleetErrors, type DeviceRecord, type FleetDevice, type FleetOperationRequest } from '../common/fleet';
+import { FleetErrors, type FleetDevice, type FleetOperationRequest } from '../common/fleet';
+import { fleetDevicesQuery } from '../common/messages';
 import { fleetQuota, type QuotasConfig } from '../common/quotas';
 
 export function fleetActivities(clients: AzureClients, quotas: QuotasConfig, temporal?: Client) {
@@ -54,13 +55,22 @@ export function fleetActivities(clients: AzureClients, quotas: QuotasConfig, tem
       } catch {
         return { exists: false, devices: [] };
       }
-      const records = (await handle.query<DeviceRecord[]>('devices')) ?? [];
-      return {
-        exists: true,
-        devices: records
-          .filter((r) => r.state === 'failed' || r.state === 'timedOut')
-          .map((r) => ({ registrationId: r.registrationId, ...(r.deviceId ? { deviceId: r.deviceId } : {}) })),
-      };
+      // The chunk's `devices` query answers a page of one state at a time ({ devices, total }).
+      const devices: FleetDevice[] = [];
+      for (const state of ['failed', 'timedOut'] as const) {
+        for (let offset = 0; ;) {
+          const page = await handle.query(fleetDevicesQuery, { state, offset, limit: 500 });
+          devices.push(
+            ...page.devices.map((r) => ({
+              registrationId: r.registrationId,
+              ...(r.deviceId ? { deviceId: r.deviceId } : {}),
+            })),
+          );
+          offset += page.devices.length;
+          if (page.devices.length === 0 || offset >= page.total) break;
+        }
+      }
+      return { exists: true, devices };
     },
   };
 }

@@ -5,7 +5,8 @@
 import type { FleetResult, FleetStatus } from '../../common/fleet';
 import { authed } from '../helpers/credentials';
 import { fleetKit, until } from '../helpers/fleet';
-import { startStack, type Stack } from '../helpers/stack';
+import { enrollSymmetricKeyGroup } from '../../emulator/simulator/enroll';
+import { connectedTo, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
 
 jest.setTimeout(120_000);
 
@@ -221,5 +222,166 @@ describe('size limit', () => {
       .post('/v1/fleet-operations')
       .send({ ...body, targets: { registrationIds: ids.slice(1) } })
       .expect(200);
+  });
+});
+
+describe('promotion fleets', () => {
+  it('promotes online devices to production', async () => {
+    const { ids, devices } = await fleetOf(4, { online: true });
+    const { id, handle } = await startFleet({
+      operation: 'promote',
+      targets: { registrationIds: ids },
+      parameters: { pollInterval: '1s' },
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 4 } });
+    await Promise.all(devices.map((d) => connectedTo(d, stack.hosts.production)));
+    for (const d of await devicesOf(id)) {
+      expect(d).toMatchObject({ state: 'succeeded', attempts: 1, workflowId: `promote/${d.registrationId}` });
+      expect((await stack.dps.getIndividualEnrollment(d.registrationId)).responseBody.iotHubs).toEqual([
+        stack.hosts.production,
+      ]);
+    }
+  });
+
+  it('times out devices that never reconnect, retries them as TIMED_OUT retries say, and counts them', async () => {
+    const { ids } = await fleetOf(3); // offline: they never reach production
+    const { id, handle } = await startFleet({
+      operation: 'promote',
+      targets: { registrationIds: ids },
+      parameters: { pollInterval: '1s' },
+      deviceTimeout: '3s',
+      retries: [
+        { failureType: 'FAILED', numberOfRetries: 0 },
+        { failureType: 'TIMED_OUT', numberOfRetries: 1 },
+      ],
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({
+      outcome: 'completedWithFailures',
+      counts: { timedOut: 3, succeeded: 0, failed: 0, pending: 0, inProgress: 0 },
+    });
+    for (const d of await devicesOf(id, 'timedOut')) {
+      expect(d).toMatchObject({ attempts: 2, error: { type: 'ReconnectionDeadlineExceeded' } });
+      // Each attempt rolled back: the device still belongs to the test hub.
+      expect((await stack.dps.getIndividualEnrollment(d.registrationId)).responseBody.iotHubs).toEqual([
+        stack.hosts.test,
+      ]);
+    }
+  });
+
+  it('retries exactly the failed and timed-out devices of an earlier operation, which succeed once fixed', async () => {
+    const { ids, devices, keys } = await fleetOf(6, { online: true });
+    const offline = ids.slice(3);
+    await Promise.all(devices.slice(3).map((d) => d.stop()));
+    const first = await startFleet({
+      operation: 'promote',
+      targets: { registrationIds: ids },
+      parameters: { pollInterval: '1s' },
+      deviceTimeout: '8s',
+    });
+    const earlier: FleetResult = await first.handle.result();
+    expect(earlier).toMatchObject({ outcome: 'completedWithFailures', counts: { succeeded: 3, timedOut: 3 } });
+
+    // The cause fixed: the devices are back online (on the test hub, where the rollback left them).
+    const back = offline.map((registrationId, i) => kit.device(registrationId, keys[3 + i]));
+    await Promise.all(back.map((d) => connectedTo(d, stack.hosts.test)));
+    const res = await authed(stack.app, 'operator').post(`/v1/fleet-operations/${first.id}/retry-failed`).expect(202);
+    expect(res.headers.location).toBe(`/v1/fleet-operations/${res.body.operationId}`);
+    const retried: FleetResult = await stack.temporal.client.workflow.getHandle(res.body.workflowId).result();
+    expect(retried).toMatchObject({ outcome: 'completed', counts: { succeeded: 3 }, plan: { devices: 3 } });
+    expect((await devicesOf(res.body.operationId)).map((d) => d.registrationId).sort()).toEqual([...offline].sort());
+    await Promise.all(back.map((d) => connectedTo(d, stack.hosts.production)));
+  });
+
+  it('on a forced cancel cancels the promotions in flight, which roll back; a plain cancel lets them end', async () => {
+    const { ids } = await fleetOf(6); // offline: their promotions wait for them
+    const forced = await startFleet({
+      operation: 'promote',
+      targets: { registrationIds: ids.slice(0, 3) },
+      parameters: { pollInterval: '1s' },
+      deviceTimeout: '10m',
+    });
+    const plain = await startFleet({
+      operation: 'promote',
+      targets: { registrationIds: ids.slice(3) },
+      parameters: { pollInterval: '1s' },
+      deviceTimeout: '6s',
+    });
+    for (const { id } of [forced, plain]) {
+      await until('all in flight', async () => ((await statusOf(id)).counts.inProgress === 3 ? true : undefined));
+    }
+    await authed(stack.app, 'operator')
+      .post(`/v1/fleet-operations/${forced.id}/cancel`)
+      .send({ force: true })
+      .expect(200);
+    await authed(stack.app, 'operator').post(`/v1/fleet-operations/${plain.id}/cancel`).expect(200);
+
+    const forcedResult: FleetResult = await forced.handle.result();
+    expect(forcedResult).toMatchObject({ outcome: 'cancelled', counts: { cancelled: 3, inProgress: 0 } });
+    // Long before their 10-minute deadline.
+    expect(Date.parse(forcedResult.completedAt) - Date.parse(forcedResult.startedAt)).toBeLessThan(60_000);
+    const plainResult: FleetResult = await plain.handle.result();
+    expect(plainResult).toMatchObject({ outcome: 'cancelled', counts: { timedOut: 3, cancelled: 0 } });
+    for (const registrationId of ids) {
+      expect((await stack.dps.getIndividualEnrollment(registrationId)).responseBody.iotHubs).toEqual([
+        stack.hosts.test,
+      ]);
+    }
+  });
+});
+
+describe('targets', () => {
+  it('targets an enrollment group’s devices as they were at the start', async () => {
+    const groupId = uniqueId('fleetgroup');
+    const groupKey = await enrollSymmetricKeyGroup(stack.dps, { groupId, hubHostName: stack.hosts.test });
+    const member = (registrationId: string) =>
+      simulate(stack, {
+        registrationId,
+        kind: 'symmetricKeyGroup',
+        enrollmentGroupId: groupId,
+        attestation: { type: 'symmetricKeyGroup', groupKey },
+        secret: groupKey,
+      });
+    const ids = Array.from({ length: 5 }, (_, i) => `${groupId}-m${i}`);
+    const members = ids.map(member);
+    kit.track(...members);
+    await Promise.all(members.map((d) => connectedTo(d, stack.hosts.test)));
+
+    const before = stack.emulator.counters.snapshot();
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { enrollmentGroupId: groupId },
+      rollout: { maximumPerMinute: 60 },
+    });
+    await until('planned', async () => ((await statusOf(id)).plan ? true : undefined));
+    // A device that joins the group after the start is not part of the operation.
+    const late = member(`${groupId}-late`);
+    kit.track(late);
+    await connectedTo(late, stack.hosts.test);
+
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 5 }, plan: { devices: 5 } });
+    expect((await devicesOf(id)).map((d) => d.registrationId).sort()).toEqual([...ids].sort());
+    expect(stack.emulator.counters.diff(before, { id: `${groupId}-late`, operation: 'deviceUpdate' })).toEqual([]);
+    expect((await stack.registries.test.get(`${groupId}-late`)).responseBody).toMatchObject({ status: 'enabled' });
+  });
+
+  it('targets the devices a registry query finds in one environment', async () => {
+    const { ids, prefix } = await fleetOf(5);
+    const others = await fleetOf(2);
+    const before = stack.emulator.counters.snapshot();
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { query: { environment: 'test', where: `tags.fleet = '${prefix}'` } },
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({
+      outcome: 'completed',
+      counts: { succeeded: 5 },
+      plan: { devices: 5, byHub: { [stack.hosts.test]: 5 } },
+    });
+    expect((await devicesOf(id)).map((d) => d.registrationId).sort()).toEqual([...ids].sort());
+    for (const other of others.ids) expect(untouched(before, other)).toBe(true);
   });
 });

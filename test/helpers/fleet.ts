@@ -83,11 +83,16 @@ export function fleetKit(stackOf: () => Stack) {
       .expect(200)
       .then((r) => r.body.fleet as FleetStatus);
 
+  /** Devices the test started itself, stopped after it like the others. */
+  function track(...devices: SimulatedDevice[]): void {
+    running.push(...devices);
+  }
+
   async function stopDevices(): Promise<void> {
     await Promise.all(running.splice(0).map((d) => d.stop()));
   }
 
-  return { fleetOf, device, startFleet, devicesOf, statusOf, stopDevices };
+  return { fleetOf, device, track, startFleet, devicesOf, statusOf, stopDevices };
 }
 
 /** Polls `probe` until it returns a value (errors count as not yet). */

@@ -4,7 +4,7 @@ import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { loadWorkflowBundle } from '../worker/worker';
-import { historiesDir } from './helpers/histories';
+import { historiesDir, workflowIdFile } from './helpers/histories';
 
 /** Recorded histories (test/histories, from real end-to-end runs) must replay on the current workflow code. */
 async function recorded() {
@@ -13,6 +13,10 @@ async function recorded() {
     files.map(async (file) => ({
       name: path.basename(file, '.json'),
       history: historyFromJSON(JSON.parse(await readFile(path.join(historiesDir, file), 'utf8'))),
+      workflowId: await readFile(workflowIdFile(path.basename(file, '.json')), 'utf8').then(
+        (id) => id.trim(),
+        () => path.basename(file, '.json'),
+      ),
     })),
   );
 }
@@ -48,6 +52,9 @@ describe('replay of recorded workflow histories', () => {
         // Fleet audit and a findings chunk.
         'audit-v1',
         'audit-findings-v1',
+        // Fleet operations: the operation and one of its chunks.
+        'fleet-v1-revoke',
+        'fleet-v1-revoke-chunk',
       ]),
     );
   });
@@ -56,7 +63,7 @@ describe('replay of recorded workflow histories', () => {
     // The very bundle the workers load: the build's, or from the sources the workflows with their interceptors
     // (workflows/tracing.ts, which pass untraced histories through untouched); one replay worker for them all.
     const workflows = { workflowBundle: await loadWorkflowBundle() };
-    const histories = (await recorded()).map(({ name, history }) => ({ workflowId: name, history }));
+    const histories = await recorded();
     const failed: string[] = [];
     let replayed = 0;
     for await (const result of Worker.runReplayHistories(workflows, histories)) {

@@ -488,6 +488,9 @@ function grantDevices(state: Carry, now: number): void {
     }
   }
   const granted = state.chunks.reduce((n, c) => n + c.granted, 0);
+  // At the end of a rollout group, the next starts only once the group has finished and passed its thresholds.
+  const groupDone = state.groupEnds.indexOf(granted);
+  if (groupDone >= 0 && groupDone < state.groupEnds.length - 1 && state.checkedGroup !== groupDone) return;
   const finished = status.counts.succeeded + status.counts.failed + status.counts.timedOut + status.counts.cancelled;
   const inFlight = granted - finished;
   const groupEnd = state.groupEnds.find((end) => end > granted) ?? granted;

@@ -59,6 +59,8 @@ export async function startStack(
     codec?: PayloadCodec;
     /** The API's logger; silent by default (a test that reads the log lines gives its own). */
     log?: Logger;
+    /** The API's FLEET_OPERATOR_MAX_DEVICES (its default, 1,000, when not given). */
+    fleetOperatorMaxDevices?: number;
   } = {},
 ): Promise<Stack> {
   const emulator = await startEmulator({ controlPort: false });
@@ -89,6 +91,7 @@ export async function startStack(
     eventGridSecret,
     quotas: STACK_QUOTAS,
     codec: options.codec,
+    fleetOperatorMaxDevices: options.fleetOperatorMaxDevices,
   });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { entryArgs } from './build';
-import type { Stack } from './stack';
+import { STACK_QUOTAS, type Stack } from './stack';
 import { harnessAddress } from './temporal';
 
 /** The environment of a worker process on the stack's task queue and emulator (its CA written to a file). */
@@ -20,6 +20,8 @@ export async function workerEnv(stack: Stack): Promise<Record<string, string>> {
     AZURE_HUB_CONNECTION_STRINGS: JSON.stringify(stack.emulator.connectionStrings.hubs),
     AZURE_ENDPOINT_ADDRESS: stack.emulator.address,
     AZURE_CA_FILE: caFile,
+    // The quotas the in-process worker plans fleet operations with.
+    AZURE_QUOTAS: JSON.stringify(STACK_QUOTAS),
     LOG_LEVEL: 'warn',
   };
 }

@@ -81,6 +81,10 @@ export const RunDetail = z.object({
     .record(z.string(), z.unknown())
     .optional()
     .describe('closed: how the run ended, from its memo (outcome, terminal phase, failure type, what is left)'),
+  undecodable: z
+    .string()
+    .optional()
+    .describe('part of the run (memo, status, result) is encrypted with a codec key this API does not hold: which'),
 });
 export type RunDetail = z.infer<typeof RunDetail>;
 
@@ -97,10 +101,34 @@ export async function describeRun(
   statusQuery: QueryDefinition<unknown>,
 ): Promise<{ description: WorkflowExecutionDescription; status: ExecutionStatus; detail: RunDetail }> {
   // The latest run; then everything else about exactly that run, even if a new one starts meanwhile.
-  const description = await client.workflow.getHandle(workflowId).describe();
+  const detail: RunDetail = {};
+  const description = await client.workflow
+    .getHandle(workflowId)
+    .describe()
+    .catch(async (err: unknown) => {
+      // A memo written with a codec key this API lacks (a rotated key, another deployment's worker): the run is
+      // still described, from its undecoded record, and the answer says what could not be read.
+      if (!undecodable(err)) throw err;
+      detail.undecodable = (err as Error).message;
+      const raw = await client.workflowService.describeWorkflowExecution({
+        namespace: client.options.namespace,
+        execution: { workflowId },
+      });
+      const info = await executionInfoFromRaw(
+        withoutMemo(raw.workflowExecutionInfo!),
+        client.options.loadedDataConverter,
+        raw,
+        client.options.namespace,
+      );
+      return info as unknown as WorkflowExecutionDescription;
+    });
   const handle = client.workflow.getHandle(workflowId, description.runId, { followRuns: false });
   const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
-  const detail: RunDetail = {};
+  const unreadable = (err: unknown) => {
+    if (!undecodable(err)) throw err;
+    detail.undecodable = (err as Error).message;
+    return undefined;
+  };
   const report = description.memo?.report as Record<string, unknown> | undefined;
   if (report && status !== 'running') detail.report = report;
   if (status === 'running') {
@@ -113,12 +141,14 @@ export async function describeRun(
       log.warn({ workflowId, err }, 'status query did not answer');
     }
   } else if (status === 'completed') {
-    detail.result = (await handle.result()) as Record<string, unknown>;
+    const result = (await handle.result().catch(unreadable)) as Record<string, unknown> | undefined;
+    if (result) detail.result = result;
   } else if (status !== 'continuedAsNew' && status !== 'unknown') {
-    detail.failure = await handle.result().then(
+    const failure = await handle.result().then(
       () => undefined,
-      (err: unknown) => describeFailure(err),
+      (err: unknown) => (undecodable(err) ? unreadable(err) : describeFailure(err)),
     );
+    if (failure) detail.failure = failure;
   }
   return { description, status, detail };
 }
@@ -161,6 +191,12 @@ export async function listRuns(
     executions,
     nextPageToken: page.nextPageToken?.length ? pageTokens.seal(page.nextPageToken, query) : undefined,
   };
+}
+
+/** A payload this API cannot decode: encrypted with a codec key it lacks, or with an encoding it has no codec for. */
+function undecodable(err: unknown): boolean {
+  const message = err instanceof Error ? `${err.name} ${err.message} ${String(err.cause ?? '')}` : '';
+  return /TEMPORAL_CODEC_KEYS|Unknown encoding|binary\/encrypted|PayloadConverterError/i.test(message);
 }
 
 /** A copy of a raw execution without its memo; protobuf messages keep field defaults on their prototype. */

@@ -129,17 +129,20 @@ describe('simulator command line', () => {
 
   it('runs a device over HTTPS with --hub-transport https, and refuses what HTTPS cannot do', async () => {
     const keyFile = path.join(dir, 'cli-https.key');
-    const enrolled = await run([
-      'enroll',
-      '--registration-id',
-      'cli-https',
-      '--symmetric-key-file',
-      keyFile,
-      '--control',
-      emulator.controlUrl!,
-      ...emulatorFlags(),
-    ]);
-    expect(enrolled.code).toBe(0);
+    const enrolled = await run(
+      [
+        'enroll',
+        '--registration-id',
+        'cli-https',
+        '--symmetric-key-file',
+        keyFile,
+        '--control',
+        emulator.controlUrl!,
+        ...emulatorFlags(),
+      ],
+      { EMULATOR_CONTROL_TOKEN: emulator.controlToken },
+    );
+    expect(enrolled).toMatchObject({ code: 0, stderr: '' });
 
     const device = start([
       '--registration-id',

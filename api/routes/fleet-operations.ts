@@ -352,6 +352,13 @@ export function fleetRoutes(deps: AppDeps): Router {
           if (cause instanceof ApplicationFailure && Object.values(FleetErrors).includes(cause.type as never)) {
             throw problem('wrongState', cause.message, { extensions: { workflowId, failureType: cause.type } });
           }
+          // Its controls exist once its plan is made: while it takes the snapshot of its devices, ask again.
+          const why = `${(err as Error).message} ${String((cause as Error | undefined)?.message ?? '')}`;
+          if (err instanceof WorkflowUpdateFailedError && /no registered handler/i.test(why)) {
+            throw problem('wrongState', `the fleet operation is still planning: ${action} it once it has started`, {
+              extensions: { workflowId, phase: 'planning' },
+            });
+          }
           throw err;
         }
         log.info({ workflowId, action, requestedBy: requestedByKeyword(by) }, `fleet operation ${action}`);

@@ -57,6 +57,8 @@ interface OperationKind {
   workflowId: (target: { registrationId?: string; enrollmentGroupId?: string }) => string;
   phases: readonly string[];
   verb: string;
+  /** The singular noun in operation ids (getRevocationOfDevice, listRevocations). */
+  noun: string;
 }
 
 const KINDS: OperationKind[] = [
@@ -68,6 +70,7 @@ const KINDS: OperationKind[] = [
     workflowId: revocationWorkflowId,
     phases: REVOCATION_PHASES,
     verb: 'Revoke',
+    noun: 'Revocation',
   },
   {
     plural: 'reinstatements',
@@ -77,6 +80,7 @@ const KINDS: OperationKind[] = [
     workflowId: reinstatementWorkflowId,
     phases: REINSTATEMENT_PHASES,
     verb: 'Reinstate',
+    noun: 'Reinstatement',
   },
 ];
 
@@ -159,7 +163,7 @@ for (const kind of KINDS) {
     registerRoute({
       method: 'get',
       path: `/v1/${kind.plural}/${target}/{${target === 'devices' ? 'registrationId' : 'enrollmentGroupId'}}`,
-      operationId: `get${kind.verb}ation${target === 'devices' ? 'OfDevice' : 'OfGroup'}`,
+      operationId: `get${kind.noun}${target === 'devices' ? 'OfDevice' : 'OfGroup'}`,
       auth: 'viewer',
       summary: `The latest ${kind.operation} of a ${target === 'devices' ? 'device' : 'group'}: live status, then the result with per-device proof`,
       temporal: true,
@@ -173,7 +177,7 @@ for (const kind of KINDS) {
   registerRoute({
     method: 'get',
     path: `/v1/${kind.plural}`,
-    operationId: `list${kind.verb}ations`,
+    operationId: `list${kind.noun}s`,
     auth: 'viewer',
     summary: `List ${kind.plural}, newest first, filtered by status, device, group, hub or phase`,
     temporal: true,

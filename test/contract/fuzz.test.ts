@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { TEST_KEYS } from '../helpers/credentials';
 import { startStack, type Stack } from '../helpers/stack';
+import pino from 'pino';
+import { createLogger } from '../../common/logger';
 
 /**
  * Property-based contract test: schemathesis (PyPI, in .tools/schemathesis; scripts/setup-schemathesis.js) reads
@@ -17,6 +19,7 @@ const setup = path.join(root, 'scripts', 'setup-schemathesis.js');
 const CONFIG = path.join(__dirname, 'schemathesis.toml');
 /** The whole output of the last run (a failure's reproduction can hold a body of megabytes). */
 const LOG = path.join(root, '.data', 'contract', 'schemathesis.log');
+const API_LOG = path.join(root, '.data', 'contract', 'api.log');
 /** Hard bound on the run, whatever schemathesis does (it takes about 40 s here). */
 const RUN_LIMIT_MS = 240_000;
 
@@ -29,7 +32,11 @@ describe('contract: the API fuzzed from its own OpenAPI document', () => {
     if (installed.status !== 0) throw new Error(`schemathesis setup failed:\n${installed.stdout}${installed.stderr}`);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     st = (require(setup) as { st: string }).st;
-    stack = await startStack();
+    // The API's warnings and errors (the cause of any 5xx) go to a file beside schemathesis's log.
+    await mkdir(path.dirname(API_LOG), { recursive: true });
+    stack = await startStack({
+      log: createLogger('warn', 'iot-lifecycle-api', pino.destination({ dest: API_LOG, sync: true })),
+    });
   }, 360_000);
   afterAll(() => stack?.stop());
 

@@ -23,7 +23,7 @@ import {
 } from '../operations';
 import { PageTokens } from '../page-tokens';
 import { problem, problemResponse } from '../problems';
-import { temporalDeadline } from '../temporal';
+import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
 import { validate, type Middleware } from '../validate';
 import {
   cancelFleetUpdate,
@@ -209,6 +209,9 @@ registerRoute({
   },
 });
 
+/** How long a GET waits for the operation's and its chunks' queries (a busy worker runs them late). */
+const QUERY_DEADLINE_MS = 20_000;
+
 export function fleetRoutes(deps: AppDeps): Router {
   const { client, log } = deps;
   const router = Router();
@@ -286,7 +289,9 @@ export function fleetRoutes(deps: AppDeps): Router {
     async (req, res) => {
       const query = req.query as z.output<typeof DeviceQuery>;
       const workflowId = fleetWorkflowId(req.params.operationId);
-      const status = await currentStatus(workflowId);
+      // Queries wait for a worker to run them: behind a busy task queue (thousands of devices starting), longer
+      // than the default deadline of a Temporal call.
+      const status = await withLongerTemporalDeadline(res, QUERY_DEADLINE_MS, () => currentStatus(workflowId));
       const chunks = status.plan?.chunks ?? 0;
       const scope = `${workflowId}|${query.state ?? ''}`;
       let cursor = { chunk: 0, offset: 0 };
@@ -297,13 +302,14 @@ export function fleetRoutes(deps: AppDeps): Router {
       }
       const devices: z.infer<typeof DeviceList>['devices'] = [];
       while (cursor.chunk < chunks && devices.length < query.pageSize) {
-        const page = await client.workflow
-          .getHandle(fleetChunkWorkflowId(workflowId, cursor.chunk))
-          .query(fleetDevicesQuery, {
+        const chunk = client.workflow.getHandle(fleetChunkWorkflowId(workflowId, cursor.chunk));
+        const page = await withLongerTemporalDeadline(res, QUERY_DEADLINE_MS, () =>
+          chunk.query(fleetDevicesQuery, {
             state: query.state,
             offset: cursor.offset,
             limit: query.pageSize - devices.length,
-          });
+          }),
+        );
         devices.push(...page.devices);
         cursor =
           cursor.offset + page.devices.length < page.total

@@ -15,7 +15,15 @@ import { searchAttributeKeys } from './search-attributes';
  * download (works where the internet is reachable).
  */
 
-export const projectRoot = path.resolve(__dirname, '..');
+/** The folder with the project's package.json: `common/..` from the sources, `dist/common/../..` from the build. */
+export const projectRoot = findProjectRoot(path.resolve(__dirname, '..'));
+
+function findProjectRoot(start: string): string {
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir) return start;
+  }
+}
 export const projectCliPath = path.join(projectRoot, '.tools', 'temporal', 'bin', 'temporal');
 
 export type TemporalCli =

@@ -5,6 +5,7 @@
  * into the emulator's state (set-up, not measured), and the event counts of every history a fleet operation made.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, mkdtemp, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
@@ -70,7 +71,11 @@ export async function startFleetService(stack: FleetStack, quotas: QuotasConfig,
   const dir = await mkdtemp(path.join(tmpdir(), 'iot-lifecycle-bench-'));
   const caFile = path.join(dir, 'ca.pem');
   await writeFile(caFile, stack.emulator.caPem);
-  const worker = spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'worker', 'main.ts')], {
+  // The production shape when there is a build (node dist/worker/main.js, the prebuilt workflow bundle); from the
+  // sources otherwise, when the worker bundles its workflows itself and webpack's memory counts in its RSS.
+  const compiled = path.join(projectRoot, 'dist', 'worker', 'main.js');
+  const entry = existsSync(compiled) ? [compiled] : ['--import', 'tsx', path.join(projectRoot, 'worker', 'main.ts')];
+  const worker = spawn(process.execPath, entry, {
     cwd: projectRoot,
     env: {
       PATH: process.env.PATH,

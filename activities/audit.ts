@@ -5,7 +5,6 @@ import type {
   EnrollmentGroup,
   IndividualEnrollment,
 } from 'azure-iot-provisioning-service/dist/interfaces';
-import Bottleneck from 'bottleneck';
 import { backOff } from 'exponential-backoff';
 import type { AzureClients, HubClient } from './azure-clients';
 import { permanent, statusOf, toFailure } from './azure-errors';
@@ -77,31 +76,26 @@ function transient(err: unknown): boolean {
 }
 
 export function auditActivities(clients: AzureClients, temporal?: Client) {
-  // One limiter per quota and rate, shared by every audit bucket this worker runs (buckets run one after another).
-  const limiters = new Map<string, Bottleneck>();
-  const limiter = (key: string, perMinute: number) => {
+  // One reservoir per quota and rate, shared by every audit bucket this worker runs (buckets run one after another).
+  const reservoirs = new Map<string, MinuteReservoir>();
+  const reservoir = (key: string, perMinute: number) => {
     const id = `${key}@${perMinute}`;
-    let found = limiters.get(id);
-    if (!found) {
-      found = new Bottleneck({
-        reservoir: perMinute,
-        reservoirRefreshAmount: perMinute,
-        reservoirRefreshInterval: 60_000,
-        maxConcurrent: 1,
-      });
-      limiters.set(id, found);
-    }
+    let found = reservoirs.get(id);
+    if (!found) reservoirs.set(id, (found = new MinuteReservoir(perMinute)));
     return found;
   };
 
-  /** One Azure call, paced by `key`'s limiter, retried on transient failures; permanent ones are named. */
+  /** One Azure call, paced by `key`'s reservoir, retried on transient failures; permanent ones are named. */
   async function call<T>(what: string, key: string, perMinute: number, fn: () => Promise<T>): Promise<T> {
     const signal = Context.current().cancellationSignal;
     try {
-      return await backOff(() => limiter(key, perMinute).schedule(fn), {
-        ...RETRY,
-        retry: (err: unknown) => !signal.aborted && transient(err),
-      });
+      return await backOff(
+        async () => {
+          await reservoir(key, perMinute).take();
+          return fn();
+        },
+        { ...RETRY, retry: (err: unknown) => !signal.aborted && transient(err) },
+      );
     } catch (err) {
       throw toFailure(what, err);
     }
@@ -293,10 +287,57 @@ async function keepChunk(client: Client, taskQueue: string, workflowId: string, 
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
       staticSummary: `${chunk.findings.length} ${chunk.type} finding(s) of ${chunk.auditId}, bucket ${chunk.bucket}`,
     });
-    await handle.result();
+    await untilCancelled(Context.current().cancellationSignal, handle.result());
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
   }
+}
+
+/**
+ * `perMinute` calls in each minute (a window from the first call; Azure's quotas are per minute). A call over it
+ * waits for the next window — up to a minute at 1 a minute — with Context.sleep: cancelling the activity (a worker
+ * shutting down) ends the wait at once and leaves no timer behind.
+ */
+class MinuteReservoir {
+  private windowStart = 0;
+  private used = 0;
+
+  constructor(private readonly perMinute: number) {}
+
+  async take(): Promise<void> {
+    for (;;) {
+      const now = Date.now();
+      if (now >= this.windowStart + 60_000) {
+        this.windowStart = now;
+        this.used = 0;
+      }
+      if (this.used < this.perMinute) {
+        this.used++;
+        return;
+      }
+      await Context.current().sleep(this.windowStart + 60_000 - now);
+    }
+  }
+}
+
+/** `work`, or its activity's cancellation if that comes first (`work` then settles unobserved). */
+function untilCancelled<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
+  work.catch(() => undefined);
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }
 
 // ---- What each source says, as the join needs it ----

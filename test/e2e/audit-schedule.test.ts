@@ -140,4 +140,33 @@ describe('throttling', () => {
     expect(result.bucketResults[0].attempt).toBe(1);
     expect(stack.emulator.faults.rules()).toEqual([]);
   });
+  it('lets a worker shut down at once while an audit waits a minute for its quota, and the audit goes on elsewhere', async () => {
+    await stack.emulator.reset();
+    // One DPS operation a minute: the bucket's second DPS call waits up to 60 s for the quota. A worker shutting
+    // down (deploy, Ctrl-C) cancels the waiting activity instead of waiting it out.
+    const res = await authed(stack.app, 'operator')
+      .post('/v1/audits')
+      .send({ dpsOperationsPerMinute: 1, hubQueriesPerMinute: 1 })
+      .expect(202);
+    const handle = stack.temporal.client.workflow.getHandle(res.body.workflowId);
+    const waiting = async () => {
+      const { raw } = await handle.describe();
+      return (raw.pendingActivities ?? []).some((a) => a.activityType?.name === 'auditBucket' && a.state === 2);
+    };
+    const deadline = Date.now() + 30_000;
+    while (!(await waiting()) && Date.now() < deadline) await sleep(200);
+    expect(await waiting()).toBe(true);
+    await sleep(1_000); // into the quota wait
+    const started = Date.now();
+    await stack.stopWorker();
+    expect(Date.now() - started).toBeLessThan(10_000);
+    await stack.startWorker();
+    try {
+      // The audit itself is not lost: its bucket runs again on the new worker.
+      const { raw } = await handle.describe();
+      expect(raw.workflowExecutionInfo?.status).toBe(1); // running
+    } finally {
+      await handle.terminate('test over: a 1-a-minute audit would take minutes');
+    }
+  });
 });

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { ProvisioningServiceClient } from 'azure-iot-provisioning-service';
@@ -154,7 +153,8 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
           })),
         );
         open = states.filter((s) => s.running).map((s) => s.id);
-        if (open.length) await sleep(500);
+        // Context.sleep ends early when the activity is cancelled (a worker shutting down does not wait it out).
+        if (open.length) await Context.current().sleep(500);
       }
       return { stopped: running.filter((id) => !open.includes(id)), stillRunning: open };
     },
@@ -424,7 +424,7 @@ export function revocationActivities(clients: AzureClients, temporal?: Client) {
       let after = await readDevices(registry, input.deviceIds);
       while (Date.now() < deadline && [...after.values()].some((d) => d.connectionState === 'Connected')) {
         Context.current().heartbeat({ waitingForDisconnect: true });
-        await sleep(500);
+        await Context.current().sleep(500);
         after = await readDevices(registry, input.deviceIds);
       }
       return input.deviceIds.map((deviceId) => {

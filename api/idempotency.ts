@@ -7,6 +7,7 @@ import {
 } from '@temporalio/client';
 import stringify from 'safe-stable-stringify';
 import { z } from 'zod';
+import { describeExecution } from './operations';
 import { problem } from './problems';
 
 /**
@@ -107,7 +108,7 @@ export async function startIdempotently(client: Client, options: IdempotentStart
 
 async function describeLatest(client: Client, workflowId: string): Promise<WorkflowExecutionDescription | undefined> {
   try {
-    return await client.workflow.getHandle(workflowId).describe();
+    return await describeExecution(client, workflowId);
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return undefined;
     throw err;

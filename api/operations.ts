@@ -93,6 +93,34 @@ export const json = <T extends z.ZodType>(schema: T) => ({ 'application/json': {
 /** How long GET waits for the live status query before answering from search attributes alone. */
 const STATUS_QUERY_TIMEOUT_MS = 3_000;
 
+/**
+ * `describe()` of a run (the latest when no runId) that never fails on its memo: a memo written with a codec key
+ * this API lacks (a rotated key, another deployment's worker) leaves the run described from its undecoded record,
+ * without the memo, and `undecodable` says what could not be read.
+ */
+export async function describeExecution(
+  client: Client,
+  workflowId: string,
+  runId?: string,
+): Promise<WorkflowExecutionDescription & { undecodable?: string }> {
+  try {
+    return await client.workflow.getHandle(workflowId, runId).describe();
+  } catch (err) {
+    if (!undecodable(err)) throw err;
+    const raw = await client.workflowService.describeWorkflowExecution({
+      namespace: client.options.namespace,
+      execution: { workflowId, runId },
+    });
+    const info = await executionInfoFromRaw(
+      withoutMemo(raw.workflowExecutionInfo!),
+      client.options.loadedDataConverter,
+      raw,
+      client.options.namespace,
+    );
+    return Object.assign(info as unknown as WorkflowExecutionDescription, { undecodable: (err as Error).message });
+  }
+}
+
 /** The latest run of `workflowId` (404 through the error middleware when there is none) and what it has to say. */
 export async function describeRun(
   client: Client,
@@ -102,26 +130,8 @@ export async function describeRun(
 ): Promise<{ description: WorkflowExecutionDescription; status: ExecutionStatus; detail: RunDetail }> {
   // The latest run; then everything else about exactly that run, even if a new one starts meanwhile.
   const detail: RunDetail = {};
-  const description = await client.workflow
-    .getHandle(workflowId)
-    .describe()
-    .catch(async (err: unknown) => {
-      // A memo written with a codec key this API lacks (a rotated key, another deployment's worker): the run is
-      // still described, from its undecoded record, and the answer says what could not be read.
-      if (!undecodable(err)) throw err;
-      detail.undecodable = (err as Error).message;
-      const raw = await client.workflowService.describeWorkflowExecution({
-        namespace: client.options.namespace,
-        execution: { workflowId },
-      });
-      const info = await executionInfoFromRaw(
-        withoutMemo(raw.workflowExecutionInfo!),
-        client.options.loadedDataConverter,
-        raw,
-        client.options.namespace,
-      );
-      return info as unknown as WorkflowExecutionDescription;
-    });
+  const description = await describeExecution(client, workflowId);
+  if (description.undecodable) detail.undecodable = description.undecodable;
   const handle = client.workflow.getHandle(workflowId, description.runId, { followRuns: false });
   const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
   const unreadable = (err: unknown) => {

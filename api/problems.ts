@@ -171,7 +171,8 @@ export const PROBLEMS = {
     slug: 'temporal-unavailable',
     status: 503,
     title: 'Temporal is unavailable',
-    description: 'Temporal did not answer in time or could not be reached; retry after `Retry-After` seconds.',
+    description:
+      'Temporal did not answer in time or could not be reached, or no worker polls the task queue to answer a query; retry after `Retry-After` seconds.',
   },
   timedOut: {
     slug: 'timed-out',

@@ -26,6 +26,8 @@ const UNAVAILABLE_CODES: Record<number, string> = {
   14: 'is unreachable',
 };
 
+const FAILED_PRECONDITION = 9;
+
 const BUDGET_KEY = 'temporalBudget';
 
 class TemporalBudget {
@@ -99,6 +101,11 @@ export function temporalUnavailableAnswer(err: unknown): Answer | undefined {
   for (let e = err; e instanceof Error; e = e.cause) {
     if (isGrpcServiceError(e) && e.code in UNAVAILABLE_CODES) {
       return unavailableAnswer(`Temporal ${UNAVAILABLE_CODES[e.code]}: ${e.details}`);
+    }
+    // A query needs a worker to run it; none has polled the task queue lately (all down, or all busy for longer
+    // than the server's window): FAILED_PRECONDITION "no poller seen for task queue recently". Temporary too.
+    if (isGrpcServiceError(e) && e.code === FAILED_PRECONDITION && /no poller seen/i.test(e.details)) {
+      return unavailableAnswer(`no worker has polled the task queue recently (Temporal: ${e.details})`);
     }
   }
   return undefined;

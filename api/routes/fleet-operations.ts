@@ -8,6 +8,7 @@ import { fleetStarter, fleetStatusUrl as statusUrl, FLEET_REQUEST_MEMO as REQUES
 import { IDEMPOTENCY_KEY_HEADER, IdempotencyHeaders, REPLAYED_HEADER } from '../idempotency';
 import { registerRoute } from '../openapi';
 import {
+  describeExecution,
   describeRun,
   equals,
   ExecutionStatus,
@@ -205,7 +206,11 @@ registerRoute({
       content: json(Started.extend({ operationId: z.string() })),
     },
     404: problemResponse(404, ['workflowNotFound']),
-    409: problemResponse(409, ['notRunning'], 'the operation is still running'),
+    409: problemResponse(
+      409,
+      ['notRunning', 'wrongState'],
+      'the operation is still running, or its recorded request cannot be read (a payload codec key this API lacks)',
+    ),
   },
 });
 
@@ -344,7 +349,7 @@ export function fleetRoutes(deps: AppDeps): Router {
       async (req, res) => {
         const workflowId = fleetWorkflowId(req.params.operationId);
         const by = requestedBy(res);
-        const description = await client.workflow.getHandle(workflowId).describe();
+        const description = await describeExecution(client, workflowId);
         if (description.status.name !== 'RUNNING') {
           const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
           throw problem('notRunning', `the fleet operation has closed (${status})`, {
@@ -387,7 +392,7 @@ export function fleetRoutes(deps: AppDeps): Router {
     temporal,
     async (req, res) => {
       const workflowId = fleetWorkflowId(req.params.operationId);
-      const description = await client.workflow.getHandle(workflowId).describe();
+      const description = await describeExecution(client, workflowId);
       if (description.status.name === 'RUNNING') {
         throw problem(
           'notRunning',
@@ -396,6 +401,12 @@ export function fleetRoutes(deps: AppDeps): Router {
             extensions: { workflowId, executionStatus: 'running' },
           },
         );
+      }
+      // Its request is in its memo; one written with a codec key this API lacks cannot be repeated from here.
+      if (description.undecodable) {
+        throw problem('wrongState', `the fleet operation's request cannot be read here: ${description.undecodable}`, {
+          extensions: { workflowId },
+        });
       }
       const original = description.memo?.[REQUEST_MEMO] as Omit<z.input<typeof FleetOperationRequest>, 'targets'>;
       const request = FleetOperationRequest.parse({
@@ -415,8 +426,8 @@ export function fleetRoutes(deps: AppDeps): Router {
   );
 
   async function currentStatus(workflowId: string): Promise<FleetStatus> {
-    const handle = client.workflow.getHandle(workflowId);
-    const description = await handle.describe();
+    const description = await describeExecution(client, workflowId);
+    const handle = client.workflow.getHandle(workflowId, description.runId);
     if (description.status.name === 'COMPLETED') return (await handle.result()) as FleetResult;
     return handle.query(fleetStatusQuery);
   }

@@ -17,6 +17,7 @@ import { problem, problemResponse } from '../problems';
 import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
 import { validate } from '../validate';
 import {
+  describeExecution,
   describeRun,
   equals,
   ExecutionStatus,
@@ -354,7 +355,7 @@ export function promotionRoutes(deps: AppDeps): Router {
   const cancelValidation = validate({ params: RegistrationParams });
   router.post('/promotions/:registrationId/cancel', cancelValidation, temporal, async (req, res) => {
     const workflowId = promotionWorkflowId(req.params.registrationId);
-    const description = await client.workflow.getHandle(workflowId).describe();
+    const description = await describeExecution(client, workflowId);
     if (description.status.name !== 'RUNNING') {
       const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
       throw problem('notRunning', `no promotion of this device is running (the latest is ${status})`, {
@@ -370,7 +371,7 @@ export function promotionRoutes(deps: AppDeps): Router {
     } catch (err) {
       // The run closed between the describe and these calls (e.g. it failed at once): 409, as for a closed run.
       if (!(err instanceof WorkflowNotFoundError)) throw err;
-      const closed = await handle.describe();
+      const closed = await describeExecution(client, workflowId, description.runId);
       const status = STATUS_BY_NAME[closed.status.name] ?? 'unknown';
       throw problem('notRunning', `the promotion closed (${status}) before it could be cancelled`, {
         extensions: { workflowId, executionStatus: status },
@@ -387,7 +388,7 @@ export function promotionRoutes(deps: AppDeps): Router {
   const retryValidation = validate({ params: RegistrationParams });
   router.post('/promotions/:registrationId/retry-compensation', retryValidation, temporal, async (req, res) => {
     const workflowId = promotionWorkflowId(req.params.registrationId);
-    const description = await client.workflow.getHandle(workflowId).describe();
+    const description = await describeExecution(client, workflowId);
     if (description.status.name !== 'RUNNING') {
       const status = STATUS_BY_NAME[description.status.name] ?? 'unknown';
       throw problem('notRunning', `no promotion of this device is running (the latest is ${status})`, {
@@ -419,7 +420,7 @@ export function promotionRoutes(deps: AppDeps): Router {
       }
       // The run closed between the describe and the update.
       if (err instanceof WorkflowNotFoundError || err instanceof WorkflowUpdateFailedError) {
-        const closed = await client.workflow.getHandle(workflowId, description.runId).describe();
+        const closed = await describeExecution(client, workflowId, description.runId);
         if (closed.status.name !== 'RUNNING') {
           const status = STATUS_BY_NAME[closed.status.name] ?? 'unknown';
           throw problem('notRunning', `the promotion closed (${status}) before the retry could run`, {

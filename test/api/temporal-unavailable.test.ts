@@ -1,7 +1,7 @@
 import type request from 'supertest';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, ServiceError } from '@temporalio/client';
 import { createApp } from '../../api/app';
 import { createLogger } from '../../common/logger';
 import { eventually } from '../fixtures/promotion-fixture';
@@ -156,4 +156,35 @@ describe('while Temporal is down the API answers 503 promptly, and recovers by i
       await server?.stop();
     }
   }, 120_000);
+  it('answers a query no worker is there to run with 503, not 500', async () => {
+    // A fleet operation's device list is answered by queries. When no worker has polled its task queue for a while
+    // (all down, or all busy), Temporal fails a query at once with FAILED_PRECONDITION "no poller seen for task
+    // queue recently": temporary, like an unreachable server. (A unit test of the mapping: on the real server the
+    // state needs a worker that ran the workflow and then stayed away for 20 s.)
+    const grpc = Object.assign(new Error('9 FAILED_PRECONDITION: no poller seen for task queue recently'), {
+      code: 9,
+      details: 'no poller seen for task queue recently, worker may be down',
+      metadata: {},
+    });
+    const noPoller = {
+      withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+      workflow: {
+        getHandle: () => ({
+          describe: async () => ({ runId: 'r1', status: { name: 'RUNNING' } }),
+          query: async () => {
+            throw new ServiceError('Failed to query Workflow', { cause: grpc });
+          },
+        }),
+      },
+    } as unknown as Client;
+    const app = createApp({
+      security: testSecurity(),
+      client: noPoller,
+      taskQueue: 'unused',
+      log: createLogger('silent'),
+    });
+    const answer = await timed(authed(app).get('/v1/fleet-operations/op-1/devices'));
+    expectUnavailable(answer);
+    expect(answer.res.body.detail).toMatch(/^no worker has polled the task queue recently/);
+  });
 });

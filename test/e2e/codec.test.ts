@@ -114,6 +114,11 @@ describe('the payload codec', () => {
     expect(unread.body).toMatchObject({ status: 'completed', registrationId: id });
     expect(unread.body.undecodable).toMatch(/binary\/encrypted|TEMPORAL_CODEC_KEYS/);
     expect(unread.body.result).toBeUndefined();
+    // Nor do the routes that act on a run: they read its state, not its memo, and answer as for any closed run.
+    for (const action of ['cancel', 'retry-compensation']) {
+      const closed = await authed(keyless, 'operator').post(`/v1/promotions/${id}/${action}`).expect(409);
+      expect(closed.body).toMatchObject({ type: '/problems/not-running', executionStatus: 'completed' });
+    }
 
     // The codec endpoint: a viewer sees the values; without credentials nothing.
     const decoded = await request(stack.app).post('/codec/decode').set(as('viewer')).send({ payloads }).expect(200);

@@ -135,6 +135,8 @@ export async function fleetOperation(
   const wakes: Wakes = { progress: 0, control: 0 };
   installHandlers(state, wakes);
   if (status.phase === 'planned') return finish(state, 'planned');
+  // Cancelled while planning: a dry run has nothing to stop; otherwise the loop below stops the chunks started.
+  if (state.cancel && state.request.dryRun) return finish(state, 'cancelled');
 
   for (let turn = 0; turn < TURNS_PER_RUN; turn += 1) {
     if (state.chunks.every((c) => c.done)) break;
@@ -272,6 +274,52 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
   ]);
   setCurrentDetails(`**Fleet ${request.operation}**: planning`);
 
+  // The controls work while the snapshot is taken too (a large group or query takes minutes; a plan whose DPS
+  // calls keep failing retries for hours). A pause holds the rollout once planned; a cancel stops the snapshot at
+  // once — the chunks already started are stopped and the operation ends cancelled. The rollout's own handlers
+  // replace these once the plan is made.
+  const early: { paused?: string; cancel?: { force: boolean; reason: string } } = {};
+  const planning_ = new CancellationScope();
+  setHandler(
+    pauseFleetUpdate,
+    (options) => {
+      early.paused = options?.reason ?? 'paused by request';
+      recordAction(status, 'pause', options);
+      status.pausedBecause = early.paused;
+      return status;
+    },
+    {
+      validator: (_options) => {
+        if (early.cancel) throw failure(FleetErrors.alreadyFinished, 'the operation is cancelling');
+      },
+    },
+  );
+  setHandler(
+    resumeFleetUpdate,
+    (change) => {
+      early.paused = undefined;
+      recordAction(status, 'resume', change);
+      status.pausedBecause = undefined;
+      return status;
+    },
+    {
+      validator: (_change) => {
+        if (!early.paused) throw failure(FleetErrors.notPaused, 'the operation is planning, not paused');
+      },
+    },
+  );
+  setHandler(cancelFleetUpdate, (options) => {
+    early.cancel ??= { force: !!options?.force, reason: options?.reason ?? 'cancelled by request' };
+    if (options?.force) early.cancel.force = true;
+    recordAction(status, options?.force ? 'cancel (force)' : 'cancel', options);
+    early.paused = undefined;
+    status.pausedBecause = undefined;
+    status.phase = 'cancelling';
+    upsertSearchAttributes([{ key: SA.phase, value: 'cancelling' }]);
+    planning_.cancel();
+    return status;
+  });
+
   const environments = await planning.listEnvironments();
   const involved =
     request.operation === 'promote'
@@ -305,21 +353,24 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
       done: false,
     });
     if (request.dryRun) return;
-    await startChild(fleetChunk, {
-      workflowId: fleetChunkWorkflowId(status.workflowId, index),
-      args: [
-        {
-          operationWorkflowId: status.workflowId,
-          chunkIndex: index,
-          devices: slice,
-          request,
-          ...(requestedBy ? { requestedBy } : {}),
-        },
-      ],
-      // Chunks outlive the run that started them: the operation continues as new while they work.
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-      staticSummary: `Fleet ${request.operation}: devices ${index * CHUNK_SIZE + 1}–${index * CHUNK_SIZE + slice.length}`,
-    });
+    // Not cancellable: a cancel while planning must find every chunk in the list started, to stop it.
+    await CancellationScope.nonCancellable(() =>
+      startChild(fleetChunk, {
+        workflowId: fleetChunkWorkflowId(status.workflowId, index),
+        args: [
+          {
+            operationWorkflowId: status.workflowId,
+            chunkIndex: index,
+            devices: slice,
+            request,
+            ...(requestedBy ? { requestedBy } : {}),
+          },
+        ],
+        // Chunks outlive the run that started them: the operation continues as new while they work.
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        staticSummary: `Fleet ${request.operation}: devices ${index * CHUNK_SIZE + 1}–${index * CHUNK_SIZE + slice.length}`,
+      }),
+    );
   };
   const take = async (page: FleetDevice[], hub?: string) => {
     for (const device of page) {
@@ -349,8 +400,9 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
   // fail part-way (too many devices, a DPS error past its retries), the chunks already started are stopped: they
   // would otherwise wait for grants that never come.
   try {
-    await snapshot();
+    await planning_.run(() => snapshot());
   } catch (err) {
+    if (early.cancel && isCancellation(err)) return cancelledWhilePlanning();
     await Promise.all(
       request.dryRun
         ? []
@@ -412,6 +464,8 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
     if (pending.length) await startChunk(pending);
   }
 
+  if (early.cancel) return cancelledWhilePlanning(); // the cancel came as the last page was taken
+
   const ratePerMinute = Math.min(initialRate(request), quota.devicesPerMinute);
   const planned: FleetPlan = {
     devices,
@@ -427,7 +481,7 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
   status.plan = planned;
   status.counts = { ...noCounts(), pending: devices };
   status.ratePerMinute = ratePerMinute;
-  status.phase = request.dryRun ? 'planned' : devices === 0 ? 'completed' : 'running';
+  status.phase = request.dryRun ? 'planned' : devices === 0 ? 'completed' : early.paused ? 'paused' : 'running';
   upsertSearchAttributes([{ key: SA.phase, value: status.phase }]);
   return {
     request,
@@ -438,8 +492,36 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
     rampSteps: 0,
     tokens: Math.max(1, Math.min(ratePerMinute / 60, request.rollout.maximumInFlight)),
     stopSent: false,
+    ...(early.paused && !request.dryRun ? { paused: early.paused } : {}),
     window: [],
   };
+
+  /** The plan so far (the devices snapshotted before the cancel), marked cancelled: the rollout stops its chunks. */
+  function cancelledWhilePlanning(): Carry {
+    status.plan = {
+      devices,
+      sample,
+      byHub,
+      quota,
+      ratePerMinute: 0,
+      estimatedSeconds: 0,
+      chunks: chunks.length,
+    };
+    status.counts = { ...noCounts(), pending: devices };
+    status.phase = 'cancelling';
+    return {
+      request,
+      ...(requestedBy ? { requestedBy } : {}),
+      status,
+      chunks,
+      groupEnds: groupBoundaries(request, devices),
+      rampSteps: 0,
+      tokens: 0,
+      stopSent: false,
+      cancel: early.cancel,
+      window: [],
+    };
+  }
 }
 
 /** Where each rollout group ends, in devices started (the last group ends at the fleet's size). */

@@ -363,10 +363,11 @@ export function fleetRoutes(deps: AppDeps): Router {
           if (cause instanceof ApplicationFailure && Object.values(FleetErrors).includes(cause.type as never)) {
             throw problem('wrongState', cause.message, { extensions: { workflowId, failureType: cause.type } });
           }
-          // Its controls exist once its plan is made: while it takes the snapshot of its devices, ask again.
+          // Its controls exist from its first workflow task on (planning included): a run of an earlier release,
+          // or one whose first task has not run yet (no worker polling), has none yet.
           const why = `${(err as Error).message} ${String((cause as Error | undefined)?.message ?? '')}`;
           if (err instanceof WorkflowUpdateFailedError && /no registered handler/i.test(why)) {
-            throw problem('wrongState', `the fleet operation is still planning: ${action} it once it has started`, {
+            throw problem('wrongState', `the fleet operation has not taken controls yet: ${action} it in a moment`, {
               extensions: { workflowId, phase: 'planning' },
             });
           }

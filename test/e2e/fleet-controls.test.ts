@@ -232,6 +232,58 @@ describe('cancel', () => {
   });
 });
 
+describe('controls while planning', () => {
+  /** A fleet whose snapshot takes a while: its registry query answers after `ms`. */
+  async function slowlyPlanned(n: number, ms: number) {
+    const fleet = await fleetOf(n);
+    stack.emulator.faults.addRule({ surface: 'hub', operation: 'queryDevices', latencyMs: ms, times: 1 });
+    const before = stack.emulator.counters.snapshot();
+    const started = await startFleet({
+      operation: 'revoke',
+      targets: { query: { environment: 'test', where: `tags.fleet = '${fleet.prefix}'` } },
+    });
+    await until('planning', async () => ((await statusOf(started.id)).phase === 'planning' ? true : undefined));
+    return { ...fleet, ...started, before };
+  }
+
+  it('cancels an operation still taking its snapshot: it ends cancelled and no device is touched', async () => {
+    const { ids, id, handle, before } = await slowlyPlanned(3, 6_000);
+    const cancelled = await authed(stack.app, 'operator')
+      .post(`/v1/fleet-operations/${id}/cancel`)
+      .send({ reason: 'wrong query' })
+      .expect(200);
+    expect(cancelled.body).toMatchObject({ phase: 'cancelling' });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'cancelled', phase: 'cancelled', started: 0, counts: { succeeded: 0 } });
+    expect(result.operatorActions).toEqual([
+      { action: 'cancel', requestedBy: expect.objectContaining({ subject: 'test-operator' }), at: expect.any(String) },
+    ]);
+    for (const device of ids) expect(untouched(before, device)).toBe(true);
+  });
+
+  it('takes a pause while planning, starts nothing once planned, and runs when resumed', async () => {
+    const { ids, id, handle, before } = await slowlyPlanned(3, 3_000);
+    const paused = await authed(stack.app, 'operator')
+      .post(`/v1/fleet-operations/${id}/pause`)
+      .send({ reason: 'hold until the line stops' })
+      .expect(200);
+    expect(paused.body).toMatchObject({ phase: 'planning', pausedBecause: 'hold until the line stops' });
+    const planned = await until('planned and paused', async () => {
+      const s = await statusOf(id);
+      return s.phase === 'paused' ? s : undefined;
+    });
+    expect(planned).toMatchObject({ started: 0, plan: { devices: 3 }, pausedBecause: 'hold until the line stops' });
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect((await statusOf(id)).started).toBe(0);
+    for (const device of ids) expect(untouched(before, device)).toBe(true);
+
+    await authed(stack.app, 'operator').post(`/v1/fleet-operations/${id}/resume`).expect(200);
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 3 } });
+    expect(result.operatorActions?.map((a) => a.action)).toEqual(['pause', 'resume']);
+  });
+});
+
 describe('size limit', () => {
   it('refuses an operator a list longer than FLEET_OPERATOR_MAX_DEVICES and lets an admin run it', async () => {
     const ids = Array.from({ length: OPERATOR_MAX_DEVICES + 1 }, (_, i) => `size-limit-${Date.now()}-${i}`);

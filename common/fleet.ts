@@ -146,6 +146,8 @@ export interface DeviceRecord extends FleetDevice {
   /** The per-device workflow (promotions), or the batch that handled it. */
   workflowId?: string;
   finishedAt?: string;
+  /** What an operator should know of a success: e.g. a revoked id that nothing in DPS or any hub knew (a typo?). */
+  note?: string;
 }
 
 export type DeviceCounts = Record<DeviceState, number>;

@@ -927,8 +927,13 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
           const proof = result.proofs.find((p) => p.registrationId === record.registrationId);
           if (proof) record.deviceId = proof.deviceId;
           if (refused) settle(record, 'failed', refused);
-          else if (proof?.revoked) settle(record, 'succeeded');
-          else
+          else if (proof?.revoked) {
+            // Revoked holds (DPS refuses it, no hub accepts it), but it may never have existed: say so.
+            if (proof.dps.enrollment === 'noEnrollment' && proof.hubs.every((h) => h.before === 'absent')) {
+              record.note = NOTHING_FOUND;
+            }
+            settle(record, 'succeeded');
+          } else
             settle(record, 'failed', { type: 'PartiallyRevoked', message: proof?.problems.join('; ') ?? 'no proof' });
         }
       } else {
@@ -952,6 +957,9 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
     }
   }
 }
+
+const NOTHING_FOUND =
+  'nothing to revoke: no enrollment in DPS and no identity in any hub knows this id (is it misspelled?)';
 
 /** Whether a device that ended `outcome` after `attempts` attempts gets another, by the request's retry criteria. */
 function retriesLeft(request: FleetOperationRequest, outcome: 'failed' | 'timedOut', attempts: number): boolean {

@@ -83,6 +83,10 @@ const DeviceList = z.object({
       error: z.object({ type: z.string(), message: z.string() }).optional(),
       workflowId: z.string().optional(),
       finishedAt: z.string().optional(),
+      note: z
+        .string()
+        .optional()
+        .describe('what to know of a success, e.g. a revoked id that no enrollment and no hub knew'),
     }),
   ),
   nextPageToken: z.string().optional(),

@@ -7,7 +7,7 @@ import type { FleetResult } from '../../common/fleet';
 import { fleetChunkWorkflowId } from '../../common/messages';
 import { recordHistory } from '../helpers/histories';
 import { fleetKit } from '../helpers/fleet';
-import { startStack, type Stack } from '../helpers/stack';
+import { startStack, uniqueId, type Stack } from '../helpers/stack';
 import { authed } from '../helpers/credentials';
 
 jest.setTimeout(240_000);
@@ -70,5 +70,16 @@ describe('fleet operations', () => {
     await recordHistory(handle, 'fleet-v1-revoke', { keepWorkflowId: true });
     const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
     await recordHistory(chunk, 'fleet-v1-revoke-chunk', { keepWorkflowId: true });
+  });
+  it('revokes an id nothing knows as done, but says so on that device (a misspelled id stands out)', async () => {
+    const { ids } = await fleetOf(1);
+    const typo = uniqueId('no-such-device');
+    const { id, handle } = await startFleet({ operation: 'revoke', targets: { registrationIds: [ids[0], typo] } });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 2 } });
+    const listed = Object.fromEntries((await devicesOf(id)).map((d) => [d.registrationId, d]));
+    expect(listed[typo]).toMatchObject({ state: 'succeeded', note: expect.stringMatching(/misspelled/) });
+    expect(listed[ids[0]].state).toBe('succeeded');
+    expect(listed[ids[0]].note).toBeUndefined();
   });
 });

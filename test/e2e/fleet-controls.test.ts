@@ -128,6 +128,31 @@ describe('abort criteria', () => {
     expect(failed.length).toBe(result.counts.failed);
     for (const d of failed) expect(d.error?.type).toBeDefined();
   });
+  it('aborts on the TIMED_OUT share: promotions that never reconnect count, the devices not started stay put', async () => {
+    const { ids } = await fleetOf(12); // offline: they never reach production
+    const before = stack.emulator.counters.snapshot();
+    const { id, handle } = await startFleet({
+      operation: 'promote',
+      targets: { registrationIds: ids },
+      parameters: { pollInterval: '1s' },
+      deviceTimeout: '3s',
+      rollout: { maximumPerMinute: 30 },
+      abort: [{ failureType: 'TIMED_OUT', thresholdPercentage: 50, minNumberOfExecutedThings: 2 }],
+    });
+    const result: FleetResult = await handle.result();
+    expect(result.outcome).toBe('aborted');
+    expect(result.abortedBecause).toMatch(/^TIMED_OUT at \d+\.\d % of \d+ executed devices \(threshold 50 %\)$/);
+    expect(result.counts.timedOut).toBeGreaterThanOrEqual(2);
+    expect(result.counts.cancelled).toBeGreaterThan(0);
+    expect(result.counts.timedOut + result.counts.cancelled).toBe(12);
+    for (const d of await devicesOf(id, 'cancelled')) {
+      expect(d.attempts).toBe(0);
+      expect(untouched(before, d.registrationId)).toBe(true);
+      expect((await stack.dps.getIndividualEnrollment(d.registrationId)).responseBody.iotHubs).toEqual([
+        stack.hosts.test,
+      ]);
+    }
+  });
 });
 
 describe('pause and resume', () => {

@@ -55,6 +55,9 @@ describe('replay of recorded workflow histories', () => {
         // Fleet operations: the operation and one of its chunks.
         'fleet-v1-revoke',
         'fleet-v1-revoke-chunk',
+        // v2: controls while planning, revoke batches bounded by deviceTimeout (patch fleet-batch-timeout).
+        'fleet-v2-revoke',
+        'fleet-v2-revoke-chunk',
       ]),
     );
   });

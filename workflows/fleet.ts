@@ -15,6 +15,7 @@ import {
   workflowInfo,
   CancellationScope,
   isCancellation,
+  patched,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities';
@@ -739,6 +740,12 @@ function finish(state: Carry, outcome: FleetResult['outcome']): FleetResult {
 
 // ---- Chunks: each device through the operation's own logic ----
 
+/** Changes to the released fleet workflows (see README, "Versioning"): new runs take the new code. */
+export const FLEET_PATCHES = {
+  /** Revoke and reinstate batches bounded by deviceTimeout (their devices then timedOut); were unbounded. */
+  batchTimeout: 'fleet-batch-timeout',
+} as const;
+
 interface ChunkInput {
   operationWorkflowId: string;
   chunkIndex: number;
@@ -906,6 +913,25 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
   }
 
   async function runBatch(batch: DeviceRecord[]): Promise<void> {
+    // A batch's devices share its deviceTimeout: past it the batch is cancelled and each of its devices timedOut.
+    if (patched(FLEET_PATCHES.batchTimeout)) {
+      try {
+        await CancellationScope.withTimeout(durationMs(request.deviceTimeout), () => runBatchUnbounded(batch, true));
+      } catch (err) {
+        // Only the timeout cancels a batch (a cancelled chunk is cancelled as a whole, and rethrows).
+        if (!isCancellation(err) || CancellationScope.current().consideredCancelled) throw err;
+        const message = `not done within deviceTimeout ${request.deviceTimeout} (its batch of ${batch.length} was cancelled)`;
+        for (const record of batch) {
+          record.workflowId = workflowInfo().workflowId;
+          settle(record, 'timedOut', { type: 'DeviceTimeout', message });
+        }
+      }
+      return;
+    }
+    await runBatchUnbounded(batch);
+  }
+
+  async function runBatchUnbounded(batch: DeviceRecord[], bounded = false): Promise<void> {
     const environments = await planning.listEnvironments();
     const batchId = `${workflowInfo().workflowId}/batch`;
     try {
@@ -950,6 +976,7 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
         }
       }
     } catch (err) {
+      if (bounded && isCancellation(err)) throw err; // its deviceTimeout: runBatch says so
       // The batch's Azure calls kept failing past their retries (or timed out): every device of it says so.
       const { type, message } = failureOf(err);
       const timedOut = type === 'TimeoutFailure' || /timeout/i.test(type);

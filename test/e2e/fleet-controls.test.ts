@@ -155,6 +155,41 @@ describe('abort criteria', () => {
   });
 });
 
+describe('device timeout', () => {
+  it('times out a revocation batch past deviceTimeout, and a TIMED_OUT retry finishes it', async () => {
+    const { ids } = await fleetOf(4);
+    // The test hub answers the first bulk write after 8 s: the batch's devices pass their 3 s deviceTimeout.
+    stack.emulator.faults.addRule({ surface: 'hub', hub: 'test', operation: 'deviceBulk', latencyMs: 8_000, times: 1 });
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      deviceTimeout: '3s',
+      retries: [{ failureType: 'TIMED_OUT', numberOfRetries: 1 }],
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 4, timedOut: 0 } });
+    for (const d of await devicesOf(id)) {
+      expect(d).toMatchObject({ state: 'succeeded', attempts: 2, error: { type: 'DeviceTimeout' } });
+      expect((await stack.registries.test.get(d.registrationId)).responseBody).toMatchObject({ status: 'disabled' });
+    }
+  });
+
+  it('counts a batch past deviceTimeout as timedOut when no retry is left', async () => {
+    const { ids } = await fleetOf(3);
+    stack.emulator.faults.addRule({ surface: 'hub', hub: 'test', operation: 'deviceBulk', latencyMs: 6_000, times: 1 });
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      deviceTimeout: '2s',
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completedWithFailures', counts: { timedOut: 3, succeeded: 0 } });
+    for (const d of await devicesOf(id, 'timedOut')) {
+      expect(d).toMatchObject({ attempts: 1, error: { type: 'DeviceTimeout', message: expect.stringMatching(/2s/) } });
+    }
+  });
+});
+
 describe('pause and resume', () => {
   it('starts no device while paused, completes after resume, and records who paused and resumed', async () => {
     const { ids } = await fleetOf(16);

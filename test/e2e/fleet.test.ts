@@ -67,9 +67,9 @@ describe('fleet operations', () => {
       expect((await stack.registries.test.get(deviceId)).responseBody).toMatchObject({ status: 'disabled' });
     }
     await Promise.all(devices.map((d) => d.waitFor((e) => e.type === 'provisioningFailed', 30_000)));
-    await recordHistory(handle, 'fleet-v1-revoke', { keepWorkflowId: true });
+    await recordHistory(handle, 'fleet-v2-revoke', { keepWorkflowId: true });
     const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
-    await recordHistory(chunk, 'fleet-v1-revoke-chunk', { keepWorkflowId: true });
+    await recordHistory(chunk, 'fleet-v2-revoke-chunk', { keepWorkflowId: true });
   });
   it('revokes an id nothing knows as done, but says so on that device (a misspelled id stands out)', async () => {
     const { ids } = await fleetOf(1);

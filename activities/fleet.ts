@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import type { AzureClients } from './azure-clients';
 import { AzureFailureTypes, azureCall, permanent } from './azure-errors';
 import { FleetErrors, type FleetDevice, type FleetOperationRequest } from '../common/fleet';
-import { fleetDevicesQuery } from '../common/messages';
+import { chunkDevicesPage } from '../common/fleet-devices';
 import { fleetQuota, type QuotasConfig } from '../common/quotas';
 
 /** Devices asked of a closed chunk per query. */
@@ -58,11 +58,11 @@ export function fleetActivities(clients: AzureClients, quotas: QuotasConfig, tem
       } catch {
         return { exists: false, devices: [] };
       }
-      // The chunk answers its devices by state, a page at a time.
+      // The chunk answers its devices by state, a page at a time (from its result once it has completed).
       const devices: FleetDevice[] = [];
       for (const state of ['failed', 'timedOut'] as const) {
         for (let offset = 0; ;) {
-          const page = await handle.query(fleetDevicesQuery, { state, offset, limit: FAILED_PAGE });
+          const page = await chunkDevicesPage(temporal, input.chunkWorkflowId, { state, offset, limit: FAILED_PAGE });
           for (const r of page.devices) {
             devices.push({ registrationId: r.registrationId, ...(r.deviceId ? { deviceId: r.deviceId } : {}) });
           }

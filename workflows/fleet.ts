@@ -760,7 +760,7 @@ interface ChunkInput {
  * child under `promote/<registrationId>`), or batches of 100 revocations or reinstatements through the same code
  * as a single one — retries them as the request says, and reports its counts to the operation.
  */
-export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCounts }> {
+export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCounts; devices: DeviceRecord[] }> {
   const { request } = input;
   const records: DeviceRecord[] = input.devices.map((d) => ({ ...d, state: 'pending', attempts: 0 }));
   let permits = 0;
@@ -867,7 +867,8 @@ export async function fleetChunk(input: ChunkInput): Promise<{ counts: DeviceCou
   await condition(() => inFlight.size === 0);
   await report(true);
   await condition(allHandlersFinished);
-  return { counts: counts() };
+  // Its records too: a finished operation's devices are then listed from results the server holds, no replay needed.
+  return { counts: counts(), devices: records };
 
   async function promote(record: DeviceRecord): Promise<void> {
     const workflowId = promotionWorkflowId(record.registrationId);

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { WorkflowUpdateFailedError, type WorkflowExecutionInfo } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowExecutionInfo } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { AppDeps } from '../app';
 import { jsonBody } from '../body';
@@ -29,7 +29,6 @@ import { validate, type Middleware } from '../validate';
 import {
   cancelFleetUpdate,
   fleetChunkWorkflowId,
-  fleetDevicesQuery,
   fleetStatusQuery,
   fleetWorkflowId,
   pauseFleetUpdate,
@@ -44,6 +43,7 @@ import {
   type FleetResult,
   type FleetStatus,
 } from '../../common/fleet';
+import { chunkDevicesPage } from '../../common/fleet-devices';
 import { requestedByKeyword, type ChangeRequest } from '../../common/requested-by';
 import { requestedBy } from '../auth/caller';
 import { SA } from '../../common/search-attributes';
@@ -299,8 +299,10 @@ export function fleetRoutes(deps: AppDeps): Router {
       const query = req.query as z.output<typeof DeviceQuery>;
       const workflowId = fleetWorkflowId(req.params.operationId);
       // Queries wait for a worker to run them: behind a busy task queue (thousands of devices starting), longer
-      // than the default deadline of a Temporal call.
-      const status = await withLongerTemporalDeadline(res, QUERY_DEADLINE_MS, () => currentStatus(workflowId));
+      // than the default deadline of a Temporal call. One deadline for the whole page, however many calls it takes.
+      const until = Date.now() + QUERY_DEADLINE_MS;
+      const left = () => Math.max(1, until - Date.now());
+      const status = await withLongerTemporalDeadline(res, left(), () => currentStatus(workflowId));
       const chunks = status.plan?.chunks ?? 0;
       const scope = `${workflowId}|${query.state ?? ''}`;
       let cursor = { chunk: 0, offset: 0 };
@@ -311,12 +313,16 @@ export function fleetRoutes(deps: AppDeps): Router {
       }
       const devices: z.infer<typeof DeviceList>['devices'] = [];
       while (cursor.chunk < chunks && devices.length < query.pageSize) {
-        const chunk = client.workflow.getHandle(fleetChunkWorkflowId(workflowId, cursor.chunk));
-        const page = await withLongerTemporalDeadline(res, QUERY_DEADLINE_MS, () =>
-          chunk.query(fleetDevicesQuery, {
+        const chunkId = fleetChunkWorkflowId(workflowId, cursor.chunk);
+        const page = await withLongerTemporalDeadline(res, left(), () =>
+          chunkDevicesPage(client, chunkId, {
             state: query.state,
             offset: cursor.offset,
             limit: query.pageSize - devices.length,
+          }).catch((err: unknown) => {
+            // A chunk planned but never started (a dry run; a cancel while planning) ran no device.
+            if (err instanceof WorkflowNotFoundError) return { devices: [], total: 0 };
+            throw err;
           }),
         );
         devices.push(...page.devices);

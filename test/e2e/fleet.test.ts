@@ -82,4 +82,24 @@ describe('fleet operations', () => {
     expect(listed[ids[0]].state).toBe('succeeded');
     expect(listed[ids[0]].note).toBeUndefined();
   });
+  it('lists a finished operation’s devices with no worker running (from results), and a dry run’s as none', async () => {
+    const { ids } = await fleetOf(3);
+    const { id, handle } = await startFleet({ operation: 'revoke', targets: { registrationIds: ids } });
+    await handle.result();
+    await stack.stopWorker();
+    try {
+      const listed = await devicesOf(id);
+      expect(listed.map((d) => d.registrationId).sort()).toEqual([...ids].sort());
+      expect(listed.map((d) => d.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+      expect(await devicesOf(id, 'failed')).toEqual([]);
+    } finally {
+      await stack.startWorker();
+    }
+    const dry = await authed(stack.app, 'operator')
+      .post('/v1/fleet-operations')
+      .send({ operation: 'revoke', targets: { registrationIds: ids }, dryRun: true })
+      .expect(200);
+    expect(dry.body.plan).toMatchObject({ devices: 3, chunks: 1 });
+    expect(await devicesOf(dry.body.operationId)).toEqual([]);
+  });
 });

@@ -50,7 +50,8 @@ describe('contract: the API fuzzed from its own OpenAPI document', () => {
         ...['--checks', 'all', '--max-examples', process.env.FUZZ_MAX_EXAMPLES ?? '100'],
         // One worker: CPython 3.11's ast module is not thread-safe (gh-106905), and hypothesis parses lambdas
         // with it while reporting, which made a two-worker run fail with "AST constructor recursion depth mismatch".
-        ...['--workers', '1', '--request-timeout', '15', '--generation-database', 'none', '--no-color'],
+        // The request timeout is above the API's own bound on a request that waits for workers (20 s, then 503).
+        ...['--workers', '1', '--request-timeout', '30', '--generation-database', 'none', '--no-color'],
       ];
       // Its working directory takes its caches (.schemathesis/), kept out of the repository.
       const cwd = await mkdtemp(path.join(os.tmpdir(), 'schemathesis-'));

@@ -484,18 +484,25 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
   status.ratePerMinute = ratePerMinute;
   status.phase = request.dryRun ? 'planned' : devices === 0 ? 'completed' : early.paused ? 'paused' : 'running';
   upsertSearchAttributes([{ key: SA.phase, value: status.phase }]);
-  return {
-    request,
-    ...(requestedBy ? { requestedBy } : {}),
-    status,
-    chunks,
-    groupEnds: groupBoundaries(request, devices),
-    rampSteps: 0,
+  return carry({
     tokens: Math.max(1, Math.min(ratePerMinute / 60, request.rollout.maximumInFlight)),
-    stopSent: false,
     ...(early.paused && !request.dryRun ? { paused: early.paused } : {}),
-    window: [],
-  };
+  });
+
+  /** What the rollout starts from: the plan made, and how it is to begin. */
+  function carry(start: Pick<Carry, 'tokens' | 'paused' | 'cancel'>): Carry {
+    return {
+      request,
+      ...(requestedBy ? { requestedBy } : {}),
+      status,
+      chunks,
+      groupEnds: groupBoundaries(request, devices),
+      rampSteps: 0,
+      stopSent: false,
+      window: [],
+      ...start,
+    };
+  }
 
   /** The plan so far (the devices snapshotted before the cancel), marked cancelled: the rollout stops its chunks. */
   function cancelledWhilePlanning(): Carry {
@@ -510,18 +517,7 @@ async function plan(input: FleetOperationRequestInput, context: FleetContext): P
     };
     status.counts = { ...noCounts(), pending: devices };
     status.phase = 'cancelling';
-    return {
-      request,
-      ...(requestedBy ? { requestedBy } : {}),
-      status,
-      chunks,
-      groupEnds: groupBoundaries(request, devices),
-      rampSteps: 0,
-      tokens: 0,
-      stopSent: false,
-      cancel: early.cancel,
-      window: [],
-    };
+    return carry({ tokens: 0, cancel: early.cancel });
   }
 }
 

@@ -128,6 +128,7 @@ describe('abort criteria', () => {
     expect(failed.length).toBe(result.counts.failed);
     for (const d of failed) expect(d.error?.type).toBeDefined();
   });
+
   it('aborts on the TIMED_OUT share: promotions that never reconnect count, the devices not started stay put', async () => {
     const { ids } = await fleetOf(12); // offline: they never reach production
     const before = stack.emulator.counters.snapshot();

@@ -25,6 +25,7 @@ import {
 import { PageTokens } from '../page-tokens';
 import { problem, problemResponse } from '../problems';
 import { temporalDeadline, withLongerTemporalDeadline } from '../temporal';
+import { updateWithRetry } from '../updates';
 import { validate, type Middleware } from '../validate';
 import {
   cancelFleetUpdate,
@@ -342,7 +343,7 @@ export function fleetRoutes(deps: AppDeps): Router {
   const control = (
     action: 'pause' | 'resume' | 'cancel',
     body: z.ZodType | undefined,
-    run: (workflowId: string, input: Record<string, unknown> & ChangeRequest) => Promise<FleetStatus>,
+    run: (workflowId: string, input: Record<string, unknown> & ChangeRequest, updateId: string) => Promise<FleetStatus>,
   ) => {
     const validation = validate({ params: OperationParams, ...(body ? { body } : {}) });
     // The body is optional (the OpenAPI says so): none at all means every field takes its default.
@@ -367,7 +368,8 @@ export function fleetRoutes(deps: AppDeps): Router {
           });
         }
         try {
-          res.json(await run(workflowId, { ...((req.body ?? {}) as Record<string, unknown>), requestedBy: by }));
+          const input = { ...((req.body ?? {}) as Record<string, unknown>), requestedBy: by };
+          res.json(await updateWithRetry((updateId) => run(workflowId, input, updateId)));
         } catch (err) {
           const cause = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
           if (cause instanceof ApplicationFailure && Object.values(FleetErrors).includes(cause.type as never)) {
@@ -381,20 +383,33 @@ export function fleetRoutes(deps: AppDeps): Router {
               extensions: { workflowId, phase: 'planning' },
             });
           }
+          // The operation closed between the describe and the update (Temporal: NotFound, "workflow execution
+          // already completed" or "aborted by closing workflow").
+          if (err instanceof WorkflowNotFoundError) {
+            const closed = await describeExecution(client, workflowId);
+            if (closed.status.name !== 'RUNNING') {
+              const status = STATUS_BY_NAME[closed.status.name] ?? 'unknown';
+              throw problem('notRunning', `the fleet operation has closed (${status})`, {
+                extensions: { workflowId, executionStatus: status },
+              });
+            }
+          }
           throw err;
         }
         log.info({ workflowId, action, requestedBy: requestedByKeyword(by) }, `fleet operation ${action}`);
       },
     );
   };
-  control('pause', PauseBody, (id, body) =>
-    client.workflow.getHandle(id).executeUpdate(pauseFleetUpdate, { args: [body] }),
+  control('pause', PauseBody, (id, body, updateId) =>
+    client.workflow.getHandle(id).executeUpdate(pauseFleetUpdate, { args: [body], updateId }),
   );
-  control('resume', undefined, (id, change) =>
-    client.workflow.getHandle(id).executeUpdate(resumeFleetUpdate, { args: [{ requestedBy: change.requestedBy }] }),
+  control('resume', undefined, (id, change, updateId) =>
+    client.workflow
+      .getHandle(id)
+      .executeUpdate(resumeFleetUpdate, { args: [{ requestedBy: change.requestedBy }], updateId }),
   );
-  control('cancel', CancelBody, (id, body) =>
-    client.workflow.getHandle(id).executeUpdate(cancelFleetUpdate, { args: [body] }),
+  control('cancel', CancelBody, (id, body, updateId) =>
+    client.workflow.getHandle(id).executeUpdate(cancelFleetUpdate, { args: [body], updateId }),
   );
 
   router.post(

@@ -50,6 +50,7 @@ import {
 import { requestedByKeyword, requestedByStartOptions } from '../../common/requested-by';
 import { SA } from '../../common/search-attributes';
 import { requestedBy } from '../auth/caller';
+import { updateWithRetry } from '../updates';
 import type { promoteDevice } from '../../workflows/promotion';
 
 /** How long a compensation retry may take before the API answers 202 and lets the client poll instead. */
@@ -400,10 +401,13 @@ export function promotionRoutes(deps: AppDeps): Router {
     let compensation: CompensationReport | undefined;
     try {
       const by = requestedBy(res);
-      const update = await handle.startUpdate(retryCompensationUpdate, {
-        args: [{ requestedBy: by }],
-        waitForStage: WorkflowUpdateStage.ACCEPTED,
-      });
+      const update = await updateWithRetry((updateId) =>
+        handle.startUpdate(retryCompensationUpdate, {
+          args: [{ requestedBy: by }],
+          updateId,
+          waitForStage: WorkflowUpdateStage.ACCEPTED,
+        }),
+      );
       log.info(
         { workflowId, runId: description.runId, requestedBy: requestedByKeyword(by) },
         'compensation retry requested',

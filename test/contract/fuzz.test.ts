@@ -78,7 +78,12 @@ describe('contract: the API fuzzed from its own OpenAPI document', () => {
           .split('\n')
           .map((line) => (line.length > 2_000 ? `${line.slice(0, 2_000)} … (cut; whole line in ${LOG})` : line))
           .join('\n');
-        throw new Error(`schemathesis exited with ${code ?? 'a kill after the time limit'}:\n${shown}`);
+        // The failures first: a CI log that keeps only the head and the tail of a long output still shows them.
+        const failures = /=+ FAILURES =+\n([\s\S]*?)\n=+ (?:WARNINGS|SUMMARY) =+/.exec(shown)?.[1];
+        throw new Error(
+          `schemathesis exited with ${code ?? 'a kill after the time limit'}` +
+            (failures ? `; its failures:\n${failures}\n\nThe whole run:\n${shown}` : `:\n${shown}`),
+        );
       }
       const summary = /(\d+) generated, (\d+) passed/.exec(output);
       expect(summary).not.toBeNull();

@@ -345,6 +345,52 @@ describe('controls while planning', () => {
   });
 });
 
+describe('controls racing the end of an operation', () => {
+  it('answers every pause, resume and cancel 200 or 409, never 5xx or 404, and a 200 is applied', async () => {
+    // Small operations end within a second of their start, so controls land in the workflow task that completes
+    // the run: Temporal then fails that task (UnhandledCommand, as chunk signals arrived) and aborts the update it
+    // carried. The API asks again with the same update id, or answers 409 once the operation has closed.
+    const answers: Record<string, number> = {};
+    const applied: { id: string; action: string }[] = [];
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 6 }, async (_, lane) => {
+        for (let round = 0; round < 8; round += 1) {
+          const { id } = await startFleet({ operation: 'revoke', targets: { registrationIds: [uniqueId('race')] } });
+          ids.push(id);
+          const steps: [string, object][] = [
+            ['pause', { reason: 'hold' }],
+            ['resume', {}],
+            ['cancel', { force: round % 2 === 0 }],
+            ['pause', {}],
+            ['cancel', {}],
+          ];
+          for (const [action, body] of steps.slice(lane % 3)) {
+            const res = await authed(stack.app, 'operator').post(`/v1/fleet-operations/${id}/${action}`).send(body);
+            answers[`${action} ${res.status}`] = (answers[`${action} ${res.status}`] ?? 0) + 1;
+            if (res.status === 200) applied.push({ id, action });
+            else
+              expect({ action, status: res.status, type: res.body.type }).toEqual({
+                action,
+                status: 409,
+                type: expect.stringMatching(/^\/problems\/(not-running|wrong-state)$/),
+              });
+            await new Promise((r) => setTimeout(r, lane * 5));
+          }
+        }
+      }),
+    );
+    expect(answers['cancel 200']).toBeGreaterThan(0);
+    // A control answered 200 was applied: the operation's result records it.
+    for (const id of ids) {
+      const result: FleetResult = await stack.temporal.client.workflow.getHandle(`fleet/${id}`).result();
+      const recorded = (result.operatorActions ?? []).map((a) => a.action.replace(' (force)', ''));
+      const answered = applied.filter((a) => a.id === id).map((a) => a.action);
+      expect({ id, recorded }).toEqual({ id, recorded: answered });
+    }
+  });
+});
+
 describe('size limit', () => {
   it('refuses an operator a list longer than FLEET_OPERATOR_MAX_DEVICES and lets an admin run it', async () => {
     const ids = Array.from({ length: OPERATOR_MAX_DEVICES + 1 }, (_, i) => `size-limit-${Date.now()}-${i}`);

@@ -1,6 +1,7 @@
 import { auditActivities } from './audit';
 import type { AzureClients } from './azure-clients';
 import { connectivityActivities } from './connectivity';
+import { deviceEventActivities } from './device-events';
 import { dpsActivities } from './dps';
 import { fleetActivities } from './fleet';
 import { heartbeating } from './heartbeat';
@@ -26,6 +27,7 @@ export function createActivities(deps: ActivityDeps) {
     ...revocationActivities(deps.azure, deps.temporal),
     ...fleetActivities(deps.azure, deps.quotas ?? QuotasConfig.parse(undefined), deps.temporal),
     ...auditActivities(deps.azure, deps.temporal),
+    ...deviceEventActivities(deps.temporal),
   });
 }
 

@@ -1,8 +1,8 @@
 /**
  * 5. The Event Grid webhook under a reconnect storm: N promotions wait (stand-ins of the real workflow type, on the
  * real dev server), and one delivery brings N DeviceConnected events, one per device, as IoT hub batches them after
- * a fleet reconnects. Measured: the time from the POST to the webhook's 200 (every event signalled by its
- * workflow's deterministic id), with each waiting workflow then checked to have received its event.
+ * a fleet reconnects. Measured: the time from the POST to the webhook's 200 (the events durably recorded: past 32,
+ * in one relay workflow's start), and the time until every waiting workflow has received its own event.
  *
  * Target: under 1 s for 1,000 events in one delivery (issue 7: the visibility query per event took 14.2 s).
  */
@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
+import { deviceEventActivities } from '../activities/device-events';
 import { createApp } from '../api/app';
 import { createLogger } from '../common/logger';
 import { promotionWorkflowId, WORKFLOW_TYPES } from '../common/messages';
@@ -44,6 +45,7 @@ export async function benchEventGrid(options: EventGridBenchOptions, defer: Defe
       workflowsPath: require.resolve('./fixtures/waiting-promotion'),
       logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: console.error },
     }),
+    activities: deviceEventActivities(client),
     shutdownGraceTime: '1 second',
   });
   const running = worker.run();
@@ -73,6 +75,11 @@ export async function benchEventGrid(options: EventGridBenchOptions, defer: Defe
   await forEachConcurrently(deviceIds, 32, (id) =>
     client.workflow.start(WORKFLOW_TYPES.promoteDevice, { taskQueue, workflowId: promotionWorkflowId(id), args: [] }),
   );
+
+  // A storm comes long after the promotions started: wait until the last one started has run its first workflow
+  // task (the worker takes them in order), so that the measurement is not of the starts' backlog.
+  const last = client.workflow.getHandle(promotionWorkflowId(deviceIds[n - 1]));
+  while (((await last.describe()).historyLength ?? 0) < 4) await new Promise((r) => setTimeout(r, 100));
 
   // One delivery with N events, Event Grid schema, as IoT hub sends them.
   const hubName = production.split('.')[0];
@@ -105,13 +112,15 @@ export async function benchEventGrid(options: EventGridBenchOptions, defer: Defe
   const answer = (await res.json()) as { results?: Array<{ outcome: string }> };
   const elapsedMs = performance.now() - started;
   if (res.status !== 200) throw new Error(`webhook answered ${res.status}: ${JSON.stringify(answer)}`);
-  const signalled = answer.results?.filter((r) => r.outcome === 'signalled').length ?? 0;
-  if (signalled !== n) throw new Error(`${signalled} of ${n} events were signalled`);
+  const passedOn = answer.results?.filter((r) => r.outcome === 'signalled' || r.outcome === 'relayed').length ?? 0;
+  if (passedOn !== n) throw new Error(`${passedOn} of ${n} events were signalled or relayed`);
+  const relayed = answer.results?.filter((r) => r.outcome === 'relayed').length ?? 0;
   // Every waiting promotion got its own event.
   await forEachConcurrently(deviceIds, 32, async (id) => {
     const event = (await client.workflow.getHandle(promotionWorkflowId(id)).result()) as { deviceId: string };
     if (event.deviceId !== id) throw new Error(`${id} received ${event.deviceId}'s event`);
   });
+  const receivedMs = performance.now() - started;
 
   const target = (TARGET_MS_PER_1000 * n) / 1000;
   return [
@@ -122,8 +131,10 @@ export async function benchEventGrid(options: EventGridBenchOptions, defer: Defe
       better: 'lower',
       target: target / 1000,
       targetSource: '1,000 events in < 1 s (issue 7)',
-      details: { events: n, signalled, bodyBytes: body.length },
-      note: `${Math.round(n / (elapsedMs / 1000))} events/s, each signalled by id and received by its workflow`,
+      details: { events: n, relayed, bodyBytes: body.length, allReceivedSeconds: receivedMs / 1000 },
+      note:
+        `${Math.round(n / (elapsedMs / 1000))} events/s answered (${relayed ? 'one relay workflow' : 'signalled'}); ` +
+        `every workflow had its own event ${(receivedMs / 1000).toFixed(2)} s after the POST`,
     },
   ];
 }

@@ -13,6 +13,7 @@ export const WORKFLOW_TYPES = {
   checkConnectivity: 'checkConnectivity',
   promoteDevice: 'promoteDevice',
   promotionEventRelay: 'promotionEventRelay',
+  relayDeviceConnectedEvents: 'relayDeviceConnectedEvents',
   revokeDevice: 'revokeDevice',
   revokeEnrollmentGroup: 'revokeEnrollmentGroup',
   reinstateDevice: 'reinstateDevice',
@@ -27,6 +28,7 @@ export const WORKFLOW_ID_PREFIX = {
   connectivity: 'connectivity',
   promotion: 'promote',
   deviceEvents: 'device-events',
+  eventGridDelivery: 'eventgrid',
   revocation: 'revoke',
   groupRevocation: 'revoke-group',
   reinstatement: 'reinstate',
@@ -42,6 +44,12 @@ export const promotionWorkflowId = (registrationId: string) => `${WORKFLOW_ID_PR
  * Grid (which names devices, not registrations) reaches it by a deterministic id too.
  */
 export const deviceEventsWorkflowId = (deviceId: string) => `${WORKFLOW_ID_PREFIX.deviceEvents}/${deviceId}`;
+
+/**
+ * A large Event Grid delivery's relay (workflows/device-events.ts), named by what it carries: the same events
+ * delivered again (Event Grid retries a delivery it saw no answer to) find the same workflow.
+ */
+export const eventGridDeliveryWorkflowId = (digest: string) => `${WORKFLOW_ID_PREFIX.eventGridDelivery}/${digest}`;
 
 /** One revocation in flight per device, and per group; the same for reinstatements. */
 export const revocationWorkflowId = (target: { registrationId?: string; enrollmentGroupId?: string }) =>

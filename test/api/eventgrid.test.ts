@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Express } from 'express';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { createApp } from '../../api/app';
+import { RELAY_THRESHOLD } from '../../api/routes/eventgrid';
 import { createLogger } from '../../common/logger';
 import { deviceEventsWorkflowId } from '../../common/messages';
 import { connectToHarness, type TemporalTestContext } from '../helpers/temporal';
@@ -18,6 +19,7 @@ import {
   type FixtureWorker,
 } from '../fixtures/promotion-fixture';
 import { authed, testSecurity } from '../helpers/credentials';
+import { recordHistory } from '../helpers/histories';
 
 const SECRET = 'a-shared-secret-of-some-length';
 
@@ -366,6 +368,74 @@ describe('Event Grid webhook', () => {
         return events;
       });
       expect(received.hubHostName).toBe(sovereign.production);
+    });
+
+    it(`hands a delivery of more than ${RELAY_THRESHOLD} events to a relay workflow in one write, which signals every waiting promotion`, async () => {
+      const ids = Array.from({ length: RELAY_THRESHOLD + 4 }, () => uniqueRegistrationId('storm'));
+      const handles = await Promise.all(ids.map((registrationId) => runningPromotion(ctx.client, { registrationId })));
+      // One promotion whose device id is not its registration id (reached through its device-events relay), and
+      // three devices nothing waits for.
+      const registrationId = uniqueRegistrationId('eg');
+      const deviceId = `device-${registrationId}`;
+      const other = await runningPromotion(ctx.client, { registrationId, deviceId });
+      const strangers = [1, 2, 3].map(() => `unknown-${randomUUID()}`);
+      const events = [...ids, deviceId, ...strangers].map((id) => deviceConnected(environments.production, id, '1'));
+      const telemetry = { ...events[0], id: randomUUID(), eventType: 'Microsoft.Devices.DeviceTelemetry' };
+
+      const res = await post([...events, telemetry]).expect(200);
+      const relayWorkflowId = res.body.results[0].relayWorkflowId as string;
+      expect(relayWorkflowId).toMatch(/^eventgrid\/[0-9a-f]{32}$/);
+      expect(res.body.results).toEqual([
+        ...events.map((e) => ({ eventId: e.id, eventType: e.eventType, outcome: 'relayed', relayWorkflowId })),
+        { eventId: telemetry.id, eventType: telemetry.eventType, outcome: 'ignored' },
+      ]);
+
+      // The relay's result says what came of each event; every waiting promotion got exactly its own.
+      const relay = ctx.client.workflow.getHandle(relayWorkflowId);
+      const result = await relay.result();
+      await recordHistory(relay, 'eventgrid-relay-v1');
+      expect(result).toEqual({
+        events: events.length,
+        signalled: ids.length + 1,
+        noRunningPromotion: 3,
+        devicesWithoutPromotion: expect.arrayContaining(strangers),
+      });
+      for (const handle of handles) await expectDeviceConnectedSignals(handle, 1);
+      await eventually(async () => expect(await other.query(fixtureEventsQuery)).toHaveLength(1));
+      const [received] = await handles[0].query(fixtureEventsQuery);
+      expect(received).toEqual({
+        hubHostName: environments.production,
+        deviceId: ids[0],
+        sequenceNumber: '1',
+        eventTime: events[0].eventTime,
+        eventId: events[0].id,
+      });
+
+      // The same delivery again: duplicates here; to another API instance (no memory of it), the same relay.
+      const again = await post(events).expect(200);
+      expect(new Set(again.body.results.map((r: { outcome: string }) => r.outcome))).toEqual(new Set(['duplicate']));
+      const fresh = createApp({
+        security: testSecurity(),
+        client: ctx.client,
+        taskQueue: fixture.taskQueue,
+        log: createLogger('silent'),
+        environments,
+      });
+      const elsewhere = await authed(fresh).post('/v1/eventgrid').send(events).expect(200);
+      expect(elsewhere.body.results[0]).toMatchObject({ outcome: 'relayed', relayWorkflowId });
+    });
+
+    it('refuses a delivery with a malformed DeviceConnected event whole: nothing is signalled', async () => {
+      const registrationId = uniqueRegistrationId('eg');
+      const handle = await runningPromotion(ctx.client, { registrationId });
+      const good = deviceConnected(environments.production, registrationId, '1');
+      const bad = { ...deviceConnected(environments.production, registrationId, '2'), data: { hubName: 'x' } };
+      const res = await post([good, bad]).expect(400);
+      expect(res.body.type).toBe('/problems/validation-error');
+      // The good event was not claimed either: sent again on its own, it is signalled.
+      const retried = await post([good]).expect(200);
+      expect(retried.body.results[0].outcome).toBe('signalled');
+      await expectDeviceConnectedSignals(handle, 1);
     });
 
     it('accepts CloudEvents 1.0 deliveries', async () => {

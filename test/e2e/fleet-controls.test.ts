@@ -129,6 +129,28 @@ describe('abort criteria', () => {
     for (const d of failed) expect(d.error?.type).toBeDefined();
   });
 
+  it('aborts on the ALL share (failed and timed out together) while a TIMED_OUT criterion is never met', async () => {
+    const { ids } = await fleetOf(10);
+    stack.emulator.faults.addRule({ surface: 'hub', hub: 'test', operation: 'deviceBulk', status: 400, times: 4 });
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      rollout: { maximumPerMinute: 60 },
+      abort: [
+        { failureType: 'TIMED_OUT', thresholdPercentage: 50, minNumberOfExecutedThings: 3 },
+        { failureType: 'ALL', thresholdPercentage: 50, minNumberOfExecutedThings: 3 },
+      ],
+    });
+    const result: FleetResult = await handle.result();
+    expect(result.outcome).toBe('aborted');
+    expect(result.abortedBecause).toMatch(/^ALL at \d+\.\d % of \d+ executed devices \(threshold 50 %\)$/);
+    expect(result.counts.timedOut).toBe(0);
+    expect(result.counts.failed).toBeGreaterThanOrEqual(3);
+    expect(result.counts.cancelled).toBeGreaterThan(0);
+    expect(result.counts.succeeded + result.counts.failed + result.counts.cancelled).toBe(10);
+    expect((await devicesOf(id, 'cancelled')).length).toBe(result.counts.cancelled);
+  });
+
   it('aborts on the TIMED_OUT share: promotions that never reconnect count, the devices not started stay put', async () => {
     const { ids } = await fleetOf(12); // offline: they never reach production
     const before = stack.emulator.counters.snapshot();
@@ -259,6 +281,28 @@ describe('rollout groups', () => {
     await authed(stack.app, 'operator').post(`/v1/fleet-operations/${id}/resume`).expect(200);
     const result: FleetResult = await handle.result();
     expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 8 } });
+  });
+});
+
+describe('rollout groups that fail', () => {
+  it('aborts when a group passes its error threshold and onError is abort: the later groups never start', async () => {
+    const { ids } = await fleetOf(9);
+    // The first group's one bulk write is refused (400): all of its devices fail.
+    stack.emulator.faults.addRule({ surface: 'hub', hub: 'test', operation: 'deviceBulk', status: 400, times: 1 });
+    const before = stack.emulator.counters.snapshot();
+    const { id, handle } = await startFleet({
+      operation: 'revoke',
+      targets: { registrationIds: ids },
+      groups: [{ size: { devices: 3 }, errorThresholdPercent: 50, onError: 'abort' }],
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({
+      outcome: 'aborted',
+      abortedBecause: 'group 1: 100.0 % failed (threshold 50 %)',
+      counts: { failed: 3, cancelled: 6, succeeded: 0 },
+    });
+    const failed = (await devicesOf(id, 'failed')).map((d) => d.registrationId);
+    for (const other of ids.filter((i) => !failed.includes(i))) expect(untouched(before, other)).toBe(true);
   });
 });
 

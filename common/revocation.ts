@@ -14,6 +14,12 @@ const pem = z
   .regex(/-----BEGIN CERTIFICATE-----/, 'a PEM certificate (chain)')
   .max(16_384);
 
+/**
+ * Why an operator asked, kept with the operation: up to 500 characters, not only white space, stored trimmed. Each
+ * rule is one the OpenAPI document states (maxLength on what is sent, a pattern for a non-blank character).
+ */
+export const Reason = z.string().max(500).regex(/\S/, 'must hold more than white space').trim();
+
 const selectorFields = {
   /** One device: its DPS registration id (an individual enrollment, or a member of an enrollment group). */
   registrationId: z.string().regex(dpsId, 'a DPS registration id (alphanumerics, . _ : -; not . or ..)').optional(),
@@ -27,7 +33,7 @@ export const RevocationFields = z
     /** What happens to the identity in every hub: disabled (reversible, the default) or deleted. */
     hubAction: z.enum(['disable', 'delete']).default('disable'),
     /** Why: kept with the revocation (result, memo, logs). */
-    reason: z.string().trim().min(1).max(500).default('no reason given'),
+    reason: Reason.default('no reason given'),
     /**
      * One member of an X.509 group is blocked by a disabled individual enrollment of its own, which takes the
      * device's certificate: its chain, leaf first, up to the group's CA.
@@ -49,7 +55,7 @@ export const RevocationRequest = RevocationFields.refine(
 export const ReinstatementFields = z
   .object({
     ...selectorFields,
-    reason: z.string().trim().min(1).max(500).default('no reason given'),
+    reason: Reason.default('no reason given'),
   })
   .strict();
 

@@ -58,6 +58,10 @@ describe('replay of recorded workflow histories', () => {
         // v2: controls while planning, revoke batches bounded by deviceTimeout (patch fleet-batch-timeout).
         'fleet-v2-revoke',
         'fleet-v2-revoke-chunk',
+        'fleet-v2-reinstate',
+        'fleet-v2-reinstate-chunk',
+        'fleet-v2-promote',
+        'fleet-v2-promote-chunk',
         // A large Event Grid delivery's relay.
         'eventgrid-relay-v1',
       ]),

@@ -47,6 +47,7 @@ import { OPERATIONS, WORKFLOW_TYPES } from '../../common/messages';
 import { MAX_LISTED_DEVICES } from '../../common/fleet';
 import { durationMs } from '../../common/promotion';
 import { requestedByKeyword, requestedByStartOptions } from '../../common/requested-by';
+import { Reason } from '../../common/revocation';
 import { SA } from '../../common/search-attributes';
 
 /**
@@ -135,7 +136,7 @@ const RemediateBody = z
       .enum(REMEDIABLE)
       .describe('stale and authMismatch need a decision per device and are not remediated in one call'),
     confirm: z.boolean().default(false).describe('false (default): answer the plan only; true: carry it out'),
-    reason: z.string().trim().min(1).max(500).optional(),
+    reason: Reason.optional(),
   })
   .strict();
 

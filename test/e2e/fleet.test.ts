@@ -1,13 +1,13 @@
 /**
  * Fleet operations through the real stack (API → Temporal → worker → activities → emulator → simulated devices):
- * the plan and a list revocation, whose histories are recorded for replay. Each rollout control:
+ * the plan, and a list revoked, reinstated and promoted, whose histories are recorded for replay. Each rollout control:
  * fleet-controls.test.ts; the worker killed mid-operation: fleet-crash.test.ts.
  */
 import type { FleetResult } from '../../common/fleet';
 import { fleetChunkWorkflowId } from '../../common/messages';
 import { recordHistory } from '../helpers/histories';
 import { fleetKit } from '../helpers/fleet';
-import { startStack, uniqueId, type Stack } from '../helpers/stack';
+import { connectedTo, startStack, uniqueId, type Stack } from '../helpers/stack';
 import { authed } from '../helpers/credentials';
 
 jest.setTimeout(240_000);
@@ -71,6 +71,51 @@ describe('fleet operations', () => {
     const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
     await recordHistory(chunk, 'fleet-v2-revoke-chunk', { keepWorkflowId: true });
   });
+  it('reinstates a revoked fleet (admin only): each device enabled again in DPS and the hub, and back online', async () => {
+    const { ids, keys } = await fleetOf(6);
+    const revoked = await startFleet({ operation: 'revoke', targets: { registrationIds: ids } });
+    expect(await revoked.handle.result()).toMatchObject({ outcome: 'completed', counts: { succeeded: 6 } });
+    for (const deviceId of ids) {
+      expect((await stack.registries.test.get(deviceId)).responseBody).toMatchObject({ status: 'disabled' });
+    }
+
+    const body = { operation: 'reinstate', targets: { registrationIds: ids }, parameters: { reason: 'false alarm' } };
+    const refused = await authed(stack.app, 'operator').post('/v1/fleet-operations').send(body).expect(403);
+    expect(refused.body.type).toBe('/problems/forbidden');
+    const { id, handle } = await startFleet(body, 'admin');
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 6, failed: 0 } });
+    expect((await devicesOf(id)).map((d) => d.state)).toEqual(Array(6).fill('succeeded'));
+    for (const deviceId of ids) {
+      expect((await stack.registries.test.get(deviceId)).responseBody).toMatchObject({ status: 'enabled' });
+      const enrollment = (await stack.dps.getIndividualEnrollment(deviceId)).responseBody;
+      expect(enrollment.provisioningStatus).toBe('enabled');
+    }
+    // The devices authenticate again: each re-provisions and connects to the test hub.
+    await Promise.all(
+      ids.map((registrationId, i) => connectedTo(kit.device(registrationId, keys[i]), stack.hosts.test)),
+    );
+    await recordHistory(handle, 'fleet-v2-reinstate', { keepWorkflowId: true });
+    const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
+    await recordHistory(chunk, 'fleet-v2-reinstate-chunk', { keepWorkflowId: true });
+  });
+
+  it('promotes a list of online devices, each as its own promotion workflow', async () => {
+    const { ids, devices } = await fleetOf(3, { online: true });
+    const { id, handle } = await startFleet({
+      operation: 'promote',
+      targets: { registrationIds: ids },
+      parameters: { pollInterval: '1s' },
+    });
+    const result: FleetResult = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 3 } });
+    await Promise.all(devices.map((d) => connectedTo(d, stack.hosts.production)));
+    expect((await devicesOf(id)).map((d) => d.workflowId).sort()).toEqual(ids.map((i) => `promote/${i}`).sort());
+    await recordHistory(handle, 'fleet-v2-promote', { keepWorkflowId: true });
+    const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
+    await recordHistory(chunk, 'fleet-v2-promote-chunk', { keepWorkflowId: true });
+  });
+
   it('revokes an id nothing knows as done, but says so on that device (a misspelled id stands out)', async () => {
     const { ids } = await fleetOf(1);
     const typo = uniqueId('no-such-device');

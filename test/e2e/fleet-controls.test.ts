@@ -4,6 +4,8 @@
  */
 import type { FleetResult, FleetStatus } from '../../common/fleet';
 import { authed } from '../helpers/credentials';
+import { recordHistory } from '../helpers/histories';
+import { fleetChunkWorkflowId } from '../../common/messages';
 import { fleetKit, until } from '../helpers/fleet';
 import { enrollSymmetricKeyGroup } from '../../emulator/simulator/enroll';
 import { connectedTo, simulate, startStack, uniqueId, type Stack } from '../helpers/stack';
@@ -469,6 +471,9 @@ describe('promotion fleets', () => {
         stack.hosts.production,
       ]);
     }
+    await recordHistory(handle, 'fleet-v2-promote', { keepWorkflowId: true });
+    const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
+    await recordHistory(chunk, 'fleet-v2-promote-chunk', { keepWorkflowId: true });
   });
 
   it('times out devices that never reconnect, retries them as TIMED_OUT retries say, and counts them', async () => {

@@ -1,6 +1,7 @@
 /**
  * Fleet operations through the real stack (API → Temporal → worker → activities → emulator → simulated devices):
- * the plan, and a list revoked, reinstated and promoted, whose histories are recorded for replay. Each rollout control:
+ * the plan, and a list revoked and reinstated, whose histories are recorded for replay (a promotion fleet's: in
+ * fleet-controls.test.ts). Each rollout control:
  * fleet-controls.test.ts; the worker killed mid-operation: fleet-crash.test.ts.
  */
 import type { FleetResult } from '../../common/fleet';
@@ -98,22 +99,6 @@ describe('fleet operations', () => {
     await recordHistory(handle, 'fleet-v2-reinstate', { keepWorkflowId: true });
     const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
     await recordHistory(chunk, 'fleet-v2-reinstate-chunk', { keepWorkflowId: true });
-  });
-
-  it('promotes a list of online devices, each as its own promotion workflow', async () => {
-    const { ids, devices } = await fleetOf(3, { online: true });
-    const { id, handle } = await startFleet({
-      operation: 'promote',
-      targets: { registrationIds: ids },
-      parameters: { pollInterval: '1s' },
-    });
-    const result: FleetResult = await handle.result();
-    expect(result).toMatchObject({ outcome: 'completed', counts: { succeeded: 3 } });
-    await Promise.all(devices.map((d) => connectedTo(d, stack.hosts.production)));
-    expect((await devicesOf(id)).map((d) => d.workflowId).sort()).toEqual(ids.map((i) => `promote/${i}`).sort());
-    await recordHistory(handle, 'fleet-v2-promote', { keepWorkflowId: true });
-    const chunk = stack.temporal.client.workflow.getHandle(fleetChunkWorkflowId(handle.workflowId, 0));
-    await recordHistory(chunk, 'fleet-v2-promote-chunk', { keepWorkflowId: true });
   });
 
   it('revokes an id nothing knows as done, but says so on that device (a misspelled id stands out)', async () => {
